@@ -1,0 +1,42 @@
+"""Exception types for a user's mistakes.
+
+Everything derived from :class:`StudyError` is a problem the user can fix (a wrong
+path, a bad data set, a bad config). The command line prints its message as one line
+and exits with status 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class StudyError(Exception):
+    """A user's mistake: reported as one line, exit status 2."""
+
+
+class ConfigError(StudyError):
+    """The configuration file or a flag is invalid."""
+
+
+class DataError(StudyError):
+    """The data set cannot be used as given."""
+
+
+class DataNotFoundError(DataError):
+    """The data path does not exist."""
+
+
+class NotADirectoryDataError(DataError):
+    """The data path is a file, not a folder."""
+
+
+class NoClassesError(DataError):
+    """The data folder holds no class folders."""
+
+
+class EmptyClassError(DataError):
+    """A class folder holds no usable image."""
+
+
+class ClassMismatchError(DataError):
+    """The split folders (train/ and test/) do not hold the same classes."""
+
+
+class TooFewImagesError(DataError):
+    """A class has too few images to be split in a stratified way."""

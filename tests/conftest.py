@@ -1,0 +1,40 @@
+"""Shared fixtures: one seed per test, quiet frameworks, and tiny image sets."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any test imports TensorFlow
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pytest
+
+from common.seeding import seed_everything
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    seed_everything(0)
+
+
+@pytest.fixture
+def tiny_images():
+    """A learnable 3-class set of 32x32 uint8 RGB images: a bright square whose
+    position (left, centre, right) is the class, on a noisy background."""
+
+    def make(n_per_class: int = 10, size: int = 32, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        xs, ys = [], []
+        for label in range(3):
+            for _ in range(n_per_class):
+                img = rng.integers(0, 80, size=(size, size, 3), dtype=np.uint8)
+                s = size // 4
+                x0 = [2, size // 2 - s // 2, size - s - 2][label]
+                y0 = int(rng.integers(2, size - s - 2))
+                img[y0 : y0 + s, x0 : x0 + s, label] = 255
+                xs.append(img)
+                ys.append(label)
+        return np.stack(xs), np.array(ys, dtype=np.int64)
+
+    return make
