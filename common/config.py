@@ -155,5 +155,8 @@ def validate(cfg: StudyConfig) -> None:
         problems.append("explain.n_background and explain.nsamples must be positive")
     if cfg.pytorch.device not in ("auto", "cpu", "cuda"):
         problems.append(f"pytorch.device must be auto, cpu or cuda, got {cfg.pytorch.device!r}")
+    w = cfg.keras.weights
+    if w not in ("imagenet", "none") and not Path(w).expanduser().is_file():
+        problems.append(f"keras.weights must be 'imagenet', 'none' or an existing weights file, got {w!r}")
     if problems:
         raise ConfigError("; ".join(problems))

@@ -1,0 +1,25 @@
+# One-command set-up: each target creates .venv from requirements.txt when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: study insects test benchmark clean-cache
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+study: $(VENV)/.installed          ## the study on the default data (bundled digits); ARGS="--data DIR ..." for more
+	$(PY) experiments/run_all.py $(ARGS)
+
+insects: $(VENV)/.installed        ## the study at the published settings on ../shared/datasets/insects
+	$(PY) experiments/run_all.py --data ../shared/datasets/insects --config experiments/configs/insects.yaml $(ARGS)
+
+test: $(VENV)/.installed           ## the test suite
+	$(PY) -m pytest $(ARGS)
+
+clean-cache:                       ## forget decoded images and cached features
+	rm -rf .cache

@@ -1,0 +1,1 @@
+"""The study's command-line entry points and benchmarks."""

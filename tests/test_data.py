@@ -1,0 +1,299 @@
+"""The shared data layer: discovery, validation, split, decode cache, digits."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import common.data as data_mod
+from common.data import (
+    decode_all,
+    digits_manifest,
+    discover,
+    load_study_data,
+    make_split,
+    select_stratified,
+    write_split_csv,
+)
+from common.errors import (
+    ClassMismatchError,
+    DataError,
+    DataNotFoundError,
+    EmptyClassError,
+    NoClassesError,
+    NotADirectoryDataError,
+    TooFewImagesError,
+)
+
+INSECTS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "insects"
+
+
+def _img(path: Path, mode: str = "RGB", size=(20, 14), color=(200, 30, 30), fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "RGB":
+        img = Image.new("RGB", size, color)
+    elif mode == "L":
+        img = Image.new("L", size, 128)
+    elif mode == "RGBA":
+        img = Image.new("RGBA", size, (*color, 100))
+    elif mode == "CMYK":
+        img = Image.new("CMYK", size, (0, 255, 255, 0))
+    elif mode == "P":
+        img = Image.new("RGB", size, color).convert("P")
+    else:
+        raise ValueError(mode)
+    img.save(path, format=fmt)
+    return path
+
+
+def _tree(root: Path, classes=("ants", "bees"), n=6, splits=("train", "test")) -> Path:
+    """A split-folder data set of small, distinct RGB JPEGs."""
+    rng = np.random.default_rng(1)
+    for split in splits:
+        for cls in classes:
+            for i in range(n):
+                arr = rng.integers(0, 255, (18, 24, 3), dtype=np.uint8)
+                p = root / split / cls / f"{i:02d}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(p, quality=95)
+    return root
+
+
+# ----------------------------------------------------------------------------- discovery and files
+
+
+def test_discovery_skips_non_images_and_corrupt_and_converts_modes(tmp_path, caplog):
+    root = _tree(tmp_path / "ds")
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    (root / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    (root / "train" / "ants" / "notes.txt").write_text("not an image")
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(big)
+    good = big.read_bytes()
+    (root / "train" / "ants" / "broken.jpg").write_bytes(good[: len(good) // 3])  # truncated in the scan data
+    (root / "train" / "ants" / "headless.jpg").write_bytes(good[:40])  # truncated in the header
+    _img(root / "train" / "bees" / "grey.png", "L")
+    _img(root / "train" / "bees" / "rgba.png", "RGBA")
+    _img(root / "train" / "bees" / "palette.png", "P")
+    _img(root / "train" / "bees" / "cmyk.jpg", "CMYK", fmt="JPEG")
+    _img(root / "train" / "bees" / "really_a_png.jpg", "RGB", fmt="PNG")  # wrong extension, real image
+
+    with caplog.at_level(logging.WARNING):
+        data = load_study_data(root, 16, cache_dir=tmp_path / "cache")
+    m = data.manifest
+    skipped = {s.path: s.reason for s in m.skipped}
+    assert skipped[".DS_Store"] == "not an image"
+    assert skipped["train/.DS_Store"] == "not an image"
+    assert skipped["train/ants/notes.txt"] == "not an image"
+    assert skipped["train/ants/broken.jpg"].startswith("corrupt image")
+    assert skipped["train/ants/headless.jpg"] == "corrupt image: header unreadable"
+    assert len(skipped) == 5
+    paths = {r.path for r in m.records}
+    for name in ("grey.png", "rgba.png", "palette.png", "cmyk.jpg", "really_a_png.jpg"):
+        assert f"train/bees/{name}" in paths
+    assert data.images.dtype == np.uint8 and data.images.shape[1:] == (16, 16, 3)
+    # one warning that counts and lists the skipped files
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "skipped" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "5 file(s)" in warnings[0].getMessage() and "broken.jpg" in warnings[0].getMessage()
+    # the grey image is grey in RGB (all channels equal)
+    grey = data.images[[r.path for r in m.records].index("train/bees/grey.png")]
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+
+
+def test_layouts_and_class_order(tmp_path):
+    root = _tree(tmp_path / "split", classes=("zebra", "ant", "Mole"))
+    m = discover(root)
+    assert m.layout == "split-folders" and m.held_out_folder == "test"
+    assert m.classes == tuple(sorted(("zebra", "ant", "Mole")))
+    flat = tmp_path / "flat"
+    for cls in ("b", "a"):
+        for i in range(5):
+            _img(flat / cls / f"{i}.png", color=(i * 40, 0, 0))
+    m2 = discover(flat)
+    assert m2.layout == "class-folders" and m2.classes == ("a", "b") and m2.held_out_folder is None
+    for name in ("val", "valid", "validation"):
+        alt = _tree(tmp_path / f"alt_{name}", splits=("train", name))
+        assert discover(alt).held_out_folder == name
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda p: p / "missing", DataNotFoundError),
+        (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", NotADirectoryDataError),
+        (lambda p: (p / "empty").mkdir() or p / "empty", NoClassesError),
+    ],
+)
+def test_bad_paths(tmp_path, make, error):
+    with pytest.raises(error) as exc:
+        discover(make(tmp_path))
+    assert str(tmp_path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_empty_class_is_named(tmp_path):
+    root = _tree(tmp_path / "ds")
+    for f in (root / "test" / "bees").iterdir():
+        f.unlink()
+    (root / "test" / "bees" / ".DS_Store").write_bytes(b"junk")
+    with pytest.raises(EmptyClassError, match=r"'bees'.*test/bees"):
+        discover(root)
+
+
+def test_class_mismatch_names_missing_and_extra(tmp_path):
+    root = _tree(tmp_path / "ds", classes=("ants", "bees"))
+    (root / "test" / "bees").rename(root / "test" / "wasps")
+    with pytest.raises(ClassMismatchError, match=r"missing from test/: bees; extra in test/: wasps"):
+        discover(root)
+
+
+def test_too_few_images_to_stratify(tmp_path):
+    root = tmp_path / "flat"
+    for i in range(6):
+        _img(root / "many" / f"{i}.png", color=(i * 30, 0, 0))
+    _img(root / "lonely" / "0.png")
+    with pytest.raises(TooFewImagesError, match="'lonely'"):
+        load_study_data(root, 8, cache_dir=tmp_path / "c")
+    assert issubclass(TooFewImagesError, DataError)
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch):
+    manifest = digits_manifest()
+    a = make_split(manifest, 0.2, 0.2, seed=0)
+    assert np.array_equal(a, make_split(manifest, 0.2, 0.2, seed=0))
+    assert not np.array_equal(a, make_split(manifest, 0.2, 0.2, seed=1))
+    labels = np.array([r.label for r in manifest.records])
+    n_test = (a == "test").sum()
+    pool = a != "test"
+    n_val = (a == "val").sum()
+    for k in range(10):
+        # each class's share within one image of exact
+        assert abs((labels[a == "test"] == k).sum() - n_test * (labels == k).mean()) <= 1
+        assert abs((labels[a == "val"] == k).sum() - n_val * (labels[pool] == k).mean()) <= 1
+    assert abs(n_val - 0.2 * pool.sum()) <= 1
+
+    # a file system that lists files in another order gives the same split
+    root = tmp_path / "flat"
+    for cls in ("a", "b", "c"):
+        for i in range(8):
+            _img(root / cls / f"{i}.png", color=(i * 30, ord(cls), 0))
+    first = load_study_data(root, 8, cache_dir=tmp_path / "c")
+    real_walk = data_mod.os.walk
+    monkeypatch.setattr(data_mod.os, "walk", lambda p: ((d, ds[::-1], fs[::-1]) for d, ds, fs in real_walk(p)))
+    second = load_study_data(root, 8, cache_dir=tmp_path / "c")
+    assert [r.path for r in first.manifest.records] == [r.path for r in second.manifest.records]
+    assert np.array_equal(first.split, second.split) and first.data_key == second.data_key
+
+
+def test_held_out_folder_is_the_test_split(tmp_path):
+    root = _tree(tmp_path / "ds", n=10)
+    data = load_study_data(root, 8, cache_dir=tmp_path / "c")
+    for rec, s in zip(data.manifest.records, data.split):
+        assert (s == "test") == rec.path.startswith("test/")
+    assert (data.split == "val").sum() == 4  # 20% of 20 training images, 2 per class
+
+
+def test_split_csv_columns(tmp_path):
+    root = _tree(tmp_path / "ds")
+    data = load_study_data(root, 8, cache_dir=tmp_path / "c")
+    write_split_csv(tmp_path / "out" / "split.csv", data)
+    with open(tmp_path / "out" / "split.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["path", "label", "split", "sha256"]
+    assert len(rows) == len(data.labels)
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert all((root / r["path"]).is_file() and len(r["sha256"]) == 64 for r in rows)
+    assert {r["label"] for r in rows} == {"ants", "bees"}
+
+
+def test_select_stratified():
+    labels = np.repeat(np.arange(3), [10, 5, 8])
+    idx = select_stratified(labels, 6, seed=0)
+    assert np.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2]
+    assert np.array_equal(idx, select_stratified(labels, 6, seed=0))
+    assert not np.array_equal(idx, select_stratified(labels, 6, seed=3))
+    assert len(set(select_stratified(labels, 23, seed=0).tolist())) == 23
+
+
+# ----------------------------------------------------------------------------- decode cache
+
+
+def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_path, monkeypatch):
+    root = _tree(tmp_path / "ds")
+    cache = tmp_path / "cache"
+    calls = []
+    real = data_mod.decode_image
+    monkeypatch.setattr(data_mod, "decode_image", lambda img, size: calls.append(1) or real(img, size))
+    first = load_study_data(root, 12, cache_dir=cache)
+    assert len(calls) == len(first.labels) == 24
+    calls.clear()
+    second = load_study_data(root, 12, cache_dir=cache)
+    assert calls == []  # no image decoded
+    assert np.array_equal(first.images, second.images) and first.data_key == second.data_key
+
+    # a changed file (new content) invalidates the cache
+    target = root / "train" / "ants" / "03.jpg"
+    Image.fromarray(np.zeros((18, 24, 3), np.uint8)).save(target)
+    third = load_study_data(root, 12, cache_dir=cache)
+    assert len(calls) == 24 and third.data_key != first.data_key
+    pos = [r.path for r in third.manifest.records].index("train/ants/03.jpg")
+    assert third.images[pos].max() == 0
+
+    # an added file too; another size is another cache entry
+    calls.clear()
+    _img(root / "train" / "bees" / "new.png")
+    fourth = load_study_data(root, 12, cache_dir=cache)
+    assert len(calls) == 25 and len(fourth.labels) == 25
+    calls.clear()
+    load_study_data(root, 10, cache_dir=cache)
+    assert len(calls) == 25
+
+
+def test_decode_is_bilinear_resize_of_rgb(tmp_path):
+    root = tmp_path / "flat"
+    for cls in ("a", "b"):
+        for i in range(5):
+            _img(root / cls / f"{i}.png", size=(40, 30), color=(10 * i, 100, 200))
+    m = discover(root)
+    _, images = decode_all(m, 8, tmp_path / "c")
+    expected = np.asarray(Image.open(root / m.records[0].path).convert("RGB").resize((8, 8), Image.BILINEAR))
+    assert np.array_equal(images[0], expected)
+
+
+# ----------------------------------------------------------------------------- the default data set
+
+
+def test_digits_default_is_offline_and_32px_rgb(tmp_path):
+    data = load_study_data(None, cache_dir=tmp_path / "c")
+    assert data.manifest.name == "digits" and data.classes == tuple(str(i) for i in range(10))
+    assert data.images.shape == (1797, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.images.max() == 255 and data.images.min() == 0
+    counts = data.counts()
+    assert sum(counts["test"].values()) == 360 and sum(counts["val"].values()) == 288
+
+
+# ----------------------------------------------------------------------------- the real insects data
+
+
+@pytest.mark.insects
+@pytest.mark.skipif(not INSECTS.is_dir(), reason=f"insects data not found at {INSECTS}")
+def test_insects_counts(tmp_path):
+    data = load_study_data(INSECTS, 32, cache_dir=tmp_path / "c")
+    counts = data.counts()
+    train = {c: counts["train"][c] + counts["val"][c] for c in data.classes}
+    assert train == {"beetles": 460, "cockroach": 240, "dragonflies": 319}
+    assert counts["test"] == {"beetles": 60, "cockroach": 60, "dragonflies": 60}
+    assert len(data.manifest.skipped) == 3
+    assert all(s.path.endswith(".DS_Store") and s.reason == "not an image" for s in data.manifest.skipped)
+    n_val = sum(counts["val"].values())
+    assert abs(n_val - 0.2 * 1019) <= 1
+    for c in data.classes:  # stratified: each class's validation share within one image of exact
+        assert abs(counts["val"][c] - 0.2 * train[c]) <= 1
