@@ -133,8 +133,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 def validate(cfg: StudyConfig) -> None:
     """Raise ConfigError for values no run could use."""
     problems = []
-    if cfg.data.image_size is not None and cfg.data.image_size < 8:
-        problems.append(f"data.image_size must be at least 8, got {cfg.data.image_size}")
+    if cfg.data.image_size is not None and cfg.data.image_size < 32:
+        # ResNet50 without its top needs at least 32x32 input
+        problems.append(f"data.image_size must be at least 32, got {cfg.data.image_size}")
     for name in ("val_fraction", "test_fraction"):
         v = getattr(cfg.data, name)
         if not 0 < v < 1:

@@ -1,0 +1,107 @@
+"""The published training loop: cross-entropy, SGD with momentum and weight decay."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from common.arm import HISTORY_KEYS
+from common.config import PyTorchConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` or ``"cuda"``: CUDA when available; CPU otherwise (and for ``"cpu"``)."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        warnings.warn("pytorch.device is 'cuda' but CUDA is not available: using the CPU", stacklevel=2)
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` in eval mode on uint8 NCHW ``x``."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].float(), y[start : start + batch_size]
+        logits = model(xb)
+        loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss_sum / len(x), correct / len(x)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: PyTorchConfig,
+    generator: torch.Generator,
+    desc: str = "",
+) -> tuple[float, float]:
+    """One shuffled pass over uint8 NCHW ``x``; returns the running mean loss and accuracy."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    # The order (and flips) come from a CPU generator, so they do not depend on the device.
+    order = torch.randperm(len(x), generator=generator)
+    loss_sum, correct = 0.0, 0
+    for start in tqdm(range(0, len(x), cfg.batch_size), desc=desc, leave=False, disable=None):
+        idx = order[start : start + cfg.batch_size]
+        xb = x[idx.to(x.device)].float()  # (B, C, H, W) raw pixels in [0, 255]
+        yb = y[idx.to(y.device)]
+        if cfg.hflip:
+            flip = (torch.rand(len(idx), generator=generator) < 0.5).to(x.device)
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+        optimizer.zero_grad()
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss_sum / len(x), correct / len(x)
+
+
+def train(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    cfg: PyTorchConfig,
+    *,
+    seed: int,
+) -> dict[str, list[float]]:
+    """Train ``model`` in place for ``cfg.epochs`` epochs, validating after each; the final
+    model is kept.
+
+    Args:
+        model: the CNN, already on the device of the tensors.
+        x_train, x_val: uint8 (N, C, H, W) images on the model's device.
+        y_train, y_val: int64 (N,) labels on the same device.
+        cfg: optimiser and loop settings.
+        seed: seeds torch and the shuffling generator.
+
+    Returns:
+        The history: each of ``HISTORY_KEYS`` → one value per epoch. The training values
+        are running means over the epoch (train mode), the validation ones in eval mode.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    for epoch in range(1, cfg.epochs + 1):
+        train_loss, train_acc = train_one_epoch(
+            model, optimizer, x_train, y_train, cfg, generator, desc=f"epoch {epoch}/{cfg.epochs}"
+        )
+        val_loss, val_acc = evaluate(model, x_val, y_val, cfg.batch_size)
+        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val_loss, val_acc)):
+            history[key].append(value)
+    model.eval()
+    return history

@@ -1,0 +1,328 @@
+"""The PyTorch arm on tiny 32x32 images: architecture, training, save/load and SHAP maps."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+shap = pytest.importorskip("shap")
+
+from torch import nn  # noqa: E402
+
+from common.arm import HISTORY_KEYS, Explanation, TrainingData, arm_class  # noqa: E402
+from common.config import PyTorchConfig, StudyConfig  # noqa: E402
+from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
+from pytorch_impl.explain import explain, shap_to_explanation_layout  # noqa: E402
+from pytorch_impl.model import build_model, flatten_width, images_to_tensor  # noqa: E402
+from pytorch_impl.train import evaluate, resolve_device, train  # noqa: E402
+
+pytestmark = pytest.mark.pytorch
+
+SIZE = 32
+NONLINEAR = (nn.ReLU, nn.MaxPool2d, nn.Softmax)
+
+
+def _cfg(seed: int = 0, **pytorch) -> StudyConfig:
+    settings = {"epochs": 2, "batch_size": 16, "device": "cpu", **pytorch}
+    return StudyConfig(seed=seed, pytorch=PyTorchConfig(**settings))
+
+
+def _data(tiny_images, n_per_class: int = 10) -> TrainingData:
+    x_train, y_train = tiny_images(n_per_class, SIZE, seed=0)
+    x_val, y_val = tiny_images(4, SIZE, seed=1)
+    return TrainingData(x_train, y_train, x_val, y_val, data_key="tiny")
+
+
+def _trained_arm(tiny_images, epochs: int = 6) -> tuple[PyTorchArm, TrainingData]:
+    data = _data(tiny_images)
+    arm = PyTorchArm.create(_cfg(epochs=epochs, batch_size=8), n_classes=3, image_size=SIZE)
+    arm.fit(data)
+    return arm, data
+
+
+# --- model ---------------------------------------------------------------------------
+
+
+def test_flatten_width_is_the_published_one_at_224():
+    assert flatten_width(224) == 46_656
+
+
+@pytest.mark.parametrize(("size", "width"), [(12, 16), (32, 576), (64, 3_136), (224, 46_656)])
+def test_flatten_width_matches_a_forward_pass(size, width):
+    model = build_model(n_classes=3, image_size=size).eval()
+    with torch.no_grad():
+        features = model.features(model.normalize(torch.zeros(1, 3, size, size)))
+        logits = model(torch.zeros(2, 3, size, size))
+    assert flatten_width(size) == width == features.shape[1]
+    assert model.classifier[0].in_features == width
+    assert logits.shape == (2, 3)
+
+
+def test_flatten_width_rejects_too_small_images():
+    with pytest.raises(ValueError, match="too small"):
+        flatten_width(11)
+
+
+def test_architecture_is_the_published_one():
+    model = build_model(n_classes=5, image_size=SIZE)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(3, 6, (5, 5)), (6, 16, (3, 3))]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(576, 120), (120, 84), (84, 5)]
+    kinds = [type(m).__name__ for m in model.features] + [type(m).__name__ for m in model.classifier]
+    assert kinds == [
+        "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Flatten",
+        "Linear", "ReLU", "Linear", "ReLU", "Linear",
+    ]  # fmt: skip
+
+
+def test_every_nonlinearity_is_a_module_leaf_used_once():
+    model = build_model(n_classes=3, image_size=SIZE)
+    modules = [m for _, m in model.named_modules(remove_duplicate=False)]
+    assert len({id(m) for m in modules}) == len(modules), "a module object appears twice"
+    for m in modules:
+        if isinstance(m, NONLINEAR):
+            assert not list(m.children())
+        assert not getattr(m, "inplace", False), f"in-place {type(m).__name__}"
+
+    # The traced forward calls each leaf module once and no functional op other than the
+    # affine normalisation ((x - mean) / std): no F.relu, F.max_pool2d, torch.softmax.
+    # (fx inlines our own Normalize module; torch.nn's modules stay calls.)
+    graph = torch.fx.symbolic_trace(model).graph
+    called = [n.target for n in graph.nodes if n.op == "call_module"]
+    leaves = [name for name, m in model.named_modules() if not list(m.children()) and name != "normalize"]
+    assert sorted(called) == sorted(leaves)
+    functions = {n.target for n in graph.nodes if n.op == "call_function"}
+    assert functions <= {operator.getitem, operator.sub, operator.truediv}
+    assert not [n for n in graph.nodes if n.op == "call_method"]
+
+
+def test_model_normalises_with_training_statistics(tiny_images):
+    data = _data(tiny_images)
+    arm = PyTorchArm.create(_cfg(epochs=1), n_classes=3, image_size=SIZE)
+    arm.fit(data)
+    pixels = data.x_train.reshape(-1, 3).astype(np.float64)
+    state = arm.model.state_dict()
+    assert state["normalize.mean"].dtype == state["normalize.std"].dtype == torch.float32
+    np.testing.assert_allclose(state["normalize.mean"].numpy(), pixels.mean(0).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(state["normalize.std"].numpy(), pixels.std(0).astype(np.float32), rtol=1e-6)
+    # The first layer turns the raw training pixels into zero-mean, unit-std channels.
+    normalised = arm.model.normalize(images_to_tensor(data.x_train).float())
+    np.testing.assert_allclose(normalised.mean((0, 2, 3)).numpy(), 0, atol=1e-4)
+    np.testing.assert_allclose(normalised.std((0, 2, 3), correction=0).numpy(), 1, atol=1e-4)
+
+
+def test_channel_statistics_guard_a_constant_channel():
+    images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    images[..., 0] = 7
+    images[:2, ..., 1] = 255
+    mean, std = channel_statistics(images)
+    np.testing.assert_allclose(mean, [7, 127.5, 0])
+    np.testing.assert_allclose(std, [0, 127.5, 0])
+    model = build_model(n_classes=3, image_size=SIZE)
+    model.normalize.set_statistics(mean, std)
+    assert model.normalize.std.tolist() == [1.0, 127.5, 1.0]
+
+
+def test_images_to_tensor_is_nchw_and_rejects_other_input():
+    images = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    t = images_to_tensor(images)
+    assert t.dtype == torch.uint8 and t.shape == (2, 3, 4, 5)
+    assert t[1, 2, 3, 4].item() == images[1, 3, 4, 2]
+    with pytest.raises(ValueError):
+        images_to_tensor(images.astype(np.float32))
+
+
+# --- training -------------------------------------------------------------------------
+
+
+def test_one_epoch_lowers_the_training_loss(tiny_images):
+    x, y = tiny_images(20, SIZE, seed=0)
+    torch.manual_seed(0)
+    model = build_model(n_classes=3, image_size=SIZE)
+    model.normalize.set_statistics(*channel_statistics(x))
+    x_t, y_t = images_to_tensor(x), torch.as_tensor(y)
+    before, _ = evaluate(model, x_t, y_t, batch_size=64)
+    history = train(model, x_t, y_t, x_t, y_t, PyTorchConfig(epochs=1, batch_size=8), seed=0)
+    after, _ = evaluate(model, x_t, y_t, batch_size=64)
+    assert after < before
+    assert history["val_loss"] == [pytest.approx(after)]  # validation ran in eval mode too
+
+
+def test_fit_history_best_epoch_and_info(tiny_images):
+    arm = PyTorchArm.create(_cfg(epochs=3), n_classes=3, image_size=SIZE)
+    result = arm.fit(_data(tiny_images))
+    assert tuple(result.history) == HISTORY_KEYS
+    assert all(len(v) == 3 and all(np.isfinite(v)) for v in result.history.values())
+    assert result.best_val_epoch == int(np.argmin(result.history["val_loss"])) + 1
+    assert result.info["device"] == "cpu" and result.train_seconds > 0
+    assert not arm.model.training
+    info = arm.info()
+    assert info["flatten_width"] == 576 and info["device"] == "cpu"
+    assert info["n_parameters"] == sum(p.numel() for p in arm.model.parameters())
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+def test_same_seed_gives_identical_weights_and_history(tiny_images, hflip):
+    data = _data(tiny_images)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)  # what ran before must not matter
+        arm = PyTorchArm.create(_cfg(seed=7, hflip=hflip), n_classes=3, image_size=SIZE)
+        runs.append((arm.fit(data).history, arm.model.state_dict()))
+    (h1, s1), (h2, s2) = runs
+    assert h1 == h2
+    assert s1.keys() == s2.keys()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+    other = PyTorchArm.create(_cfg(seed=8, hflip=hflip), n_classes=3, image_size=SIZE)
+    other.fit(data)
+    assert not torch.equal(other.model.state_dict()["features.0.weight"], s1["features.0.weight"])
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.warns(UserWarning, match="CUDA is not available"):
+            assert resolve_device("cuda").type == "cpu"
+
+
+# --- save / load / predict ---------------------------------------------------------------
+
+
+def test_save_then_load_predicts_identical_probabilities(tiny_images, tmp_path):
+    arm = PyTorchArm.create(_cfg(), n_classes=3, image_size=SIZE)
+    data = _data(tiny_images)
+    arm.fit(data)
+    path = tmp_path / PyTorchArm.model_filename
+    arm.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+    loaded = PyTorchArm.load(path, _cfg())
+    before, after = arm.predict_proba(data.x_val), loaded.predict_proba(data.x_val)
+    assert after.dtype == np.float32 and after.shape == (len(data.x_val), 3)
+    assert np.array_equal(before, after)
+    np.testing.assert_allclose(after.sum(1), 1, atol=1e-6)
+    state, loaded_state = arm.model.state_dict(), loaded.model.state_dict()
+    assert all(torch.equal(state[k], loaded_state[k]) for k in state)  # mean/std buffers included
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["model_args"] == {"n_classes": 3, "image_size": SIZE}
+
+
+def test_arm_is_registered_with_its_names():
+    assert arm_class("pytorch") is PyTorchArm
+    assert (PyTorchArm.name, PyTorchArm.framework, PyTorchArm.model_filename) == ("pytorch_cnn", "pytorch", "model.pt")
+
+
+# --- shap's layout and our conversion ------------------------------------------------------
+
+
+def test_layout_conversion_moves_class_axis_and_channels():
+    n, c, h, w, k = 2, 3, 4, 5, 6
+    values = np.arange(n * c * h * w * k, dtype=np.float64).reshape(n, c, h, w, k)
+    expected = np.empty((n, k, h, w, c), dtype=np.float32)
+    for i in range(n):
+        for j in range(k):
+            for y in range(h):
+                for x in range(w):
+                    for ch in range(c):
+                        expected[i, j, y, x, ch] = values[i, ch, y, x, j]
+    converted = shap_to_explanation_layout(values)
+    assert converted.dtype == np.float32 and converted.flags.c_contiguous
+    assert np.array_equal(converted, expected)
+    with pytest.raises(TypeError):
+        shap_to_explanation_layout([values[..., 0]] * k)  # shap < 0.45: one array per class
+    with pytest.raises(ValueError):
+        shap_to_explanation_layout(values[..., 0])
+
+
+@pytest.mark.parametrize("method", ["deep", "gradient"])
+def test_shap_returns_n_c_h_w_k_for_an_nchw_model(method):
+    # K = 4 classes, C = 3 channels, H = W = 16: every axis but H/W tells itself apart.
+    model = build_model(n_classes=4, image_size=16).eval()
+    x, background = torch.rand(2, 3, 16, 16) * 255, torch.rand(5, 3, 16, 16) * 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "deep":
+            values = shap.DeepExplainer(model, background).shap_values(x)
+        else:
+            values = shap.GradientExplainer(model, background).shap_values(x, nsamples=4, rseed=0)
+    assert isinstance(values, np.ndarray)
+    assert values.shape == (2, 3, 16, 16, 4)
+
+
+# --- explanations -----------------------------------------------------------------------------
+
+
+def test_deep_shap_is_additive_for_every_image_and_class(tiny_images):
+    arm, data = _trained_arm(tiny_images)
+    images, background = data.x_val[::2], data.x_train[::3]  # 6 images, 10 background
+    state_before = {k: v.clone() for k, v in arm.model.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. shap's "unrecognized nn.Module"
+        e = arm.explain(images, background, "deep", nsamples=0, seed=0)
+    assert (e.method, e.output, e.nsamples, e.n_background) == ("deep", "logits", None, len(background))
+    assert e.attributions.shape == (6, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
+    assert e.additivity_errors.shape == (6, 3)
+    assert e.additivity_max_abs_error < 1e-4
+    assert np.abs(e.outputs).max() > 0.5  # a trained model, not a near-constant one
+
+    # base_values = E[f(background)], outputs = logits, probabilities = predict_proba
+    with torch.no_grad():
+        logits_bg = arm.model(images_to_tensor(background).float())
+        logits = arm.model(images_to_tensor(images).float())
+    np.testing.assert_allclose(e.base_values, logits_bg.mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(e.outputs, logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(e.probabilities, arm.predict_proba(images), atol=1e-6)
+    assert e.seconds > 0
+    # The caller's model is untouched (shap's hooks worked on a copy).
+    state_after = arm.model.state_dict()
+    assert state_after.keys() == state_before.keys()
+    assert all(torch.equal(state_before[k], state_after[k]) for k in state_after)
+
+
+def test_gradient_shap_shape_determinism_and_signal(tiny_images):
+    arm, data = _trained_arm(tiny_images)
+    images, background = data.x_val[:3], data.x_train[::3]
+    np.random.seed(99)
+    numpy_state = np.random.get_state()[1].copy()
+    e = arm.explain(images, background, "gradient", nsamples=16, seed=3)
+    assert np.array_equal(np.random.get_state()[1], numpy_state)  # shap's reseeding undone
+    assert isinstance(e, Explanation) and (e.method, e.nsamples) == ("gradient", 16)
+    assert e.attributions.shape == (3, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
+    assert np.isfinite(e.attributions).all()
+    predicted = e.probabilities.argmax(1)
+    for i, k in enumerate(predicted):
+        assert np.abs(e.attributions[i, k]).max() > 0
+
+    again = arm.explain(images, background, "gradient", nsamples=16, seed=3)
+    assert np.array_equal(e.attributions, again.attributions)
+    other_seed = arm.explain(images, background, "gradient", nsamples=16, seed=4)
+    assert not np.array_equal(e.attributions, other_seed.attributions)
+
+    with torch.no_grad():
+        expected = arm.model(images_to_tensor(background).float()).mean(0).numpy()
+    np.testing.assert_allclose(e.base_values, expected, atol=1e-5)
+
+
+def test_probability_output_explains_the_softmax(tiny_images):
+    arm, data = _trained_arm(tiny_images, epochs=2)
+    e = explain(arm.model, data.x_val[:2], data.x_train[::5], "gradient", nsamples=4, seed=0, output="probability")
+    assert e.output == "probability"
+    np.testing.assert_allclose(e.outputs, e.probabilities, atol=1e-6)
+    np.testing.assert_allclose(e.base_values.sum(), 1, atol=1e-5)
+
+
+def test_explain_rejects_unknown_method_and_output(tiny_images):
+    model = build_model(n_classes=3, image_size=SIZE)
+    x, _ = tiny_images(1, SIZE)
+    with pytest.raises(ValueError, match="method"):
+        explain(model, x, x, "kernel", nsamples=1, seed=0)
+    with pytest.raises(ValueError, match="output"):
+        explain(model, x, x, "deep", nsamples=1, seed=0, output="softmax")
