@@ -1,0 +1,123 @@
+"""Framework-free operations on SHAP attributions: reduction, agreement, additivity.
+
+Attributions arrive as float ``(N, K, H, W, C)`` arrays (image, class, row, column,
+channel) from :class:`common.arm.Explanation`. Maps are compared after summing over
+channels, as shap's own image plot does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from common.arm import Explanation
+
+# The four maps of a full run, in the order reports show them.
+MAP_LABELS = ("pytorch_deep", "pytorch_gradient", "keras_deep", "keras_gradient")
+
+AGREEMENT_METHOD = "Spearman rank correlation of channel-summed maps, each map for its own model's predicted class"
+
+
+def channel_sum(attr: np.ndarray) -> np.ndarray:
+    """Sum attributions over the trailing channel axis: (..., H, W, C) -> (..., H, W)."""
+    return np.asarray(attr).sum(axis=-1)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho of two flattened maps; NaN when either map is constant (rho undefined)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spearmanr warns (and returns NaN) on degenerate input
+        return float(spearmanr(a, b).statistic)
+
+
+def agreement(maps: Mapping[str, np.ndarray], classes: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Rank agreement between attribution maps of the same images, for every pair of maps.
+
+    For each image and each pair of labels, the two channel-summed maps are flattened and
+    compared with Spearman's rank correlation; each map is taken at the class given for
+    its own label (normally the class its own model predicted), so two models that
+    disagree on an image are compared on what each of them actually decided.
+
+    A constant map (e.g. all zeros) has no ranking: its rho is recorded as ``None`` in
+    ``per_image`` and left out of the pair's mean (NaN-ignoring mean). A pair whose every
+    image is undefined gets ``None`` as its mean.
+
+    Args:
+        maps: ``{label: attributions (N, K, H, W, C)}``, labels such as "pytorch_deep",
+            "keras_gradient"; all maps cover the same N images.
+        classes: ``{label: (N,) int}``, the class whose map is compared, per image.
+
+    Returns:
+        ``{"pairs": {"a~b": mean rho or None}, "n_images": {"a~b": images with a defined
+        rho}, "per_image": [{"a~b": rho or None, ...} per image], "method": str}``. With
+        fewer than two maps, ``pairs``, ``n_images`` and ``per_image`` are empty.
+
+    Raises:
+        ValueError: when the maps do not share N, or a label has no classes.
+    """
+    # Known labels first, in report order; any others after them, as given.
+    labels = [lab for lab in MAP_LABELS if lab in maps] + [lab for lab in maps if lab not in MAP_LABELS]
+    result: dict[str, Any] = {"pairs": {}, "n_images": {}, "per_image": [], "method": AGREEMENT_METHOD}
+    if len(labels) < 2:
+        return result
+
+    arrays = {lab: np.asarray(maps[lab]) for lab in labels}
+    n_images = {a.shape[0] for a in arrays.values()}
+    if len(n_images) != 1 or any(a.ndim != 5 for a in arrays.values()):
+        raise ValueError(f"maps must all be (N, K, H, W, C) for the same N; got {[a.shape for a in arrays.values()]}")
+    n = n_images.pop()
+    picked = {}
+    for lab in labels:
+        if lab not in classes:
+            raise ValueError(f"no classes given for map {lab!r}")
+        cls = np.asarray(classes[lab]).astype(int).ravel()
+        if cls.size != n:
+            raise ValueError(f"classes for {lab!r} has {cls.size} entries, maps have {n} images")
+        # (N, H*W): each image's channel-summed map at its own class
+        picked[lab] = channel_sum(arrays[lab][np.arange(n), cls]).reshape(n, -1).astype(np.float64)
+
+    pairs = [f"{a}~{b}" for a, b in itertools.combinations(labels, 2)]
+    rho = np.full((n, len(pairs)), np.nan)
+    for j, (a, b) in enumerate(itertools.combinations(labels, 2)):
+        for i in range(n):
+            rho[i, j] = _spearman(picked[a][i], picked[b][i])
+
+    for j, pair in enumerate(pairs):
+        defined = ~np.isnan(rho[:, j])
+        result["pairs"][pair] = float(rho[defined, j].mean()) if defined.any() else None
+        result["n_images"][pair] = int(defined.sum())
+    result["per_image"] = [
+        {pair: (None if np.isnan(rho[i, j]) else float(rho[i, j])) for j, pair in enumerate(pairs)} for i in range(n)
+    ]
+    return result
+
+
+def additivity_summary(explanation: Explanation) -> dict[str, float | None]:
+    """Largest and mean |sum of attributions - (f(x) - E[f(background)])| over images and classes.
+
+    Returns:
+        ``{"additivity_max_abs_error", "additivity_mean_abs_error"}`` (None for an empty
+        explanation). Deep SHAP should be additive up to float error; Gradient SHAP is
+        additive only in expectation, so its error shrinks with nsamples.
+    """
+    errors = explanation.additivity_errors
+    if errors.size == 0:
+        return {"additivity_max_abs_error": None, "additivity_mean_abs_error": None}
+    return {"additivity_max_abs_error": float(errors.max()), "additivity_mean_abs_error": float(errors.mean())}
+
+
+def to_image_plot_lists(attributions: np.ndarray) -> list[np.ndarray]:
+    """(N, K, H, W, C) -> list of K arrays of shape (N, H, W, C), as shap.image_plot expects.
+
+    shap.image_plot handed the 5-D array itself silently plots the sum over classes.
+    """
+    attributions = np.asarray(attributions)
+    if attributions.ndim != 5:
+        raise ValueError(f"expected attributions of shape (N, K, H, W, C), got {attributions.shape}")
+    return [attributions[:, k] for k in range(attributions.shape[1])]

@@ -1,0 +1,253 @@
+"""The study's figures, drawn with matplotlib's Agg backend from saved NumPy data.
+
+Every function writes one PNG atomically and returns its path. Figures are built as
+``matplotlib.figure.Figure`` objects (no pyplot state), except the shap image plot,
+which shap draws through pyplot; that figure is closed after saving.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless, and the same rendering everywhere
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from common.arm import Explanation
+from common.attribution import channel_sum, to_image_plot_lists
+from common.io import atomic_path
+
+DPI = 80  # small files: the HTML report embeds every PNG
+MAP_CMAP = "coolwarm"  # diverging: blue lowers the explained score, red raises it
+
+
+def _text(value: object, width: int | None = None) -> str:
+    """A user string made safe for a matplotlib title: one line, at most ``width``
+    characters (ellipsis), and ``$`` escaped so it is not read as mathtext."""
+    s = " ".join(str(value).split())
+    if width is not None and len(s) > width:
+        s = s[: width - 1] + "…"
+    return s.replace("$", r"\$")
+
+
+def _save(fig: Figure, path: str | Path, dpi: int = DPI, **savefig_kw) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **savefig_kw)
+    return path
+
+
+def _pixels(image: np.ndarray) -> tuple[np.ndarray, dict]:
+    """An (H, W, C) uint8 image and the imshow arguments that show it as it is."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        return image[..., 0], {"cmap": "gray", "vmin": 0, "vmax": 255}
+    return image, {}
+
+
+def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path) -> Path:
+    """Loss (top row) and accuracy (bottom row) per epoch, train and validation, one
+    column per model.
+
+    Args:
+        histories: ``{model name: {"train_loss", "train_accuracy", "val_loss",
+            "val_accuracy": one value per epoch}}``; missing keys are skipped.
+        path: PNG to write.
+
+    Returns:
+        ``path``. A dotted line marks each model's epoch with the lowest validation loss.
+    """
+    n = max(len(histories), 1)
+    fig = Figure(figsize=(5.0 * n, 6.0), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False, sharex="col")
+    if not histories:
+        axes[0, 0].text(0.5, 0.5, "no training history", ha="center", va="center")
+    for col, (name, history) in enumerate(histories.items()):
+        for row, quantity in enumerate(("loss", "accuracy")):
+            ax = axes[row, col]
+            for split, style in (("train", "-o"), ("val", "--s")):
+                values = history.get(f"{split}_{quantity}") or []
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, markersize=3, label=f"{split}")
+            val_loss = history.get("val_loss") or []
+            if len(val_loss):
+                best = int(np.nanargmin(val_loss)) + 1
+                ax.axvline(best, color="grey", linestyle=":", linewidth=1, label="lowest val loss")
+            ax.set_ylabel(quantity)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0, col].set_title(_text(name, 40))
+        axes[1, col].set_xlabel("epoch")
+        axes[1, col].xaxis.get_major_locator().set_params(integer=True)
+    _save(fig, path)
+    return Path(path)
+
+
+def plot_confusion_matrices(
+    matrices: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str], path: str | Path
+) -> Path:
+    """The models' test confusion matrices side by side (rows = true class).
+
+    Args:
+        matrices: ``{model name: K x K counts}``.
+        class_names: the K class names (long ones are truncated on the axes).
+        path: PNG to write.
+    """
+    k = len(class_names)
+    n = max(len(matrices), 1)
+    side = max(4.0, 0.45 * k + 2.0)
+    fig = Figure(figsize=(side * n, side), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    names = [_text(c, 12) for c in class_names]
+    rotate = 45 if max((len(c) for c in names), default=0) > 3 else "horizontal"
+    for ax, (model, matrix) in zip(axes, matrices.items()):
+        display = ConfusionMatrixDisplay(np.asarray(matrix, dtype=int), display_labels=names)
+        display.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d", include_values=k <= 25,
+                     xticks_rotation=rotate)
+        if rotate != "horizontal":
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+                label.set_rotation_mode("anchor")  # the label's end sits under its column
+        ax.set_title(_text(model, 40))
+    if not matrices:
+        axes[0].text(0.5, 0.5, "no confusion matrix", ha="center", va="center")
+    _save(fig, path)
+    return Path(path)
+
+
+def plot_attribution_grid(
+    images: np.ndarray,
+    true_labels: Sequence[int],
+    class_names: Sequence[str],
+    columns: Mapping[str, Explanation],
+    path: str | Path,
+) -> Path:
+    """One row per explained image: the image, then each explanation's map.
+
+    Each map is the channel-summed attribution for the class *that column's model*
+    predicted (argmax of its probabilities), on its own symmetric colour scale
+    (``-max|map| .. +max|map|``) with its own colour bar, so columns are compared by
+    pattern, not by magnitude. A red title marks a wrong prediction.
+
+    Args:
+        images: uint8 (N, H, W, C) explained images.
+        true_labels: (N,) true class per image.
+        class_names: the K class names.
+        columns: ``{column title: Explanation over the same N images}``, in display order.
+        path: PNG to write.
+
+    Raises:
+        ValueError: when an explanation does not cover the N images.
+    """
+    images = np.asarray(images)
+    true_labels = np.asarray(true_labels).astype(int).ravel()
+    n = images.shape[0]
+    for title, ex in columns.items():
+        if ex.attributions.shape[0] != n:
+            raise ValueError(f"{title}: explains {ex.attributions.shape[0]} images, grid has {n}")
+    ncols = 1 + len(columns)
+    fig = Figure(figsize=(2.3 * ncols, 2.35 * n + 0.2), layout="constrained")
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        true_name = _text(class_names[true_labels[i]], 18)
+        pixels, kw = _pixels(images[i])
+        axes[i, 0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
+        axes[i, 0].set_title(f"image {i + 1}\ntrue: {true_name}", fontsize=9)
+        for j, (title, ex) in enumerate(columns.items(), start=1):
+            ax = axes[i, j]
+            pred = int(np.argmax(ex.probabilities[i]))
+            saliency = channel_sum(ex.attributions[i, pred])  # (H, W)
+            m = float(np.nanmax(np.abs(saliency))) if saliency.size else 0.0
+            m = m if np.isfinite(m) and m > 0 else 1.0  # an all-zero map still gets a valid scale
+            im = ax.imshow(saliency, cmap=MAP_CMAP, vmin=-m, vmax=m)
+            cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+            cbar.ax.tick_params(labelsize=6)
+            cbar.ax.yaxis.get_offset_text().set_fontsize(6)
+            wrong = pred != true_labels[i]
+            ax.set_title(
+                f"{_text(title, 24)}\ntrue: {true_name}\npred: {_text(class_names[pred], 14)} "
+                f"({float(ex.probabilities[i, pred]):.2f})",
+                fontsize=8,
+                color="tab:red" if wrong else "black",
+            )
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, path)
+    return Path(path)
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """At most ``k`` indices evenly spread over ``range(n)`` (first and last included)."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def plot_shap_image(
+    images: np.ndarray,
+    explanation: Explanation,
+    class_names: Sequence[str],
+    path: str | Path,
+    max_images: int = 6,
+    max_classes: int = 10,
+    title: str | None = None,
+    width: float = 14.0,
+    dpi: int = 80,
+) -> Path:
+    """shap's own image plot of one explanation: a row per image, a column per class.
+
+    Args:
+        images: uint8 (N, H, W, C) explained images.
+        explanation: attributions (N, K, H, W, C) for those images.
+        class_names: the K class names.
+        path: PNG to write.
+        max_images: at most this many images, spread evenly over the N (so several
+            classes show when the images are ordered by class).
+        max_classes: with more classes than this, each row shows its own top
+            ``max_classes`` classes by probability instead of every class.
+        title: figure title, e.g. "PyTorch CNN, Deep SHAP".
+        width: figure width in inches (shap's ``width``: wider figures are scaled down to it).
+        dpi: resolution of the PNG.
+
+    Column titles read "class (probability)". Colours share one scale per row (shap's).
+    """
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # shap's colormap set-up, on import
+        import shap  # lazily: heavy, and only this figure needs it
+
+    idx = _spread(explanation.attributions.shape[0], max_images)
+    attr = np.asarray(explanation.attributions)[idx]  # (n, K, H, W, C)
+    probs = np.asarray(explanation.probabilities)[idx]  # (n, K)
+    pixels = np.asarray(images)[idx]
+    k = attr.shape[1]
+    if k <= max_classes:
+        order = np.tile(np.arange(k), (len(idx), 1))
+    else:  # per image, its most probable classes, most probable first
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
+        attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
+    labels = np.array(
+        [[f"{_text(class_names[c], 12)} ({probs[i, c]:.2f})" for c in order[i]] for i in range(len(idx))]
+    )
+    if pixels.dtype == np.uint8:
+        pixels = pixels.astype(np.float32) / 255.0  # image_plot shows [0, 1] floats as they are
+    # hspace="auto": tight layout, so a row's class titles do not run into the row above
+    shap.image_plot(to_image_plot_lists(attr), pixel_values=pixels, labels=labels, width=width, hspace="auto",
+                    show=False)
+    fig = plt.gcf()
+    try:
+        if title:  # above the laid-out axes; the tight bounding box below makes room for it
+            fig.text(0.5, 1.0, _text(title, 80), ha="center", va="bottom", fontsize=13)
+        _save(fig, path, dpi=dpi, bbox_inches="tight")  # shap leaves wide empty margins
+    finally:
+        plt.close(fig)
+    return Path(path)

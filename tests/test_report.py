@@ -1,0 +1,170 @@
+"""Figures and both reports from a synthetic run (no framework needed)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.arm import Explanation
+from common.attribution import agreement
+from common.report import build_figures, write_reports
+
+FALLBACK = "Keras ResNet50 backbone: random (ImageNet weights unavailable) — this run is not transfer learning"
+NASTY = "<b>x</b>"
+
+
+def _explanation(method: str, n: int, k: int, size: int, seed: int) -> Explanation:
+    rng = np.random.default_rng(seed)
+    attr = rng.normal(size=(n, k, size, size, 3)).astype(np.float32)
+    base = rng.normal(size=k).astype(np.float32)
+    outputs = (attr.reshape(n, k, -1).sum(-1) + base).astype(np.float32)  # additive by construction
+    z = np.exp(outputs - outputs.max(1, keepdims=True))
+    probs = z / z.sum(1, keepdims=True)
+    return Explanation(
+        method=method, output="logits", attributions=attr, base_values=base, outputs=outputs,
+        probabilities=probs.astype(np.float32), seconds=1.5, n_background=4,
+        nsamples=None if method == "deep" else 8,
+    )
+
+
+def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pytorch", "keras"), epochs=3, seed=0):
+    """A metrics dict, explained images and Explanations shaped like the runner's."""
+    k = len(classes)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    true = np.arange(n) % k
+    models, explanations, attributions = {}, {}, {}
+    model_keys = {"pytorch": "pytorch_cnn", "keras": "keras_resnet50"}
+    for a, arm in enumerate(arms):
+        key = model_keys[arm]
+        m = {
+            "test_accuracy": 0.9 - 0.1 * a, "test_accuracy_ci95": [0.8, 0.95],
+            "per_class": {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 5} for c in classes},
+            "confusion_matrix": (np.eye(k, dtype=int) * 4 + 1).tolist(),
+            "history": {"train_loss": list(np.linspace(2, 0.5, epochs)), "train_accuracy": list(np.linspace(0.3, 0.9, epochs)),
+                        "val_loss": list(np.linspace(2.1, 0.7, epochs)), "val_accuracy": list(np.linspace(0.3, 0.85, epochs))},
+            "best_val_epoch": epochs, "train_seconds": 12.3 + a, "info": {"device": "cpu"},
+        }
+        if arm == "keras":
+            m["backbone_weights"] = "random (ImageNet weights unavailable)"
+        models[key] = m
+        attributions[key] = {}
+        for b, method in enumerate(("deep", "gradient")):
+            ex = _explanation(method, n, k, size, seed=10 * a + b)
+            explanations[(arm, method)] = ex
+            attributions[key][method] = {"seconds": ex.seconds, "n_images": n, "n_background": 4, "output": "logits",
+                                         "nsamples": ex.nsamples, "additivity_max_abs_error": ex.additivity_max_abs_error}
+    metrics = {
+        "dataset": {"name": "synthetic <set>", "root": "/data/<weird> & path", "layout": "folders", "classes": list(classes),
+                    "image_size": size,
+                    "counts": {s: {c: 5 for c in classes} for s in ("train", "val", "test")},
+                    "skipped": [{"path": "x/.DS_Store", "reason": "not an image"}]},
+        "config": {"seed": 0, "data": {"root": "/data/<weird> & path"}, "explain": {"output": "logits", "n_background": 4,
+                   "nsamples": 8, "methods": ["deep", "gradient"], "n_explain": n}},
+        "versions": {"python": "3.11.7", "shap": "0.51.0", "torch": "2.14.1" if "pytorch" in arms else None},
+        "models": models,
+        "attributions": attributions,
+        "fallbacks": [FALLBACK] if "keras" in arms else [],
+        "stages": [{"stage": "train pytorch", "status": "ran", "seconds": 12.3}],
+    }
+    if len(arms) == 2:
+        metrics["comparison"] = {"mcnemar_p": 0.5, "only_pytorch_correct": 3, "only_keras_correct": 1,
+                                 "both_correct": 9, "both_wrong": 2, "n": 15}
+        maps = {f"{arm}_{method}": ex.attributions for (arm, method), ex in explanations.items()}
+        cls = {f"{arm}_{method}": ex.probabilities.argmax(1) for (arm, method), ex in explanations.items()}
+        metrics["agreement"] = agreement(maps, cls)
+    return metrics, images, true, list(classes), explanations
+
+
+def _render(out: Path, **kw):
+    metrics, images, true, classes, explanations = synthetic_run(**kw)
+    figures = build_figures(out, metrics, images, true, classes, explanations)
+    md, html = write_reports(out, metrics, figures)
+    return metrics, figures, md.read_text(encoding="utf-8"), html.read_text(encoding="utf-8")
+
+
+def test_full_report(tmp_path):
+    metrics, figures, md, html = _render(tmp_path)
+    assert set(figures) == {"training_curves", "confusion_matrices", "attribution_grid", "shap_pytorch_deep",
+                            "shap_pytorch_gradient", "shap_keras_deep", "shap_keras_gradient"}
+    for rel in figures.values():
+        assert rel.startswith("figures/") and (tmp_path / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({rel})" in md  # Markdown links the PNGs relatively
+    # HTML is one self-contained file: every image is a data URI, nothing else is fetched
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert len(srcs) == len(figures) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "figures/" not in html.replace("(figure missing", "")
+    assert not re.search(r'<link|href="(?!#)', html)
+    # user strings are escaped, never raw
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and NASTY not in html
+    assert "synthetic &lt;set&gt;" in html and "&lt;weird&gt; &amp; path" in html
+    assert NASTY not in md and r"\<b\>x\</b\>" in md
+    assert r"dog\|\*wild\*" in md and "dog|*wild*" in html
+    # content
+    for text in (md, html):
+        assert FALLBACK in text
+        assert "0.500" in text  # McNemar p
+        assert "Keras ResNet50" in text and "PyTorch CNN" in text
+        assert "random (ImageNet weights unavailable)" in text
+        assert "logits" in text and "pre-softmax" in text
+        assert "PyTorch Deep SHAP vs Keras Deep SHAP" in text
+        assert "x/.DS" in text and "not an image" in text
+        assert "0.51.0" in text
+    # Markdown tables are well formed: every row of a table has as many cells as its header
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
+        rows = [r for r in block.strip().split("\n")]
+        widths = {len(re.split(r"(?<!\\)\|", r)) for r in rows}
+        assert len(widths) == 1, block
+
+
+def test_same_inputs_same_report(tmp_path):
+    _, _, md1, html1 = _render(tmp_path / "a")
+    _, _, md2, html2 = _render(tmp_path / "b")
+    assert md1 == md2 and html1 == html2
+
+
+def test_only_pytorch(tmp_path):
+    metrics, figures, md, html = _render(tmp_path, arms=("pytorch",))
+    assert "comparison" not in metrics and "agreement" not in metrics
+    assert set(figures) == {"training_curves", "confusion_matrices", "attribution_grid", "shap_pytorch_deep",
+                            "shap_pytorch_gradient"}
+    for text in (md, html):
+        assert "PyTorch CNN only" in text
+        assert "No paired comparison" in text
+        assert "Keras ResNet50" not in text
+    assert "## Fallbacks and caveats\n\nNone." in md
+
+
+def test_no_explanations(tmp_path):
+    metrics, images, true, classes, _ = synthetic_run(arms=("pytorch",))
+    metrics.pop("attributions")
+    figures = build_figures(tmp_path, metrics, None, None, classes, {})
+    assert set(figures) == {"training_curves", "confusion_matrices"}
+    md, html = write_reports(tmp_path, metrics, figures)
+    assert "No explanations were computed" in md.read_text(encoding="utf-8")
+
+
+def test_report_modules_import_no_framework():
+    code = ("import sys, common.report, common.plotting, common.evaluation, common.attribution; "
+            "bad = [m for m in ('torch', 'tensorflow', 'keras', 'shap') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_grayscale_images_and_many_classes(tmp_path):
+    from common.plotting import plot_attribution_grid, plot_shap_image
+
+    k = 12
+    ex = _explanation("deep", n=3, k=k, size=8, seed=1)
+    ex.attributions = ex.attributions[..., :1].copy()  # one channel
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
+    names = [f"class {i} $with$ dollars" for i in range(k)]  # "$" must not be read as mathtext
+    grid = plot_attribution_grid(images, [0, 1, 2], names, {"PyTorch Deep SHAP": ex}, tmp_path / "grid.png")
+    shap_png = plot_shap_image(images, ex, names, tmp_path / "shap.png", max_images=2, max_classes=3, title="t")
+    for p in (grid, shap_png):
+        assert p.read_bytes()[:4] == b"\x89PNG"
