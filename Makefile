@@ -21,5 +21,8 @@ insects: $(VENV)/.installed        ## the study at the published settings on ../
 test: $(VENV)/.installed           ## the test suite
 	$(PY) -m pytest $(ARGS)
 
+benchmark: $(VENV)/.installed      ## where the time goes, on the insects data (long: see experiments/BENCHMARKS.md)
+	$(PY) experiments/benchmark.py $(ARGS)
+
 clean-cache:                       ## forget decoded images and cached features
 	rm -rf .cache

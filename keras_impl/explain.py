@@ -1,0 +1,182 @@
+"""Deep SHAP and Gradient SHAP on the Keras model, in the common attribution layout.
+
+Both explainers see the full pixel-input model (``ResNet50Preprocess`` is its first
+layer), and by default its logits: softmax is handled differently by the two
+frameworks' Deep SHAP, so logits are the quantity the arms share.
+
+shap 0.51 returns one array ``(N, H, W, C, K)`` for a Keras (NHWC) model with K
+outputs; :func:`explain` moves the class axis to ``(N, K, H, W, C)``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import shap
+
+from common.arm import Explanation
+from keras_impl import model as km
+
+METHODS = ("deep", "gradient")
+OUTPUTS = ("logits", "probability")
+
+
+def explained_model(model: keras.Model, output: str) -> keras.Model:
+    """The model whose outputs are explained: pixels → logits, or → probabilities.
+
+    A view sharing ``model``'s layers whose input is a one-element list: shap calls the
+    model with a list, and Keras warns when the structure differs from the built one.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    out = model.get_layer("logits").output if output == "logits" else model.output
+    return keras.Model(model.inputs, out, name=f"keras_resnet50_{output}")
+
+
+@dataclass
+class BuiltExplainer:
+    """A shap explainer together with the model it explains and its background."""
+
+    method: str  # "deep" or "gradient"
+    output: str  # "logits" or "probability"
+    target: keras.Model  # the explained model (pixels -> logits or probabilities)
+    background: np.ndarray  # float32 (B, H, W, C) pixels, 0..255
+    shap_explainer: Any  # shap.DeepExplainer or shap.GradientExplainer
+    setup_seconds: float
+    predict_target: Callable[[np.ndarray], np.ndarray]  # f(x) of the explained output, traced once
+    predict_proba: Callable[[np.ndarray], np.ndarray]  # class probabilities, traced once
+
+
+def make_explainer(
+    model: keras.Model, background: np.ndarray, method: str, *, output: str = "logits", batch_size: int = 50
+) -> BuiltExplainer:
+    """A shap explainer for ``model``'s ``output`` against ``background``; build it once and reuse it.
+
+    TensorFlow builds one gradient graph per explained class on first use, so reusing the
+    explainer across images and calls saves that cost.
+
+    Args:
+        model: the full probability model.
+        background: uint8 or float (B, H, W, C) pixels, 0..255.
+        method: "deep" (shap.DeepExplainer) or "gradient" (shap.GradientExplainer).
+        output: "logits" or "probability".
+        batch_size: Gradient SHAP samples per forward/backward pass.
+
+    Raises:
+        ValueError: unknown ``method`` or ``output``.
+    """
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    target = explained_model(model, output)
+    bg = np.asarray(background, dtype=np.float32)
+    with warnings.catch_warnings():
+        # shap warns on every TF >= 2.4 that graph mode support was removed; eager mode is what runs here.
+        warnings.filterwarnings("ignore", message="Your TensorFlow version is newer than 2.4.0")
+        if method == "deep":
+            explainer = shap.DeepExplainer(target, bg)
+        else:
+            explainer = shap.GradientExplainer(target, bg, batch_size=batch_size)
+    predict_target = km.predictor(target)
+    predict_proba = predict_target if output == "probability" else km.predictor(model)
+    return BuiltExplainer(method, output, target, bg, explainer, time.perf_counter() - start, predict_target, predict_proba)
+
+
+def explain(
+    model: keras.Model,
+    images: np.ndarray,
+    background: np.ndarray,
+    method: str,
+    *,
+    nsamples: int,
+    seed: int,
+    output: str = "logits",
+    batch_size: int = 50,
+    explainer: BuiltExplainer | None = None,
+) -> Explanation:
+    """Explain every class of ``model`` for ``images``.
+
+    Args:
+        model: the full probability model (pixels → probabilities).
+        images: uint8 (N, H, W, C) pixels to explain.
+        background: uint8 (B, H, W, C) reference pixels.
+        method: "deep" or "gradient".
+        nsamples: Gradient SHAP samples per image (ignored by Deep SHAP).
+        seed: Gradient SHAP's ``rseed`` (NumPy's global state is restored afterwards).
+        output: "logits" (default) or "probability".
+        batch_size: Gradient SHAP samples per pass.
+        explainer: one from :func:`make_explainer` for the same model, background,
+            method and output, to reuse its graphs; ``None`` builds one (its set-up
+            time is then part of ``seconds``).
+
+    Returns:
+        An :class:`Explanation` with float32 attributions (N, K, H, W, C) for all K
+        classes; base values are the Deep explainer's ``expected_value``, or
+        E[f(background)] computed here for Gradient SHAP.
+
+    Raises:
+        ValueError: unknown ``method`` or ``output``, or an ``explainer`` built for
+            another method, output or background.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    start = time.perf_counter()
+    x = np.asarray(images, dtype=np.float32)
+    bg = np.asarray(background, dtype=np.float32)
+    if explainer is None:
+        explainer = make_explainer(model, bg, method, output=output, batch_size=batch_size)
+    elif (explainer.method, explainer.output) != (method, output) or not np.array_equal(explainer.background, bg):
+        raise ValueError("explainer was built for another method, output or background")
+    if method == "deep":
+        # shap's own additivity check has an absolute tolerance of 1e-2 and raises;
+        # the real error is measured from the result (Explanation.additivity_errors).
+        raw = explainer.shap_explainer.shap_values(x, check_additivity=False)
+        base_values = np.asarray(explainer.shap_explainer.expected_value)  # a TF tensor in shap 0.51
+    else:
+        state = np.random.get_state()  # shap reseeds NumPy's global generator with rseed
+        try:
+            raw = explainer.shap_explainer.shap_values(x, nsamples=nsamples, rseed=seed)
+        finally:
+            np.random.set_state(state)
+        base_values = _batched(explainer.predict_target, bg).mean(0)  # GradientExplainer has no expected_value
+    outputs = _batched(explainer.predict_target, x)
+    probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
+    attributions = shap_to_explanation_layout(raw)
+    if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
+        raise RuntimeError(f"shap returned attributions {np.shape(raw)}; expected (N, H, W, C, K) for x {x.shape}")
+    return Explanation(
+        method=method,
+        output=output,
+        attributions=attributions,
+        base_values=base_values.astype(np.float32),
+        outputs=outputs,
+        probabilities=probabilities,
+        seconds=time.perf_counter() - start,
+        n_background=len(bg),
+        nsamples=nsamples if method == "gradient" else None,
+    )
+
+
+def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:
+    """shap 0.51's Keras layout ``(N, H, W, C, K)`` → float32 ``(N, K, H, W, C)``.
+
+    Raises:
+        TypeError: if ``values`` is not one array (older shap returned a list per class).
+        ValueError: if it does not have five axes.
+    """
+    if not isinstance(values, np.ndarray):
+        raise TypeError(f"expected one (N, H, W, C, K) array from shap 0.51, got {type(values).__name__}")
+    if values.ndim != 5:
+        raise ValueError(f"expected an (N, H, W, C, K) array, got shape {values.shape}")
+    return np.ascontiguousarray(np.moveaxis(values, -1, 1), dtype=np.float32)  # (N, K, H, W, C)
+
+
+def _batched(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return np.concatenate([predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).astype(np.float32)

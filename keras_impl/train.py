@@ -1,0 +1,203 @@
+"""Training: the published recipe (Adam, sparse categorical cross-entropy), two routes.
+
+- Frozen backbone, no augmentation (the default): every image goes through ResNet50
+  once (batched, cached on disk under ``data.cache_dir``), then only the head is trained
+  on those pooled features. The head's layers are the full model's own, so the trained
+  full model (pixels in) is what gets saved and explained.
+- Augmentation or fine-tuning: the full model is trained end to end on pixels.
+
+Both routes run the same loop (:func:`train`): the same seeded shuffles and the same
+batches, and the Dropout layer draws the same masks, so for a frozen backbone they give
+the same model up to float rounding (``tests/test_keras_arm.py`` checks this).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm.auto import tqdm
+
+from common.arm import HISTORY_KEYS, TrainingData, TrainResult
+from common.config import StudyConfig
+from common.io import stable_key, write_npz_atomic
+from keras_impl import model as km
+from keras_impl.weights import weights_digest
+
+log = logging.getLogger(__name__)
+
+FEATURES_VERSION = "resnet50-pooled-features/v1"  # bump when the feature definition changes
+
+
+def train(
+    model: keras.Model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    augmenter: keras.Model | None = None,
+) -> dict[str, list[float]]:
+    """Train ``model`` (inputs → class probabilities) and validate after every epoch.
+
+    Loss: sparse categorical cross-entropy on int labels (the same as the published
+    categorical cross-entropy on one-hot labels); optimiser: Adam(``lr``). Batches are
+    drawn from a NumPy permutation seeded with ``seed``, one per epoch, and
+    ``keras.utils.set_random_seed(seed)`` runs first, so two calls with the same
+    arguments see identical batches.
+
+    Args:
+        model: pixels → probabilities, or pooled features → probabilities (the head).
+        x_train, x_val: model inputs, (N, ...) uint8 pixels or float32 features.
+        y_train, y_val: int labels, (N,).
+        epochs, batch_size, lr, seed: the recipe.
+        augmenter: preprocessing layers applied to the inputs while training only.
+
+    Returns:
+        The history: each of ``HISTORY_KEYS`` → one float per epoch (the training
+        values are means over that epoch's batches, in training mode).
+    """
+    keras.utils.set_random_seed(seed)
+    trainer = model
+    if augmenter is not None:  # augmentation outside the saved model: active in training only
+        inputs = keras.Input(model.input_shape[1:], name="pixels")
+        trainer = keras.Model(inputs, model(augmenter(inputs)), name=f"{model.name}_augmented")
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    rng = np.random.default_rng(seed)
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(len(x_train))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        loss, acc = _run_batches(trainer.train_on_batch, x_train, y_train, batches, f"epoch {epoch}/{epochs}")
+        history["train_loss"].append(loss)
+        history["train_accuracy"].append(acc)
+        val_batches = [np.arange(i, min(i + batch_size, len(x_val))) for i in range(0, len(x_val), batch_size)]
+        loss, acc = _run_batches(trainer.test_on_batch, x_val, y_val, val_batches, None)
+        history["val_loss"].append(loss)
+        history["val_accuracy"].append(acc)
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f",
+            epoch, epochs, *(history[k][-1] for k in HISTORY_KEYS),
+        )
+    return history
+
+
+def fit(
+    model: keras.Model, data: TrainingData, cfg: StudyConfig, *, backbone_weights: str, use_features: bool | None = None
+) -> TrainResult:
+    """Train the full model on ``data`` by the fastest route the config allows.
+
+    Args:
+        model: the full model from :func:`keras_impl.model.build_model`.
+        data: the shared split (uint8 pixels, int labels) and its content key.
+        cfg: the study config (``keras`` section and ``seed``).
+        backbone_weights: the record from ``weights.load_backbone`` (part of the
+            feature-cache key).
+        use_features: ``None`` picks the cached-feature route whenever the backbone is
+            frozen and augmentation is off; ``False`` forces end-to-end training (tests).
+
+    Returns:
+        The history, the 1-based epoch of the lowest validation loss (the final model is
+        kept), the wall time, and ``info`` with ``backbone_weights``,
+        ``feature_seconds``, ``feature_cache`` ("hit", "miss" or "off") and
+        ``training_route`` ("cached features" or "end to end").
+
+    Raises:
+        ValueError: ``use_features=True`` with augmentation or fine-tuning.
+    """
+    kc = cfg.keras
+    end_to_end_needed = kc.augment or kc.fine_tune
+    if use_features is None:
+        use_features = not end_to_end_needed
+    if use_features and end_to_end_needed:
+        raise ValueError("cached features need a frozen backbone and no augmentation")
+    recipe = dict(epochs=kc.epochs, batch_size=kc.batch_size, lr=kc.lr, seed=cfg.seed)
+    start = time.perf_counter()
+    info = {"backbone_weights": backbone_weights, "feature_seconds": 0.0, "feature_cache": "off"}
+    if use_features:
+        f_train, f_val, cache = backbone_features(model, data, backbone_weights, batch_size=kc.batch_size)
+        info.update(feature_seconds=time.perf_counter() - start, feature_cache=cache, training_route="cached features")
+        history = train(km.head_model(model), f_train, data.y_train, f_val, data.y_val, **recipe)
+    else:
+        info["training_route"] = "end to end"
+        augmenter = km.augmentation(cfg.seed) if kc.augment else None
+        history = train(model, data.x_train, data.y_train, data.x_val, data.y_val, augmenter=augmenter, **recipe)
+    return TrainResult(
+        history=history,
+        best_val_epoch=int(np.argmin(history["val_loss"])) + 1,
+        train_seconds=time.perf_counter() - start,
+        info=info,
+    )
+
+
+def backbone_features(
+    model: keras.Model, data: TrainingData, backbone_weights: str, *, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Pooled backbone features of ``data``'s train and validation images, cached.
+
+    The cache file (``<cache_dir>/keras_features/<key>.npz``) is keyed by the backbone
+    weights (their record and a digest of their values), ``data.data_key`` and the image
+    size, so a different weights file or data set never reads stale features.
+
+    Returns:
+        float32 ``(N_train, 2048)`` and ``(N_val, 2048)`` features, and "hit", "miss" or
+        "off" (no ``cache_dir``).
+    """
+    features = km.feature_model(model)
+    if data.cache_dir is None:
+        return _predict(features, data.x_train, batch_size), _predict(features, data.x_val, batch_size), "off"
+    key = stable_key(
+        FEATURES_VERSION,
+        backbone_weights,
+        weights_digest(km.backbone_of(model)),
+        data.data_key,
+        int(model.input_shape[1]),
+    )
+    path = Path(data.cache_dir) / "keras_features" / f"{key}.npz"
+    expected = {"train": (len(data.x_train), features.output_shape[-1]), "val": (len(data.x_val), features.output_shape[-1])}
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                f_train, f_val = z["train"], z["val"]
+            if f_train.shape == expected["train"] and f_val.shape == expected["val"]:
+                log.info("backbone features: cache hit %s", path)
+                return f_train, f_val, "hit"
+            log.warning("backbone features in %s have unexpected shapes; recomputing", path)
+        except (OSError, ValueError, KeyError) as exc:  # a damaged cache file: recompute it
+            log.warning("backbone features in %s unreadable (%s); recomputing", path, exc)
+    f_train = _predict(features, data.x_train, batch_size)
+    f_val = _predict(features, data.x_val, batch_size)
+    write_npz_atomic(path, train=f_train, val=f_val)
+    return f_train, f_val, "miss"
+
+
+def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model`` on ``x`` in batches, with a progress bar (uint8 pixels → float32)."""
+    predict = km.predictor(model)
+    out = [
+        predict(x[i : i + batch_size].astype(np.float32))
+        for i in tqdm(range(0, len(x), batch_size), desc="ResNet50 features", unit="batch", leave=False)
+    ]
+    return np.concatenate(out).astype(np.float32)
+
+
+def _run_batches(step, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray], desc: str | None) -> tuple[float, float]:
+    """Run ``step`` (train_on_batch or test_on_batch) over index batches; mean loss and accuracy."""
+    total_loss = total_acc = 0.0
+    for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if desc is None else None):  # None: off when not a TTY
+        logs = step(x[idx].astype(np.float32), y[idx], return_dict=True)
+        total_loss += logs["loss"] * len(idx)
+        total_acc += logs["accuracy"] * len(idx)
+    n = sum(len(idx) for idx in batches)
+    return total_loss / n, total_acc / n
