@@ -7,6 +7,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any test imports TensorFlow
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# The study never puts both frameworks in one process (each arm runs in its own), but
+# pytest does. Loading TensorFlow first makes PyTorch segfault later, when torch.optim
+# first imports torch._dynamo and with it triton (seen with tensorflow-cpu 2.21 and
+# torch 2.14.1); loading torch._dynamo first lets both live in one test process.
+try:
+    import torch._dynamo  # noqa: F401
+except ImportError:  # PyTorch not installed: only the Keras tests can run
+    pass
+
 import numpy as np
 import pytest
 

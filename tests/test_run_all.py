@@ -36,7 +36,7 @@ def make_folder_dataset(root: Path, classes=("ants", "bees", "wasps"), n_train=1
 def test_dry_run_writes_split_and_prints_counts(tmp_path, capsys):
     data = make_folder_dataset(tmp_path / "ds")
     out = tmp_path / "out"
-    rc = main(["--data", str(data), "--out", str(out), "--dry-run", "--image-size", "16"])
+    rc = main(["--data", str(data), "--out", str(out), "--dry-run", "--image-size", "32"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "ants" in printed and "skipped files: 1" in printed and ".DS_Store: not an image" in printed
@@ -68,3 +68,91 @@ def test_bad_config_value_is_exit_2(tmp_path, capsys):
     assert main(["--config", str(cfg), "--dry-run", "--out", str(tmp_path / "o")]) == 2
     assert "unknown key(s) n_bakground" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+TINY = ["--image-size", "32", "--epochs-pytorch", "1", "--epochs-keras", "1", "--n-explain", "2",
+        "--n-background", "4", "--nsamples", "8", "--keras-weights", "none", "--seed", "0"]
+
+REQUIRED_MODEL_KEYS = {"test_accuracy", "test_accuracy_ci95", "per_class", "confusion_matrix", "history", "train_seconds"}
+
+
+def _run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "experiments" / "run_all.py"), "--data", str(data),
+                           "--out", str(out), *TINY, *extra], capture_output=True, text=True, cwd=REPO)
+
+
+def _without_timings(obj):
+    """metrics.json with every wall-time value removed."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items()
+                if not (k.endswith("seconds") or k in {"stages", "feature_cache"})}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+@pytest.mark.slow
+@pytest.mark.pytorch
+@pytest.mark.keras
+def test_end_to_end_study_and_cached_rerun(tmp_path):
+    import json
+
+    # A folder name cannot hold "/", so the markup in this class name is an unclosed tag and an ampersand;
+    # test_report.py checks a class literally named <b>x</b>.
+    data = make_folder_dataset(tmp_path / "ds", classes=("<b>x&y", "bees", "wasps"), n_train=10, n_test=4)
+    out = tmp_path / "out"
+    first = _run(data, out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("metrics.json", "report.md", "report.html", "split.csv", "config.yaml",
+                 "pytorch_cnn/model.pt", "keras_resnet50/model.keras",
+                 "pytorch_cnn/attributions_deep.npz", "keras_resnet50/attributions_gradient.npz"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("**/.*.tmp*")) == []  # nothing half-written
+
+    m = json.loads((out / "metrics.json").read_text())
+    classes = ["<b>x&y", "bees", "wasps"]
+    assert m["dataset"]["classes"] == classes and m["dataset"]["counts"]["test"] == {c: 4 for c in classes}
+    assert m["dataset"]["skipped"] == [{"path": ".DS_Store", "reason": "not an image"}]
+    for arm in ("pytorch_cnn", "keras_resnet50"):
+        model = m["models"][arm]
+        assert REQUIRED_MODEL_KEYS <= set(model)
+        lo, hi = model["test_accuracy_ci95"]
+        assert 0 <= lo <= model["test_accuracy"] <= hi <= 1
+        assert np.array(model["confusion_matrix"]).sum() == 12
+        assert set(model["per_class"]) == set(classes)
+        assert len(model["history"]["train_loss"]) == 1 and model["train_seconds"] > 0
+        for method in ("deep", "gradient"):
+            a = m["attributions"][arm][method]
+            assert a["n_images"] == 2 and a["n_background"] == 4 and a["seconds"] > 0
+        assert m["attributions"][arm]["deep"]["additivity_max_abs_error"] < 1e-3
+    assert m["models"]["keras_resnet50"]["backbone_weights"].startswith("random")
+    assert any("not transfer learning" in f for f in m["fallbacks"])
+    c = m["comparison"]
+    assert 0 <= c["mcnemar_p"] <= 1 and c["only_pytorch_correct"] >= 0 and c["only_keras_correct"] >= 0
+    assert len(m["agreement"]["pairs"]) == 6
+    assert {"python", "torch", "tensorflow", "keras", "shap", "numpy"} <= set(m["versions"])
+    assert m["config"]["pytorch"]["epochs"] == 1
+
+    html = (out / "report.html").read_text()
+    assert "&lt;b&gt;x&amp;y" in html and "<b>x" not in html
+    assert "not transfer learning" in (out / "report.md").read_text()
+
+    # a second identical run retrains nothing and gives the same numbers
+    second = _run(data, out)
+    assert second.returncode == 0, second.stderr[-3000:]
+    m2 = json.loads((out / "metrics.json").read_text())
+    statuses = {s["stage"]: s["status"] for s in m2["stages"]}
+    assert statuses["train pytorch"] == statuses["train keras"] == "cached"
+    assert all(v == "cached" for k, v in statuses.items() if k.split()[0] in {"train", "predict", "explain_deep", "explain_gradient"})
+    assert "train pytorch" in second.stderr and "cached" in second.stderr
+    assert _without_timings(m2) == _without_timings(m)
+
+    # changing only the explained images retrains nothing
+    third = _run(data, out, "--n-explain", "3")
+    assert third.returncode == 0, third.stderr[-3000:]
+    m3 = json.loads((out / "metrics.json").read_text())
+    statuses = {s["stage"]: s["status"] for s in m3["stages"]}
+    assert statuses["train pytorch"] == statuses["train keras"] == "cached"
+    assert statuses["explain_deep pytorch"] == "ran" and m3["attributions"]["pytorch_cnn"]["deep"]["n_images"] == 3
