@@ -1,0 +1,232 @@
+"""The benchmark's framework-specific measurements, in a process of its own (one framework).
+
+Started by ``experiments/benchmark.py`` as
+``python -m experiments.bench_worker --study OUT/study --framework F --result R.json``,
+like the study's ``arm_worker``: it reads the study's resolved ``config.yaml``, loads the
+trained model with ``<Arm>.load`` and, in this one process:
+
+1. measures the raw forward+backward rate of the explained (logits) model: a batch of
+   background-like images (the background, topped up with the explained images)
+   through the model and the gradient of one class's summed logits w.r.t. the input —
+   PyTorch autograd, or ``tf.GradientTape`` inside a ``tf.function`` for Keras — at the
+   batch size each explainer runs its passes in (Deep SHAP: 2 x background; Gradient
+   SHAP: the arm's explain batch size, at most ``nsamples``);
+2. re-runs the arm's ``explain`` on the study's explained images and background (same
+   selection, seed, nsamples and output) and times it; the first call is what the study
+   paid (Keras builds its explainer and TensorFlow graphs then), later calls
+   (``--explain-repeats``) reuse what the arm caches;
+3. counts the passes each explainer really makes and writes rates and efficiencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+from common.arm import Arm, Explanation, arm_class  # noqa: E402
+from common.config import load_config  # noqa: E402
+from common.io import write_json_atomic  # noqa: E402
+from common.seeding import seed_everything  # noqa: E402
+from experiments.pipeline import MODEL_FILENAMES, arm_dir, make_selection, prepare_data  # noqa: E402
+
+log = logging.getLogger("bench_worker")
+
+
+def deep_passes(n_images: int, n_classes: int, n_background: int) -> int:
+    """Images through the model in Deep SHAP: per image and class one pass over the image
+    tiled B times stacked on the B background rows (shap's ``joint_x``), i.e. 2 x B."""
+    return n_images * n_classes * 2 * n_background
+
+
+def gradient_passes(n_images: int, n_classes: int, nsamples: int) -> int:
+    """Images through the model in Gradient SHAP: per image and class ``nsamples`` interpolated samples."""
+    return n_images * n_classes * nsamples
+
+
+def background_like_batch(background: np.ndarray, images: np.ndarray, size: int) -> np.ndarray:
+    """``size`` uint8 images: the background rows, then the explained images, repeated as needed."""
+    pool = np.concatenate([background, images])
+    return pool[np.arange(size) % len(pool)]
+
+
+def timed_rate(step: Callable[[int], Any], batch_size: int, n_classes: int, seconds: float,
+               min_reps: int = 3) -> dict[str, Any]:
+    """Images per second of ``step(class_index)`` on one batch: one warm-up call, then at least
+    ``min_reps`` calls and ``seconds`` of them; the rate is images over their total time."""
+    t0 = time.perf_counter()
+    step(0)
+    warmup = time.perf_counter() - t0
+    times: list[float] = []
+    while len(times) < min_reps or sum(times) < seconds:
+        t0 = time.perf_counter()
+        step(len(times) % n_classes)
+        times.append(time.perf_counter() - t0)
+    return {"batch_size": batch_size, "images_per_second": batch_size * len(times) / sum(times),
+            "best_images_per_second": batch_size / min(times), "reps": len(times),
+            "seconds": sum(times), "warmup_seconds": warmup}
+
+
+def pytorch_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
+    """One forward of the logits CNN and the input gradient of one class's summed logits (autograd)."""
+    import torch
+
+    from pytorch_impl.model import images_to_tensor
+
+    model = copy.deepcopy(arm.model).float().eval().requires_grad_(False)  # as the arm's explainers run it
+    x = images_to_tensor(batch, next(model.parameters()).device).float()  # (B, C, H, W) raw pixels
+
+    def step(k: int):
+        xi = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xi)[:, k].sum(), xi)
+        return grad.cpu().numpy()
+
+    return step
+
+
+def keras_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
+    """One forward of the pixel → logits model and the input gradient of one class's summed
+    logits (``tf.GradientTape`` in a ``tf.function`` traced once)."""
+    import tensorflow as tf
+
+    from keras_impl import model as km
+
+    logits = km.logits_model(arm.model)  # the model the arm's explainers see
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *logits.input_shape[1:]), tf.float32),
+                                  tf.TensorSpec((), tf.int32)])
+    def forward_backward(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            s = tf.reduce_sum(tf.gather(logits(x, training=False), k, axis=1))
+        return tape.gradient(s, x)
+
+    x = tf.constant(batch.astype(np.float32))  # (B, H, W, C) raw pixels
+    return lambda k: forward_backward(x, tf.constant(k, tf.int32)).numpy()
+
+
+def explain_batch_size(framework: str) -> int:
+    """Gradient SHAP samples per forward/backward pass in the arm's explain."""
+    if framework == "pytorch":
+        from pytorch_impl.explain import explain
+
+        return int(inspect.signature(explain).parameters["batch_size"].default)
+    return int(arm_class(framework).explain_batch_size)  # type: ignore[attr-defined]
+
+
+def threads(framework: str) -> dict[str, Any]:
+    if framework == "pytorch":
+        import torch
+
+        return {"torch_num_threads": torch.get_num_threads(), "torch_num_interop_threads": torch.get_num_interop_threads()}
+    import tensorflow as tf
+
+    return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "note": "0 = TensorFlow picks (all cores)"}
+
+
+def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: int, min_reps: int = 3) -> dict[str, Any]:
+    """Raw rates, explainer rates and efficiencies of one framework's arm of the study in ``study``."""
+    cfg = load_config(study / "config.yaml")
+    data = prepare_data(cfg)
+    selection = make_selection(cfg, data)
+    with np.load(study / "data" / "selection.npz") as saved:
+        if not (np.array_equal(saved["explain_idx"], selection.explain_idx)
+                and np.array_equal(saved["background_idx"], selection.background_idx)):
+            raise RuntimeError("the explained images or background differ from the study's; rerun the study")
+    x_test, _ = data.arrays("test")
+    x_train, _ = data.arrays("train")
+    images, background = x_test[selection.explain_idx], x_train[selection.background_idx]
+    d = arm_dir(study, framework)
+    t0 = time.perf_counter()
+    arm = arm_class(framework).load(d / MODEL_FILENAMES[framework], cfg)
+    load_seconds = time.perf_counter() - t0
+    n, b, k = len(images), len(background), len(data.classes)
+    nsamples = cfg.explain.nsamples
+    grad_batch = min(explain_batch_size(framework), nsamples)
+    batch_sizes = {"deep": 2 * b, "gradient": grad_batch}
+    make_step = pytorch_step if framework == "pytorch" else keras_step
+
+    raw: dict[str, Any] = {}
+    for method in cfg.explain.methods:
+        size = batch_sizes[method]
+        same = next((r for r in raw.values() if r["batch_size"] == size), None)
+        if same is not None:  # same batch size: one measurement serves both
+            raw[method] = same
+            continue
+        log.info("%s: raw forward+backward rate at batch %d", framework, size)
+        raw[method] = timed_rate(make_step(arm, background_like_batch(background, images, size)), size, k,
+                                 raw_seconds, min_reps)
+
+    explainers: dict[str, Any] = {}
+    for method in cfg.explain.methods:
+        passes = deep_passes(n, k, b) if method == "deep" else gradient_passes(n, k, nsamples)
+        saved_path = d / f"attributions_{method}.npz"
+        study_seconds = Explanation.load(saved_path).seconds if saved_path.exists() else None
+        runs, max_diff = [], None
+        for _ in range(explain_repeats):
+            log.info("%s: %s explainer, %d passes", framework, method, passes)
+            seed_everything(cfg.seed)
+            t0 = time.perf_counter()
+            e = arm.explain(images, background, method, nsamples=nsamples, seed=cfg.seed, output=cfg.explain.output)
+            runs.append(time.perf_counter() - t0)
+            if saved_path.exists() and max_diff is None:
+                max_diff = float(np.max(np.abs(e.attributions.astype(np.float64)
+                                               - Explanation.load(saved_path).attributions)))
+        raw_rate = raw[method]["images_per_second"]
+        rate = passes / runs[0]
+        entry: dict[str, Any] = {
+            "passes": passes,
+            "pass_formula": (f"{n} images x {k} classes x 2 x {b} background" if method == "deep"
+                             else f"{n} images x {k} classes x {nsamples} samples"),
+            "pass_batch_size": batch_sizes[method],
+            "seconds": runs[0], "seconds_runs": runs,
+            "images_per_second": rate,
+            "raw_images_per_second": raw_rate,
+            "efficiency": rate / raw_rate,
+            "study_seconds": study_seconds,
+            "efficiency_study_time": passes / study_seconds / raw_rate if study_seconds else None,
+            "max_abs_diff_vs_study": max_diff,
+        }
+        if len(runs) > 1:
+            entry["seconds_warm"] = min(runs[1:])
+            entry["efficiency_warm"] = passes / entry["seconds_warm"] / raw_rate
+        explainers[method] = entry
+    return {
+        "framework": framework, "arm": arm.name, "model_load_seconds": load_seconds,
+        "n_images": n, "n_classes": k, "n_background": b, "nsamples": nsamples, "output": cfg.explain.output,
+        "explain_batch_size": explain_batch_size(framework), "image_size": data.image_size,
+        "threads": threads(framework), "raw": raw, "explainers": explainers,
+        "explainer_time": "re-run of the arm's explain in this process (first call: what the study paid)",
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", required=True, type=Path, help="a finished study's output folder")
+    p.add_argument("--framework", required=True, choices=["pytorch", "keras"], help="which arm to measure")
+    p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
+    p.add_argument("--raw-seconds", type=float, default=10.0, help="least seconds of timed raw passes (default: 10)")
+    p.add_argument("--explain-repeats", type=int, default=2, help="explainer calls per method; the first is cold (default: 2)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    write_json_atomic(args.result, measure(args.study, args.framework, args.raw_seconds, max(1, args.explain_repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

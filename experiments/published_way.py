@@ -1,0 +1,389 @@
+"""The published notebooks' way of running the PyTorch arm, re-implemented for the benchmark.
+
+How the published notebook ran, and how this file reproduces it on a finished study:
+
+- data: ``torchvision.datasets.ImageFolder`` with
+  ``Compose([Resize((S, S)), ToTensor(), Normalize(mean, std)])``, read through a
+  ``DataLoader`` (batch 64, ``num_workers=0``), so every JPEG is decoded and resized again
+  in every epoch. The files are exactly the study's (``split.csv``): a ``Subset`` of
+  ``ImageFolder`` per split, in ``split.csv``'s order. ``mean``/``std`` are the study's
+  training-split statistics (the trained model's ``Normalize`` buffers) divided by 255;
+- model: the same CNN (``pytorch_impl.model.build_model``) with its ``Normalize`` layer
+  replaced by ``nn.Identity`` (the published model saw normalised tensors);
+- training: the same SGD settings and seed. The shuffle comes from a
+  ``RandomSampler`` holding a generator seeded with the study's seed: its per-epoch
+  ``torch.randperm`` is the project's, so both see the same batches. (``shuffle=True``
+  with ``DataLoader(generator=g)`` would not: the loader draws a base seed from ``g``
+  before every epoch.) Validation on the study's validation files after every epoch;
+- explanation: ``shap.DeepExplainer(model, background)`` and
+  ``shap.GradientExplainer(model, background)`` with their defaults (``nsamples=200``,
+  ``check_additivity=True``, no ``rseed``), one call for the batch of explained images,
+  on normalised tensors. The model explained is the *study's* trained model (its
+  ``Normalize`` swapped for ``nn.Identity``), so its Deep SHAP maps can be compared with
+  the project's pixel for pixel: a per-channel affine normalisation ``x' = (x - m) / s``
+  leaves Deep SHAP attributions unchanged (multipliers scale by ``s``, input differences
+  by ``1 / s``), and Gradient SHAP's too when its random draws are the same.
+
+Run by ``experiments/benchmark.py`` as
+``python -m experiments.published_way --study OUT/study --result R.json``; it writes one
+JSON file of measurements and imports PyTorch only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Subset
+from torchvision import datasets, transforms
+
+from common.arm import Explanation
+from common.config import PyTorchConfig, StudyConfig, load_config
+from common.data import read_split_csv
+from common.io import read_json, write_json_atomic
+from experiments.pipeline import arm_dir, prepare_data
+from pytorch_impl.explain import shap_to_explanation_layout
+from pytorch_impl.model import CNN, build_model, images_to_tensor
+
+log = logging.getLogger("published_way")
+
+SHAP_GRADIENT_DEFAULT_NSAMPLES = 200  # shap.GradientExplainer.shap_values(nsamples=200)
+PUBLISHED_BATCH_SIZE = 64  # the published DataLoader's batch size
+
+
+# ----------------------------------------------------------------------------- data, as published
+
+
+def published_transform(image_size: int, mean: list[float], std: list[float]) -> transforms.Compose:
+    """The published transform: Pillow bilinear resize, [0, 1] tensor, per-channel normalisation."""
+    return transforms.Compose([
+        transforms.Resize((image_size, image_size)),  # PIL input: Image.resize(..., BILINEAR), as common/data.py
+        transforms.ToTensor(),  # uint8 HWC -> float32 CHW / 255
+        transforms.Normalize(mean, std),
+    ])
+
+
+def split_subsets(root: Path, rows: list[dict[str, str]], classes: list[str],
+                  transform: transforms.Compose) -> dict[str, Subset]:
+    """One ``Subset`` of ``ImageFolder`` per split, holding exactly ``split.csv``'s files in its order.
+
+    An ``ImageFolder`` is built on each folder that holds class folders (``train/``,
+    ``test/`` or the root), accepting only the listed files.
+
+    Raises:
+        RuntimeError: ImageFolder's classes or labels differ from the study's.
+    """
+    by_top: dict[Path, set[str]] = defaultdict(set)
+    for r in rows:
+        path = os.path.normpath(root / r["path"])
+        by_top[Path(path).parent.parent].add(path)
+    index: dict[str, tuple[datasets.ImageFolder, int]] = {}
+    for top, wanted in by_top.items():
+        folder = datasets.ImageFolder(str(top), transform=transform,
+                                      is_valid_file=lambda p, w=wanted: os.path.normpath(p) in w)
+        if folder.classes != classes:
+            raise RuntimeError(f"ImageFolder({top}) found classes {folder.classes}, the study {classes}")
+        for i, (path, _) in enumerate(folder.samples):
+            index[os.path.normpath(path)] = (folder, i)
+    subsets: dict[str, Subset] = {}
+    for split in ("train", "val", "test"):
+        picked = [r for r in rows if r["split"] == split]
+        folders = {id(index[os.path.normpath(root / r["path"])][0]) for r in picked}
+        if len(folders) != 1:
+            raise RuntimeError(f"the {split} split spans {len(folders)} top folders; expected one")
+        folder = index[os.path.normpath(root / picked[0]["path"])][0]
+        idx = [index[os.path.normpath(root / r["path"])][1] for r in picked]
+        for r, i in zip(picked, idx):
+            if folder.targets[i] != classes.index(r["label"]):
+                raise RuntimeError(f"label of {r['path']} differs between ImageFolder and split.csv")
+        subsets[split] = Subset(folder, idx)
+    return subsets
+
+
+def stack(subset: Subset, positions: np.ndarray) -> torch.Tensor:
+    """The transformed images at ``positions`` of ``subset``, float32 (N, C, H, W)."""
+    return torch.stack([subset[int(i)][0] for i in positions])
+
+
+# ----------------------------------------------------------------------------- model and training, as published
+
+
+def published_model(n_classes: int, image_size: int) -> CNN:
+    """The study's CNN taking normalised tensors: its Normalize layer is an ``nn.Identity``."""
+    model = build_model(n_classes, image_size)  # Normalize holds buffers only: initial weights unchanged
+    model.normalize = nn.Identity()
+    return model
+
+
+def study_model_on_normalised_inputs(path: Path) -> tuple[CNN, np.ndarray, np.ndarray]:
+    """The study's trained CNN with Normalize swapped for Identity, and its mean and std (0..255 scale)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(**checkpoint["model_args"])
+    model.load_state_dict(checkpoint["state_dict"])
+    mean = model.normalize.mean.double().numpy()
+    std = model.normalize.std.double().numpy()
+    model.normalize = nn.Identity()
+    return model.eval(), mean, std
+
+
+def train_published(model: nn.Module, train_set: Subset, val_set: Subset, cfg: PyTorchConfig,
+                    seed: int) -> dict[str, Any]:
+    """The published loop: DataLoader batches (decoded every epoch), SGD, validation after each epoch.
+
+    Returns:
+        ``history`` (the project's keys), ``seconds`` (the whole fit), ``epoch_seconds`` and
+        ``data_seconds`` (time spent waiting for the DataLoader: decoding and resizing).
+    """
+    torch.manual_seed(seed)  # as the project's train(); the CNN itself draws nothing while training
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=RandomSampler(train_set, generator=generator))
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    criterion = nn.CrossEntropyLoss()
+    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+    epoch_seconds, data_seconds = [], 0.0
+    start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        t_epoch = time.perf_counter()
+        model.train()
+        loss_sum, correct, n = 0.0, 0, 0
+        batches = iter(train_loader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            data_seconds += time.perf_counter() - t0
+            if batch is None:
+                break
+            images, labels = batch  # (B, C, H, W) normalised float32, (B,) int64
+            optimizer.zero_grad()
+            outputs = model(images)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (outputs.argmax(1) == labels).sum().item()
+            n += len(labels)
+        history["train_loss"].append(loss_sum / n)
+        history["train_accuracy"].append(correct / n)
+        val_loss, val_acc, _, wait = evaluate_loader(model, val_loader)
+        data_seconds += wait
+        history["val_loss"].append(val_loss)
+        history["val_accuracy"].append(val_acc)
+        epoch_seconds.append(time.perf_counter() - t_epoch)
+        log.info("published way: epoch %d/%d, val accuracy %.3f, %.1f s", epoch + 1, cfg.epochs, val_acc,
+                 epoch_seconds[-1])
+    model.eval()
+    return {"history": history, "seconds": time.perf_counter() - start, "epoch_seconds": epoch_seconds,
+            "data_seconds": data_seconds}
+
+
+@torch.no_grad()
+def evaluate_loader(model: nn.Module, loader: DataLoader) -> tuple[float, float, np.ndarray, float]:
+    """Mean loss, accuracy, predicted classes and the seconds spent waiting for batches."""
+    model.eval()
+    loss_sum, correct, preds, wait = 0.0, 0, [], 0.0
+    batches = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            break
+        images, labels = batch
+        logits = model(images)
+        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        preds.append(logits.argmax(1))
+    n = len(loader.dataset)
+    return loss_sum / n, correct / n, torch.cat(preds).numpy(), wait
+
+
+# ----------------------------------------------------------------------------- explanation, as published
+
+
+def explain_published(model: nn.Module, x: torch.Tensor, background: torch.Tensor, nsamples: int) -> dict[str, Any]:
+    """shap's explainers with their defaults, one call for all images, timed (set-up included)."""
+    import shap
+
+    result: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        deep = shap.DeepExplainer(model, background)
+        values = deep.shap_values(x)  # check_additivity=True, as published
+        result["deep"] = {"seconds": time.perf_counter() - t0, "values": shap_to_explanation_layout(values),
+                          "expected_value": np.asarray(deep.expected_value, dtype=np.float64)}
+    except AssertionError as exc:  # shap's additivity check (tolerance 1e-2) failed
+        result["deep"] = {"seconds": time.perf_counter() - t0, "error": str(exc).splitlines()[0]}
+    t0 = time.perf_counter()
+    grad = shap.GradientExplainer(model, background)  # batch_size=50, local_smoothing=0
+    values = grad.shap_values(x, nsamples=nsamples)  # no rseed: as published
+    result["gradient"] = {"seconds": time.perf_counter() - t0, "values": shap_to_explanation_layout(values),
+                          "nsamples": nsamples}
+    return result
+
+
+def compare_maps(published: np.ndarray, project: np.ndarray) -> dict[str, float]:
+    """Max |difference| of two (N, K, H, W, C) maps, absolute and relative to the largest attribution."""
+    diff = float(np.max(np.abs(published.astype(np.float64) - project.astype(np.float64))))
+    scale = float(np.max(np.abs(project)))
+    return {"max_abs_diff": diff, "max_abs_attribution": scale, "max_rel_diff": diff / scale if scale else 0.0}
+
+
+# ----------------------------------------------------------------------------- the whole comparison
+
+
+def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str, Any]:
+    """Train, evaluate and explain the published way on the study in ``study``; return the measurements."""
+    cfg: StudyConfig = load_config(study / "config.yaml")
+    if cfg.data.root is None:
+        raise ValueError("the published way reads image files: the study must use an image folder, not digits")
+    root = Path(cfg.data.root).expanduser().resolve()
+    rows = read_split_csv(study / "split.csv")
+    metrics = read_json(study / "metrics.json")
+    classes = list(metrics["dataset"]["classes"])
+    image_size = int(metrics["dataset"]["image_size"])
+    d = arm_dir(study, "pytorch")
+    study_model, mean255, std255 = study_model_on_normalised_inputs(d / "model.pt")
+    mean, std = (mean255 / 255.0).tolist(), (std255 / 255.0).tolist()
+    transform = published_transform(image_size, mean, std)
+    subsets = split_subsets(root, rows, classes, transform)
+    out: dict[str, Any] = {
+        "how": "torchvision ImageFolder + Compose([Resize((S,S)), ToTensor(), Normalize(mean, std)]) decoded every "
+               f"epoch through a DataLoader (batch {cfg.pytorch.batch_size}, num_workers 0, seeded RandomSampler); "
+               "the same CNN and SGD settings; shap explainers with their defaults, one call per image batch",
+        "normalize": {"mean": mean, "std": std,
+                      "source": "the study's training-split statistics (the trained model's Normalize buffers) / 255"},
+        "counts": {s: len(v) for s, v in subsets.items()},
+        "torch_num_threads": torch.get_num_threads(),
+    }
+
+    # --- the same pixels? (torchvision's Resize on PIL images vs common/data.py's decode)
+    data = prepare_data(cfg)
+    x_test_project, _ = data.arrays("test")
+    resize = transforms.Resize((image_size, image_size))
+    test_folder: datasets.ImageFolder = subsets["test"].dataset  # type: ignore[assignment]
+    worst, n_diff = 0, 0
+    for k, i in enumerate(subsets["test"].indices):
+        pixels = np.asarray(resize(test_folder.loader(test_folder.samples[i][0])), dtype=np.int16)
+        delta = int(np.max(np.abs(pixels - x_test_project[k].astype(np.int16))))
+        worst, n_diff = max(worst, delta), n_diff + (delta > 0)
+    out["pixels"] = {"checked": "every test image: torchvision Resize((S,S)) on default_loader's image vs the "
+                                "project's decoded uint8 pixels",
+                     "n_images": len(subsets["test"]), "n_images_differing": n_diff, "max_abs_diff": worst,
+                     "identical": worst == 0}
+
+    # --- train and test the published way
+    log.info("published way: training %d epochs on %d images, decoding every epoch", cfg.pytorch.epochs,
+             len(subsets["train"]))
+    torch.manual_seed(cfg.seed)  # as PyTorchArm.create: the initial weights depend on the seed alone
+    model = published_model(len(classes), image_size)
+    fit = train_published(model, subsets["train"], subsets["val"], cfg.pytorch, cfg.seed)
+    t0 = time.perf_counter()
+    test_loader = DataLoader(subsets["test"], batch_size=PUBLISHED_BATCH_SIZE, shuffle=False)
+    _, test_acc, test_pred, _ = evaluate_loader(model, test_loader)
+    test_seconds = time.perf_counter() - t0
+    with np.load(d / "predictions.npz") as z:
+        project_pred = z["probabilities"].argmax(1)
+    project_params = dict(study_model.named_parameters())
+    param_diff = max(float((p.detach() - project_params[n].detach()).abs().max()) for n, p in model.named_parameters())
+    out["train"] = {**fit, "epochs": cfg.pytorch.epochs, "test_seconds": test_seconds}
+    out["test_accuracy"] = test_acc
+    out["same_results"] = {
+        "project_test_accuracy": metrics["models"]["pytorch_cnn"]["test_accuracy"],
+        "published_test_accuracy": test_acc,
+        "n_test": len(test_pred),
+        "n_test_predictions_differing": int(np.sum(test_pred != project_pred)),
+        "max_abs_weight_diff": param_diff,
+        "note": "same files, seed, initial weights, batches and SGD settings; the inputs differ only by float "
+                "rounding (ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on "
+                "0..255 pixels), which training may amplify",
+        "differences": [
+            "normalisation outside the model (transforms.Normalize on [0, 1] tensors) vs inside it (Normalize layer "
+            "on 0..255 pixels): equal up to float32 rounding (inputs_max_abs_diff)",
+            "resize: both are Pillow's bilinear resize of the RGB image to uint8 (torchvision's Resize on a PIL "
+            "image calls Image.resize), then a float cast: no extra uint8 round trip on either side (pixels check)",
+            "RGB conversion: torchvision's loader converts straight to RGB, the project goes through RGBA for "
+            "palette images with transparency; the same for RGB JPEGs",
+            "validation: the study's validation files here (the published notebook validated on test/); "
+            "it does not change training",
+            "shuffling: a RandomSampler with a seeded generator (the project's order); the published notebook's "
+            "shuffle was unseeded",
+            "normalisation constants: the study's training-split statistics; the published values are not used",
+        ],
+    }
+
+    # --- explain the study's model the published way, on the same images and background
+    with np.load(study / "data" / "selection.npz") as sel:
+        explain_idx, background_idx = sel["explain_idx"], sel["background_idx"]
+    x_norm = stack(subsets["test"], explain_idx)  # (N, C, H, W) normalised
+    bg_norm = stack(subsets["train"], background_idx)  # (B, C, H, W)
+    x_raw = images_to_tensor(x_test_project[explain_idx]).float()
+    with torch.no_grad():
+        project_norm = (x_raw - torch.as_tensor(mean255, dtype=torch.float32)[:, None, None]) / torch.as_tensor(
+            std255, dtype=torch.float32)[:, None, None]
+    out["inputs_max_abs_diff"] = float((x_norm - project_norm).abs().max())
+    log.info("published way: explaining %d images against %d background images (GradientExplainer nsamples %d)",
+             len(x_norm), len(bg_norm), nsamples)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="shap")
+        explained = explain_published(study_model, x_norm, bg_norm, nsamples)
+    n, k = len(x_norm), len(classes)
+    deep, grad = explained["deep"], explained["gradient"]
+    out["explain"] = {
+        "model": "the study's trained CNN with Normalize swapped for nn.Identity, on normalised inputs",
+        "n_images": n, "n_classes": k, "n_background": len(bg_norm),
+        "deep": {"seconds": deep["seconds"], "passes": n * k * 2 * len(bg_norm)},
+        "gradient": {"seconds": grad["seconds"], "nsamples": nsamples, "passes": n * k * nsamples},
+    }
+    project_deep = Explanation.load(d / "attributions_deep.npz") if (d / "attributions_deep.npz").exists() else None
+    if "error" in deep:
+        out["explain"]["deep"]["error"] = deep["error"]
+    elif project_deep is not None:
+        out["explain"]["deep"]["vs_project"] = {
+            **compare_maps(deep["values"], project_deep.attributions),
+            "expected_value_max_abs_diff": float(np.max(np.abs(deep["expected_value"] - project_deep.base_values))),
+        }
+    project_grad_path = d / "attributions_gradient.npz"
+    if project_grad_path.exists():
+        # Gradient SHAP draws at random: compare with the project's draws (its nsamples and rseed).
+        import shap
+
+        project_grad = Explanation.load(project_grad_path)
+        state = np.random.get_state()
+        try:
+            values = shap.GradientExplainer(study_model, bg_norm).shap_values(
+                x_norm, nsamples=project_grad.nsamples, rseed=cfg.seed)
+        finally:
+            np.random.set_state(state)
+        out["explain"]["gradient"]["vs_project_same_draws"] = {
+            "nsamples": project_grad.nsamples, "rseed": cfg.seed,
+            **compare_maps(shap_to_explanation_layout(values), project_grad.attributions)}
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", required=True, type=Path, help="a finished study's output folder (with the PyTorch arm)")
+    p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
+    p.add_argument("--nsamples", type=int, default=SHAP_GRADIENT_DEFAULT_NSAMPLES,
+                   help=f"GradientExplainer samples per image (default: shap's default, {SHAP_GRADIENT_DEFAULT_NSAMPLES})")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    write_json_atomic(args.result, run(args.study, args.nsamples))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The benchmark: its bookkeeping (fast) and, marked slow, one tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments.benchmark import (
+    BENCHMARK_VERSION,
+    BenchmarkFile,
+    parse_args,
+    render_markdown,
+    seed_summary,
+)
+from experiments.bench_worker import background_like_batch, deep_passes, gradient_passes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_jpeg_dataset(root: Path, n_train: int = 12, n_test: int = 4) -> Path:
+    """train/ and test/ with three classes of small non-square JPEGs (a bright patch whose place is the class)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k, cls in enumerate(("ants", "bees", "wasps")):
+            for i in range(n):
+                img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+                img[10:20, 4 + 14 * k : 14 + 14 * k, k] = 255
+                path = root / split / cls / f"{i:02d}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(path, quality=95)
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return root
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def test_pass_counts_follow_shap():
+    assert deep_passes(6, 3, 16) == 6 * 3 * 2 * 16  # shap doubles the background (tiled image + background rows)
+    assert gradient_passes(6, 3, 64) == 6 * 3 * 64
+
+
+def test_background_like_batch_cycles_background_then_images():
+    bg, x = np.zeros((2, 4, 4, 3), np.uint8), np.ones((1, 4, 4, 3), np.uint8)
+    batch = background_like_batch(bg, x, 5)
+    assert batch.shape == (5, 4, 4, 3) and [int(b.max()) for b in batch] == [0, 0, 1, 0, 0]
+
+
+def test_parts_are_checked_and_ordered():
+    assert parse_args(["--parts", "seeds,stages"]).parts == ["stages", "seeds"]
+    with pytest.raises(SystemExit):
+        parse_args(["--parts", "stages,speed"])
+
+
+def test_seed_summary_mean_spread_and_published():
+    runs = {str(s): {"models": {"pytorch_cnn": {"test_accuracy": a},
+                                "keras_resnet50": {"test_accuracy": 0.9, "backbone_weights": "imagenet"}}}
+            for s, a in ((0, 1.0), (1, 0.9), (2, 0.95))}
+    s = seed_summary(runs)
+    assert s["pytorch_cnn"]["n_seeds"] == 3 and s["pytorch_cnn"]["mean"] == pytest.approx(0.95)
+    assert s["pytorch_cnn"]["std"] == pytest.approx(0.05) and (s["pytorch_cnn"]["min"], s["pytorch_cnn"]["max"]) == (0.9, 1.0)
+    assert s["pytorch_cnn"]["published"] == 1.0 and s["keras_resnet50"]["published"] == 0.972
+    assert s["keras_resnet50"]["backbone_weights"] == ["imagenet"] and s["keras_resnet50"]["std"] == 0.0
+
+
+def test_finished_parts_are_kept_for_the_same_config_only(tmp_path):
+    header = {"benchmark_version": BENCHMARK_VERSION, "date": "d", "command": "c", "machine": {}, "data": "x",
+              "config": {"seed": 0}}
+    first = BenchmarkFile(tmp_path, header, ["stages", "seeds"])
+    first.set_part("stages", {"status": "failed", "error": "boom"})
+    again = BenchmarkFile(tmp_path, header, ["seeds"])  # a later run of another part keeps stages
+    assert again.doc["parts"]["stages"]["error"] == "boom" and again.doc["parts"]["seeds"] == {"status": "pending"}
+    md = (tmp_path / "benchmark.md").read_text()
+    assert md.startswith("# Benchmark") and "**failed**: boom" in md and "## Seeds" in md and "not finished" in md
+    other = BenchmarkFile(tmp_path, {**header, "config": {"seed": 1}}, ["seeds"])  # another config: start afresh
+    assert "stages" not in other.doc["parts"]
+    assert render_markdown({"parts": {}}).startswith("# Benchmark")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+@pytest.mark.pytorch
+def test_benchmark_end_to_end_pytorch(tmp_path):
+    data = make_jpeg_dataset(tmp_path / "ds")
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "experiments/benchmark.py", "--data", str(data), "--out", str(out), "--only", "pytorch",
+           "--image-size", "32", "--epochs-pytorch", "1", "--n-explain", "2", "--n-background", "4", "--nsamples", "4",
+           "--published-nsamples", "4", "--raw-seconds", "0.05", "--explain-repeats", "1", "--seeds", "0", "-q"]
+    env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}  # keep the repository's cache clean
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert {"benchmark_version", "date", "command", "machine", "config", "parts"} <= set(doc)
+    assert doc["command"].startswith("python experiments/benchmark.py --data")
+    assert {"platform", "cpu_count", "torch_num_threads", "versions"} <= set(doc["machine"])
+    assert {"torch", "tensorflow", "shap"} <= set(doc["machine"]["versions"])
+    parts = doc["parts"]
+    assert {k: v["status"] for k, v in parts.items()} == dict.fromkeys(("stages", "efficiency", "published", "seeds"), "done")
+
+    stages = {s["stage"]: s for s in parts["stages"]["stages"]}
+    assert set(stages) == {"data", "train pytorch", "predict pytorch", "explain_deep pytorch",
+                           "explain_gradient pytorch", "evaluate", "report"}
+    assert all(s["status"] == "ran" and s["seconds"] >= 0 for s in stages.values())
+    assert parts["stages"]["memory"]["children_max_rss_mb"] > 0
+    assert "pytorch_cnn" in parts["stages"]["arms"]
+
+    pt = parts["efficiency"]["frameworks"]["pytorch"]
+    assert pt["explainers"]["deep"]["passes"] == 2 * 3 * 2 * 4
+    assert pt["explainers"]["gradient"]["passes"] == 2 * 3 * 4
+    for e in pt["explainers"].values():
+        assert e["efficiency"] > 0 and e["raw_images_per_second"] > 0
+        assert e["max_abs_diff_vs_study"] == pytest.approx(0, abs=1e-6)  # the re-run reproduces the study's maps
+    assert pt["raw"]["deep"]["batch_size"] == 8 and pt["raw"]["gradient"]["batch_size"] == 4
+
+    pub = parts["published"]["published"]
+    assert pub["pixels"]["identical"]  # torchvision's Resize on PIL = the project's decode
+    assert pub["explain"]["deep"]["vs_project"]["max_rel_diff"] < 1e-4  # same model, normalised vs raw inputs
+    assert pub["explain"]["gradient"]["vs_project_same_draws"]["max_rel_diff"] < 1e-4
+    assert pub["same_results"]["n_test"] == 12 and pub["explain"]["gradient"]["nsamples"] == 4
+    assert set(parts["published"]["speedup"]) == {"training", "training_with_decoding", "test_predictions",
+                                                  "deep_shap", "gradient_shap", "total"}
+
+    seeds = parts["seeds"]
+    assert seeds["summary"]["pytorch_cnn"]["n_seeds"] == 1 and seeds["runs"]["0"]["from"] == str(out / "study")
+
+    md = (out / "benchmark.md").read_text()
+    for heading in ("## Stages", "## Efficiency", "## Published", "## Seeds"):
+        assert heading in md
+    assert "| explain_deep pytorch | ran |" in md and "| pytorch_cnn | deep |" in md
+    assert not (out / "cache").exists()  # the timed run's own cache is removed
+    assert list(out.glob("**/.*.tmp*")) == []
