@@ -13,6 +13,7 @@ the same model up to float rounding (``tests/test_keras_arm.py`` checks this).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from keras_impl.weights import weights_digest
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = "resnet50-pooled-features/v1"  # bump when the feature definition changes
+FEATURES_VERSION = "resnet50-pooled-features/v2"  # bump when the feature definition changes
 
 
 def train(
@@ -146,9 +147,12 @@ def backbone_features(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Pooled backbone features of ``data``'s train and validation images, cached.
 
-    The cache file (``<cache_dir>/keras_features/<key>.npz``) is keyed by the backbone
-    weights (their record and a digest of their values), ``data.data_key`` and the image
-    size, so a different weights file or data set never reads stale features.
+    Features belong to pixels, not to a split: the cache file
+    (``<cache_dir>/keras_features/<key>.npz``) holds one feature row per distinct image
+    of train ∪ validation, found by a digest of its pixels, and is keyed by the backbone
+    weights (their record and a digest of their values), the image size and the set of
+    those digests. So another seed's split of the same images reads the same file, and a
+    different weights file or a changed image never reads stale features.
 
     Returns:
         float32 ``(N_train, 2048)`` and ``(N_val, 2048)`` features, and "hit", "miss" or
@@ -157,29 +161,42 @@ def backbone_features(
     features = km.feature_model(model)
     if data.cache_dir is None:
         return _predict(features, data.x_train, batch_size), _predict(features, data.x_val, batch_size), "off"
+    images = np.concatenate([data.x_train, data.x_val])
+    digests = pixel_digests(images)
+    unique, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
     key = stable_key(
         FEATURES_VERSION,
         backbone_weights,
         weights_digest(km.backbone_of(model)),
-        data.data_key,
         int(model.input_shape[1]),
+        hashlib.sha256(unique.tobytes()).hexdigest(),
     )
     path = Path(data.cache_dir) / "keras_features" / f"{key}.npz"
-    expected = {"train": (len(data.x_train), features.output_shape[-1]), "val": (len(data.x_val), features.output_shape[-1])}
+    width = features.output_shape[-1]
+    table, status = None, "miss"
     if path.is_file():
         try:
             with np.load(path) as z:
-                f_train, f_val = z["train"], z["val"]
-            if f_train.shape == expected["train"] and f_val.shape == expected["val"]:
+                cached_digests, cached = z["digests"], z["features"]
+            if np.array_equal(cached_digests, unique) and cached.shape == (len(unique), width):
                 log.info("backbone features: cache hit %s", path)
-                return f_train, f_val, "hit"
-            log.warning("backbone features in %s have unexpected shapes; recomputing", path)
+                table, status = cached, "hit"
+            else:
+                log.warning("backbone features in %s do not match these images; recomputing", path)
         except (OSError, ValueError, KeyError) as exc:  # a damaged cache file: recompute it
             log.warning("backbone features in %s unreadable (%s); recomputing", path, exc)
-    f_train = _predict(features, data.x_train, batch_size)
-    f_val = _predict(features, data.x_val, batch_size)
-    write_npz_atomic(path, train=f_train, val=f_val)
-    return f_train, f_val, "miss"
+    if table is None:
+        table = _predict(features, images[first], batch_size)
+        write_npz_atomic(path, digests=unique, features=table)
+    rows = table[inverse.reshape(-1)]
+    return rows[: len(data.x_train)], rows[len(data.x_train) :], status
+
+
+def pixel_digests(images: np.ndarray) -> np.ndarray:
+    """One 16-byte BLAKE2 digest per image of its pixels, shape and dtype (``S16`` array)."""
+    head = f"{images.shape[1:]}{images.dtype}".encode()
+    return np.array([hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16, key=head[:64]).digest() for im in images],
+                    dtype="S16")
 
 
 def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:

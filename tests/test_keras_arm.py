@@ -260,9 +260,18 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     # The same backbone weights and data a second time: features come from the cache.
     again = e2e_arm.fit(data)
     assert again.info["feature_cache"] == "hit" and again.info["training_route"] == "cached features"
-    # ...but not for other pixels, nor without a cache folder.
-    other_key = _data(tiny_images, cache_dir=data.cache_dir, data_key="other")
-    assert kt.backbone_features(e2e_arm.model, other_key, e2e_arm.backbone_weights)[2] == "miss"
+    # Another split of the same images (as another seed makes) reads the same cache file,
+    # and every image still gets its own features.
+    fresh_train, fresh_val, _ = kt.backbone_features(e2e_arm.model, _data(tiny_images), e2e_arm.backbone_weights)
+    swapped = TrainingData(data.x_val, data.y_val, data.x_train, data.y_train, data_key="other", cache_dir=data.cache_dir)
+    s_train, s_val, status = kt.backbone_features(e2e_arm.model, swapped, e2e_arm.backbone_weights)
+    assert status == "hit"
+    np.testing.assert_allclose(s_train, fresh_val, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s_val, fresh_train, rtol=1e-5, atol=1e-5)
+    # ...but not for other pixels (one changed pixel is enough), nor without a cache folder.
+    changed = _data(tiny_images, cache_dir=data.cache_dir)
+    changed.x_val[0, 0, 0, 0] ^= 1
+    assert kt.backbone_features(e2e_arm.model, changed, e2e_arm.backbone_weights)[2] == "miss"
     uncached = _data(tiny_images)
     f_train, f_val, status = kt.backbone_features(e2e_arm.model, uncached, e2e_arm.backbone_weights)
     assert status == "off" and f_train.shape == (12, 2048) and f_val.shape == (6, 2048) and f_train.dtype == np.float32
