@@ -9,7 +9,8 @@ How the published notebook ran, and how this file reproduces it on a finished st
   ``ImageFolder`` per split, in ``split.csv``'s order. ``mean``/``std`` are the study's
   training-split statistics (the trained model's ``Normalize`` buffers) divided by 255;
 - model: the same CNN (``pytorch_impl.model.build_model``) with its ``Normalize`` layer
-  replaced by ``nn.Identity`` (the published model saw normalised tensors);
+  replaced by ``nn.Identity`` (the published model saw normalised tensors), in PyTorch's
+  default memory layout (the project's runs channels-last);
 - training: the same SGD settings and seed. The shuffle comes from a
   ``RandomSampler`` holding a generator seeded with the study's seed: its per-epoch
   ``torch.randperm`` is the project's, so both see the same batches. (``shuffle=True``
@@ -120,10 +121,11 @@ def stack(subset: Subset, positions: np.ndarray) -> torch.Tensor:
 
 
 def published_model(n_classes: int, image_size: int) -> CNN:
-    """The study's CNN taking normalised tensors: its Normalize layer is an ``nn.Identity``."""
+    """The study's CNN taking normalised tensors: its Normalize layer is an ``nn.Identity``,
+    and its weights in PyTorch's default (contiguous NCHW) memory layout, as published."""
     model = build_model(n_classes, image_size)  # Normalize holds buffers only: initial weights unchanged
     model.normalize = nn.Identity()
-    return model
+    return model.to(memory_format=torch.contiguous_format)
 
 
 def study_model_on_normalised_inputs(path: Path) -> tuple[CNN, np.ndarray, np.ndarray]:
@@ -134,7 +136,7 @@ def study_model_on_normalised_inputs(path: Path) -> tuple[CNN, np.ndarray, np.nd
     mean = model.normalize.mean.double().numpy()
     std = model.normalize.std.double().numpy()
     model.normalize = nn.Identity()
-    return model.eval(), mean, std
+    return model.to(memory_format=torch.contiguous_format).eval(), mean, std
 
 
 def train_published(model: nn.Module, train_set: Subset, val_set: Subset, cfg: PyTorchConfig,

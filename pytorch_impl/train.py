@@ -22,12 +22,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
+def as_input(batch: torch.Tensor) -> torch.Tensor:
+    """A uint8 NCHW batch as the model's float input, channels-last like its weights."""
+    return batch.float().contiguous(memory_format=torch.channels_last)
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` in eval mode on uint8 NCHW ``x``."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].float(), y[start : start + batch_size]
+        xb, yb = as_input(x[start : start + batch_size]), y[start : start + batch_size]
         logits = model(xb)
         loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -51,7 +56,7 @@ def train_one_epoch(
     loss_sum, correct = 0.0, 0
     for start in tqdm(range(0, len(x), cfg.batch_size), desc=desc, leave=False, disable=None):
         idx = order[start : start + cfg.batch_size]
-        xb = x[idx.to(x.device)].float()  # (B, C, H, W) raw pixels in [0, 255]
+        xb = as_input(x[idx.to(x.device)])  # (B, C, H, W) raw pixels in [0, 255]
         yb = y[idx.to(y.device)]
         if cfg.hflip:
             flip = (torch.rand(len(idx), generator=generator) < 0.5).to(x.device)
