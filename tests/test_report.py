@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from common.arm import Explanation
 from common.attribution import agreement
@@ -94,6 +95,8 @@ def test_full_report(tmp_path):
                             "shap_pytorch_gradient", "shap_keras_deep", "shap_keras_gradient"}
     for rel in figures.values():
         assert rel.startswith("figures/") and (tmp_path / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(tmp_path / rel) as png:  # opaque figures are stored without an alpha channel
+            assert png.mode == "RGB" and min(png.size) > 100
         assert f"]({rel})" in md  # Markdown links the PNGs relatively
     # HTML is one self-contained file: every image is a data URI, nothing else is fetched
     srcs = re.findall(r'src="([^"]*)"', html)
