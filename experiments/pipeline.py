@@ -13,6 +13,7 @@ and PyTorch never share an interpreter, memory or a GPU. This module imports nei
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -38,6 +39,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ARM_NAMES = {"pytorch": "pytorch_cnn", "keras": "keras_resnet50"}  # framework -> metrics.json key
 ARM_TITLES = {"pytorch": "PyTorch CNN", "keras": "Keras ResNet50"}
 PIPELINE_VERSION = 1  # bump when a stage's output changes meaning
+ARM_PACKAGES = {"pytorch": "pytorch_impl", "keras": "keras_impl"}
+SHARED_ARM_SOURCES = ("common/arm.py", "common/seeding.py")  # the interface and seeding both arms use
+
+
+def code_digest(framework: str, root: Path = REPO_ROOT) -> str:
+    """A digest of the source an arm's trained model and attributions come from: every
+    ``.py`` file of its package and the shared interface. Part of the train key, so
+    changed arm code retrains (and re-predicts, re-explains) instead of reusing results
+    of the old code."""
+    files = sorted((root / ARM_PACKAGES[framework]).glob("*.py")) + [root / rel for rel in SHARED_ARM_SOURCES]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- stages
@@ -121,7 +138,7 @@ def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, framework:
     """The input key of each of an arm's stages."""
     section = dataclasses.asdict(getattr(cfg, framework))
     section.pop("device", None)  # where it runs does not change what it should compute
-    train = stable_key(PIPELINE_VERSION, "train", framework, data.data_key, cfg.seed, section)
+    train = stable_key(PIPELINE_VERSION, "train", framework, code_digest(framework), data.data_key, cfg.seed, section)
     keys = {"train": train, "predict": stable_key("predict", train)}
     for method in cfg.explain.methods:
         keys[f"explain_{method}"] = stable_key(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from common.config import StudyConfig
 from experiments.run_all import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,3 +158,33 @@ def test_end_to_end_study_and_cached_rerun(tmp_path):
     statuses = {s["stage"]: s["status"] for s in m3["stages"]}
     assert statuses["train pytorch"] == statuses["train keras"] == "cached"
     assert statuses["explain_deep pytorch"] == "ran" and m3["attributions"]["pytorch_cnn"]["deep"]["n_images"] == 3
+
+
+def test_changed_arm_code_changes_the_train_key(tmp_path, monkeypatch):
+    from experiments import pipeline
+
+    for rel in ("pytorch_impl/model.py", "pytorch_impl/train.py", "keras_impl/model.py", *pipeline.SHARED_ARM_SOURCES):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    first = pipeline.code_digest("pytorch", tmp_path)
+    assert pipeline.code_digest("pytorch", tmp_path) == first  # stable
+    assert pipeline.code_digest("keras", tmp_path) != first
+    (tmp_path / "keras_impl" / "model.py").write_text("# changed\n")  # the other arm's code: no effect
+    assert pipeline.code_digest("pytorch", tmp_path) == first
+    (tmp_path / "pytorch_impl" / "train.py").write_text("# changed\n")
+    second = pipeline.code_digest("pytorch", tmp_path)
+    assert second != first
+    (tmp_path / "pytorch_impl" / "explain.py").write_text("")  # a new file in the package
+    assert pipeline.code_digest("pytorch", tmp_path) not in (first, second)
+    (tmp_path / "common" / "arm.py").write_text("# changed interface\n")
+    assert pipeline.code_digest("pytorch", tmp_path) != second
+
+    # The digest is part of the train key, and so of every later stage's key.
+    cfg = StudyConfig(seed=0)
+    data = SimpleNamespace(data_key="d")
+    selection = SimpleNamespace(key="s")
+    monkeypatch.setattr(pipeline, "code_digest", lambda framework, root=None: "old")
+    old = pipeline.arm_keys(cfg, data, selection, "pytorch")
+    monkeypatch.setattr(pipeline, "code_digest", lambda framework, root=None: "new")
+    new = pipeline.arm_keys(cfg, data, selection, "pytorch")
+    assert set(old) == set(new) and all(old[k] != new[k] for k in old)
