@@ -1,0 +1,70 @@
+"""Micro-benchmark behind the channels-last lever: one SGD step of the study's CNN.
+
+Times a training step (forward, cross-entropy, backward, SGD with momentum) on a batch
+of random 224x224 images, back to back in one process, in four variants: NCHW and
+channels-last memory, each plain and under ``torch.compile``. The best of the repeats
+after the first is reported; the first (which includes compiling) separately.
+
+    python experiments/cnn_step_bench.py [--batch 64] [--size 224] [--repeats 6] [--no-compile]
+
+Results are recorded in experiments/BENCHMARKS.md; this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from pytorch_impl.model import build_model  # noqa: E402
+
+
+def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """(first step, best later step) in seconds."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times[0], min(times[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=6)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(0)
+    pixels = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8).float()
+    labels = torch.randint(0, 3, (args.batch,))
+    variants = [("nchw", torch.contiguous_format, False), ("channels_last", torch.channels_last, False)]
+    if not args.no_compile:
+        variants += [("nchw+compile", torch.contiguous_format, True), ("channels_last+compile", torch.channels_last, True)]
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "size": args.size}
+    for name, fmt, compiled in variants:
+        torch.manual_seed(0)
+        model = build_model(3, args.size).to(memory_format=fmt).train()
+        x = pixels.contiguous(memory_format=fmt)
+        first, best = step_seconds(torch.compile(model) if compiled else model, x, labels, args.repeats)
+        results[name] = {"first_s": round(first, 4), "best_s": round(best, 4)}
+        print(f"{name:24s} first {first:7.3f} s   best {best:6.3f} s", flush=True)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
