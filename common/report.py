@@ -161,9 +161,10 @@ def _fmt(x: Any, spec: str) -> _Verbatim:
 
 
 def _fmt_p(p: Any) -> _Verbatim:
+    """A p-value with its relation sign: "< 0.001" or "= 0.123" (the templates write "p {{ p }}")."""
     if not _is_number(p):
-        return _Verbatim("—")
-    return _Verbatim("< 0.001" if p < 0.001 else f"{p:.3f}")
+        return _Verbatim("= —")
+    return _Verbatim("< 0.001" if p < 0.001 else f"= {p:.3f}")
 
 
 def _code_block(text: str, lang: str) -> _Verbatim:

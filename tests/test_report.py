@@ -111,7 +111,7 @@ def test_full_report(tmp_path):
     # content
     for text in (md, html):
         assert FALLBACK in text
-        assert "0.500" in text  # McNemar p
+        assert "p = 0.500;" in text  # McNemar p
         assert "Keras ResNet50" in text and "PyTorch CNN" in text
         assert "random (ImageNet weights unavailable)" in text
         assert "logits" in text and "pre-softmax" in text
@@ -171,3 +171,10 @@ def test_grayscale_images_and_many_classes(tmp_path):
     shap_png = plot_shap_image(images, ex, names, tmp_path / "shap.png", max_images=2, max_classes=3, title="t")
     for p in (grid, shap_png):
         assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mcnemar_p_is_written_with_its_relation():
+    from common.report import _fmt_p
+
+    assert _fmt_p(0.5) == "= 0.500" and _fmt_p(1e-9) == "< 0.001" and _fmt_p(None) == "= —"
+

@@ -150,6 +150,9 @@ def test_end_to_end_study_and_cached_rerun(tmp_path):
     assert all(v == "cached" for k, v in statuses.items() if k.split()[0] in {"train", "predict", "explain_deep", "explain_gradient"})
     assert "train pytorch" in second.stderr and "cached" in second.stderr
     assert _without_timings(m2) == _without_timings(m)
+    ran = {s["stage"]: s["seconds"] for s in m["stages"]}
+    assert all(s["seconds"] == ran[s["stage"]] for s in m2["stages"] if s["status"] == "cached")  # the original cost
+    assert "their seconds are those of the run that produced them" in (out / "report.md").read_text()
 
     # changing only the explained images retrains nothing
     third = _run(data, out, "--n-explain", "3")
