@@ -111,6 +111,7 @@ class Arm(abc.ABC):
     name: ClassVar[str]  # key in metrics.json: "pytorch_cnn" or "keras_resnet50"
     framework: ClassVar[str]  # "pytorch" or "keras"
     model_filename: ClassVar[str]  # file name of the saved model, e.g. "model.pt"
+    explain_batch_size: ClassVar[int] = 50  # Gradient SHAP samples per forward/backward pass (shap's default)
 
     @classmethod
     @abc.abstractmethod

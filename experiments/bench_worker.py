@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import logging
 import os
 import resource
@@ -83,10 +82,10 @@ def pytorch_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
     """One forward of the logits CNN and the input gradient of one class's summed logits (autograd)."""
     import torch
 
-    from pytorch_impl.model import images_to_tensor
+    from pytorch_impl.model import as_input, images_to_tensor
 
     model = copy.deepcopy(arm.model).float().eval().requires_grad_(False)  # as the arm's explainers run it
-    x = images_to_tensor(batch, next(model.parameters()).device).float()  # (B, C, H, W) raw pixels
+    x = as_input(images_to_tensor(batch, next(model.parameters()).device))  # (B, C, H, W) raw pixels
 
     def step(k: int):
         xi = x.detach().requires_grad_(True)
@@ -119,11 +118,7 @@ def keras_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
 
 def explain_batch_size(framework: str) -> int:
     """Gradient SHAP samples per forward/backward pass in the arm's explain."""
-    if framework == "pytorch":
-        from pytorch_impl.explain import explain
-
-        return int(inspect.signature(explain).parameters["batch_size"].default)
-    return int(arm_class(framework).explain_batch_size)  # type: ignore[attr-defined]
+    return int(arm_class(framework).explain_batch_size)
 
 
 def threads(framework: str) -> dict[str, Any]:

@@ -30,7 +30,6 @@ class KerasArm(Arm):
     name = "keras_resnet50"
     framework = "keras"
     model_filename = "model.keras"
-    explain_batch_size = 50  # Gradient SHAP samples per forward/backward pass (shap's default)
 
     def __init__(self, model: keras.Model, cfg: StudyConfig, backbone_weights: str):
         self.model = model  # pixels (B, S, S, 3) float32 -> probabilities (B, K)

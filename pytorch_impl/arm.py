@@ -18,7 +18,7 @@ from common.arm import Arm, Explanation, TrainingData, TrainResult
 from common.config import StudyConfig
 from common.io import atomic_path
 from pytorch_impl.explain import explain
-from pytorch_impl.model import CNN, build_model, flatten_width, images_to_tensor
+from pytorch_impl.model import CNN, as_input, build_model, flatten_width, images_to_tensor
 from pytorch_impl.train import resolve_device, train
 
 PREDICT_BATCH_SIZE = 256
@@ -47,7 +47,7 @@ class PyTorchArm(Arm):
     framework = "pytorch"
     model_filename = "model.pt"
 
-    def __init__(self, cfg: StudyConfig, model: CNN) -> None:
+    def __init__(self, model: CNN, cfg: StudyConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.pytorch.device)
         self.model = model.to(self.device).eval()
@@ -55,7 +55,7 @@ class PyTorchArm(Arm):
     @classmethod
     def create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> "PyTorchArm":
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-        return cls(cfg, build_model(n_classes, image_size))
+        return cls(build_model(n_classes, image_size), cfg)
 
     def fit(self, data: TrainingData) -> TrainResult:
         start = time.perf_counter()
@@ -79,7 +79,7 @@ class PyTorchArm(Arm):
         self.model.eval()
         x = images_to_tensor(images, self.device)
         probs = [
-            torch.softmax(self.model(x[i : i + PREDICT_BATCH_SIZE].float()), dim=1).cpu()
+            torch.softmax(self.model(as_input(x[i : i + PREDICT_BATCH_SIZE])), dim=1).cpu()
             for i in range(0, len(x), PREDICT_BATCH_SIZE)
         ]
         if not probs:
@@ -100,7 +100,7 @@ class PyTorchArm(Arm):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model = build_model(**checkpoint["model_args"])
         model.load_state_dict(checkpoint["state_dict"])
-        return cls(cfg, model)
+        return cls(model, cfg)
 
     def explain(
         self,
@@ -113,7 +113,8 @@ class PyTorchArm(Arm):
         output: str = "logits",
     ) -> Explanation:
         # Runs on the arm's device, Deep SHAP in float32 (measured additive to < 3e-5 at 224 px).
-        return explain(self.model, images, background, method, nsamples=nsamples, seed=seed, output=output)
+        return explain(self.model, images, background, method, nsamples=nsamples, seed=seed, output=output,
+                       batch_size=self.explain_batch_size)
 
     def info(self) -> dict[str, Any]:
         return {

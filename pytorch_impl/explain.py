@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from common.arm import Explanation
-from pytorch_impl.model import images_to_tensor, with_probability_head
+from pytorch_impl.model import as_input, images_to_tensor, with_probability_head
 
 METHODS = ("deep", "gradient")
 OUTPUTS = ("logits", "probability")
@@ -87,8 +87,8 @@ def explain(
         explained = with_probability_head(explained)
     explained.eval().requires_grad_(False)  # gradients are taken w.r.t. the inputs only
 
-    x = images_to_tensor(images, device).to(dtype)  # (N, C, H, W) raw pixels
-    bg = images_to_tensor(background, device).to(dtype)  # (B, C, H, W)
+    x = as_input(images_to_tensor(images, device), dtype)  # (N, C, H, W) raw pixels
+    bg = as_input(images_to_tensor(background, device), dtype)  # (B, C, H, W)
 
     if method == "deep":
         with warnings.catch_warnings():
@@ -112,7 +112,7 @@ def explain(
     with torch.no_grad():
         outputs = explained(x).cpu().numpy()  # (N, K) of the explained quantity
         model.eval()
-        probabilities = torch.softmax(model(x.float()), dim=1).cpu().numpy()  # as predict_proba
+        probabilities = torch.softmax(model(as_input(x)), dim=1).cpu().numpy()  # as predict_proba
     return Explanation(
         method=method,
         output=output,

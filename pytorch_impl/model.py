@@ -113,3 +113,9 @@ def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> 
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != N_CHANNELS:
         raise ValueError(f"expected uint8 (N, H, W, {N_CHANNELS}) images, got {images.dtype} {images.shape}")
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device)
+
+
+def as_input(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A uint8 NCHW batch from :func:`images_to_tensor` as the model's input: raw pixel
+    values as ``dtype``, channels-last like the weights (indexing may lose that layout)."""
+    return batch.to(dtype).contiguous(memory_format=torch.channels_last)

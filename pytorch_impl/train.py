@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from common.arm import HISTORY_KEYS
 from common.config import PyTorchConfig
+from pytorch_impl.model import as_input
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,11 +23,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def as_input(batch: torch.Tensor) -> torch.Tensor:
-    """A uint8 NCHW batch as the model's float input, channels-last like its weights."""
-    return batch.float().contiguous(memory_format=torch.channels_last)
-
-
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` in eval mode on uint8 NCHW ``x``."""
     model.eval()
