@@ -9,17 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
 
-from common.config import load_config  # noqa: E402
-from common.errors import StudyError  # noqa: E402
-from common.io import write_json_atomic  # noqa: E402
-from experiments.pipeline import run_arm, worker_log_path  # noqa: E402
+from common.config import load_config
+from common.errors import StudyError
+from common.io import write_json_atomic
+from experiments.pipeline import run_arm, worker_log_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,23 +23,21 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.arm import Arm, Explanation, arm_class  # noqa: E402
-from common.config import load_config  # noqa: E402
-from common.io import write_json_atomic  # noqa: E402
-from common.seeding import seed_everything  # noqa: E402
-from experiments.pipeline import MODEL_FILENAMES, arm_dir, make_selection, prepare_data  # noqa: E402
+from common.arm import Arm, Explanation, arm_class
+from common.config import load_config
+from common.io import write_json_atomic
+from common.seeding import seed_everything
+from experiments.pipeline import MODEL_FILENAMES, arm_dir, make_selection, prepare_data
 
 log = logging.getLogger("bench_worker")
 

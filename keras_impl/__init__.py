@@ -3,10 +3,31 @@
 Files mirror ``pytorch_impl/``: ``model.py`` (``build_model``), ``train.py``
 (``train``), ``explain.py`` (``explain``) and ``arm.py`` (``KerasArm``); ``weights.py``
 resolves the backbone weights (ImageNet, a local file or random).
+
+Importing this package sets TensorFlow's environment (only where the user has not set
+it), so it must come before anything imports ``keras`` or ``tensorflow``:
+
+- ``KERAS_BACKEND=tensorflow``: Keras 3 picks its backend once, at import;
+- ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow 2.21 turns its oneDNN kernels on by itself
+  only on CPUs with newer instruction sets; on the 2-core AVX2 machine this study was
+  built on they were off, and there ResNet50's forward+backward pass (what both SHAP
+  explainers run) was 14x faster at 32x32 and 1.9x faster at 224x224 with them on
+  (experiments/BENCHMARKS.md). Results differ from the Eigen kernels' only in float
+  rounding. Set ``TF_ENABLE_ONEDNN_OPTS=0`` to compare;
+- ``TF_CPP_MIN_LOG_LEVEL=2``: TensorFlow's C++ start-up chatter off.
 """
 
 import os
 
-# Keras 3 picks its backend once, at import: pin TensorFlow before anything imports keras.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TENSORFLOW_ENV = {"KERAS_BACKEND": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+for _name, _value in TENSORFLOW_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+
+def onednn_enabled() -> bool | None:
+    """Whether the loaded TensorFlow runs its oneDNN kernels (None if it cannot tell)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, but the only switch TF reports
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())

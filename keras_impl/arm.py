@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import keras_impl  # noqa: F401  (pins KERAS_BACKEND before keras is imported)
+import keras_impl  # (sets TensorFlow's environment before keras is imported)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -108,6 +108,7 @@ class KerasArm(Arm):
     def info(self) -> dict[str, Any]:
         trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
         gpus = tf.config.list_physical_devices("GPU")
+        onednn = keras_impl.onednn_enabled()
         return {
             "backbone_weights": self.backbone_weights,
             "backbone_frozen": not km.backbone_of(self.model).trainable,
@@ -115,7 +116,8 @@ class KerasArm(Arm):
             "n_trainable_parameters": trainable,
             "image_size": self.image_size,
             "n_classes": self.n_classes,
-            "device": "gpu" if gpus else "cpu",
+            "device": "gpu" if gpus else ("cpu (oneDNN)" if onednn else "cpu"),
+            "tensorflow_onednn": onednn,
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
         }

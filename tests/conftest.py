@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any test imports TensorFlow
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import keras_impl  # noqa: F401  (TensorFlow's environment as the study sets it, before any test imports TensorFlow)
 
 # The study never puts both frameworks in one process (each arm runs in its own), but
 # pytest does. Loading TensorFlow first makes PyTorch segfault later, when torch.optim

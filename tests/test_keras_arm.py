@@ -7,6 +7,7 @@ ResNet50 is slow to build and to trace on a CPU, so one arm is trained once per 
 
 from __future__ import annotations
 
+import os
 import shutil
 import urllib.error
 import warnings
@@ -286,7 +287,11 @@ def test_fit_history_best_epoch_and_info(shared):
     assert result.train_seconds > 0 and result.info["feature_seconds"] > 0
     assert result.info["backbone_weights"] == "random (none requested)"
     info = arm.info()
-    assert info["device"] in ("cpu", "gpu") and info["n_parameters"] == arm.model.count_params()
+    assert info["device"] in ("cpu", "cpu (oneDNN)", "gpu") and info["n_parameters"] == arm.model.count_params()
+    # keras_impl turns TensorFlow's oneDNN kernels on unless the user said otherwise (here
+    # through conftest's import of keras_impl, as in the arm's worker process).
+    if os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1" and info["device"] != "gpu":
+        assert info["tensorflow_onednn"] is True and info["device"] == "cpu (oneDNN)"
     assert info["backbone_frozen"] and info["image_size"] == SIZE and info["n_classes"] == 3
 
 
