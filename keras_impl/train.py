@@ -26,6 +26,7 @@ from common.arm import HISTORY_KEYS, TrainingData, TrainResult
 from common.config import StudyConfig
 from common.io import stable_key, write_npz_atomic
 from keras_impl import model as km
+from keras_impl import onednn_enabled
 from keras_impl.weights import weights_digest
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,10 @@ def backbone_features(
     Features belong to pixels, not to a split: the cache file
     (``<cache_dir>/keras_features/<key>.npz``) holds one feature row per distinct image
     of train ∪ validation, found by a digest of its pixels, and is keyed by the backbone
-    weights (their record and a digest of their values), the image size and the set of
-    those digests. So another seed's split of the same images reads the same file, and a
-    different weights file or a changed image never reads stale features.
+    weights (their record and a digest of their values), the image size, the set of
+    those digests and whether TensorFlow's oneDNN kernels computed them. So another
+    seed's split of the same images reads the same file, and a different weights file, a
+    changed image or the other kernels never read stale features.
 
     Returns:
         float32 ``(N_train, 2048)`` and ``(N_val, 2048)`` features, and "hit", "miss" or
@@ -170,6 +172,7 @@ def backbone_features(
         weights_digest(km.backbone_of(model)),
         int(model.input_shape[1]),
         hashlib.sha256(unique.tobytes()).hexdigest(),
+        {"onednn": onednn_enabled()},  # oneDNN's kernels round differently from Eigen's
     )
     path = Path(data.cache_dir) / "keras_features" / f"{key}.npz"
     width = features.output_shape[-1]

@@ -29,6 +29,7 @@ from shap.explainers._deep.deep_tf import op_handlers  # noqa: E402
 from common.arm import HISTORY_KEYS, Explanation, TrainingData, arm_class  # noqa: E402
 from common.config import KerasConfig, StudyConfig  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
+import keras_impl  # noqa: E402
 from keras_impl import model as km  # noqa: E402
 from keras_impl import train as kt  # noqa: E402
 from keras_impl.arm import KerasArm  # noqa: E402
@@ -244,7 +245,7 @@ def test_other_errors_while_loading_imagenet_are_not_swallowed(keras_home, monke
 
 
 @pytest.mark.slow
-def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images, tmp_path):
+def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images, tmp_path, monkeypatch):
     cached_arm, data, cached = shared
     assert cached.info["feature_cache"] == "miss" and cached.info["training_route"] == "cached features"
 
@@ -273,6 +274,11 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     changed = _data(tiny_images, cache_dir=data.cache_dir)
     changed.x_val[0, 0, 0, 0] ^= 1
     assert kt.backbone_features(e2e_arm.model, changed, e2e_arm.backbone_weights)[2] == "miss"
+    # Nor for features the other TensorFlow kernels (oneDNN or Eigen) would have computed.
+    same = _data(tiny_images, cache_dir=data.cache_dir)
+    assert kt.backbone_features(e2e_arm.model, same, e2e_arm.backbone_weights)[2] == "hit"
+    monkeypatch.setattr(kt, "onednn_enabled", lambda: not keras_impl.onednn_enabled())
+    assert kt.backbone_features(e2e_arm.model, same, e2e_arm.backbone_weights)[2] == "miss"
     uncached = _data(tiny_images)
     f_train, f_val, status = kt.backbone_features(e2e_arm.model, uncached, e2e_arm.backbone_weights)
     assert status == "off" and f_train.shape == (12, 2048) and f_val.shape == (6, 2048) and f_train.dtype == np.float32
