@@ -5,7 +5,7 @@ of random 224x224 images, back to back in one process, in four variants: NCHW an
 channels-last memory, each plain and under ``torch.compile``. The best of the repeats
 after the first is reported; the first (which includes compiling) separately.
 
-    python experiments/cnn_step_bench.py [--batch 64] [--size 224] [--repeats 6] [--no-compile]
+    python experiments/cnn_step_bench.py [--batch 64] [--size 224] [--repeats 6] [--no-compile] [--threads N]
 
 Results are recorded in experiments/BENCHMARKS.md; this is a benchmark, not a test.
 """
@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice, one per core)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     pixels = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8).float()

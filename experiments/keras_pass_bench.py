@@ -7,7 +7,7 @@ pooled, and a 10-class dense layer; the weights do not change the cost); the
 forward+backward pass is the gradient of one class's summed logits w.r.t. the input
 pixels, as both SHAP explainers take it. Best of ``--repeats`` calls after a warm-up.
 
-    python experiments/keras_pass_bench.py [--sizes 32:64 224:16] [--variants eigen onednn eigen+xla]
+    python experiments/keras_pass_bench.py [--sizes 32:64 224:16] [--variants eigen onednn eigen+xla] [--intra-op N]
 
 Results are recorded in experiments/BENCHMARKS.md; this is a benchmark, not a test.
 """
@@ -24,7 +24,7 @@ import time
 VARIANTS = {"eigen": ("0", False), "onednn": ("1", False), "eigen+xla": ("0", True)}
 
 
-def child(size: int, batch: int, xla: bool, repeats: int) -> dict:
+def child(size: int, batch: int, xla: bool, repeats: int, intra_op: int) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import keras
@@ -32,6 +32,7 @@ def child(size: int, batch: int, xla: bool, repeats: int) -> dict:
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)  # 0: TensorFlow's choice (all cores)
     backbone = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg")
     inputs = keras.Input((size, size, 3))
     model = keras.Model(inputs, keras.layers.Dense(10)(backbone(inputs)))
@@ -48,7 +49,8 @@ def child(size: int, batch: int, xla: bool, repeats: int) -> dict:
         return tape.gradient(s, x)
 
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
-    out = {"size": size, "batch": batch, "onednn": bool(_pywrap_util_port.IsMklEnabled()), "xla": xla}
+    out = {"size": size, "batch": batch, "onednn": bool(_pywrap_util_port.IsMklEnabled()), "xla": xla,
+           "intra_op_threads": intra_op}
     for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
         fn(x).numpy()  # trace and warm up
         best = float("inf")
@@ -66,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", default=["32:64", "224:16"], help="SIZE:BATCH pairs")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--intra-op", type=int, default=0, help="TensorFlow intra-op threads (default 0: all cores)")
     p.add_argument("--child", nargs=3, type=int, metavar=("SIZE", "BATCH", "XLA"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         size, batch, xla = args.child
-        print(json.dumps(child(size, batch, bool(xla), args.repeats)))
+        print(json.dumps(child(size, batch, bool(xla), args.repeats, args.intra_op)))
         return 0
     results = []
     for spec in args.sizes:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             onednn, xla = VARIANTS[variant]
             env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
             proc = subprocess.run([sys.executable, __file__, "--child", str(size), str(batch), str(int(xla)),
-                                   "--repeats", str(args.repeats)], env=env, capture_output=True, text=True, check=True)
+                                   "--repeats", str(args.repeats), "--intra-op", str(args.intra_op)], env=env, capture_output=True, text=True, check=True)
             r = {"variant": variant, **json.loads(proc.stdout.strip().splitlines()[-1])}
             results.append(r)
             print(f"{variant:10s} {size:4d} px batch {batch:3d}: forward {r['forward_img_per_s']:7.1f} img/s, "
