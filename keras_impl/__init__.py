@@ -11,8 +11,8 @@ it), so it must come before anything imports ``keras`` or ``tensorflow``:
 - ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow 2.21 turns its oneDNN kernels on by itself
   only on CPUs with newer instruction sets; on the 2-core AVX2 machine this study was
   built on they were off, and there ResNet50's forward+backward pass (what both SHAP
-  explainers run) was 14x faster at 32x32 and 1.9x faster at 224x224 with them on
-  (experiments/BENCHMARKS.md). Results differ from the Eigen kernels' only in float
+  explainers run) was 12x faster at 32x32 and 1.8x faster at 224x224 with them on
+  (experiments/keras_pass_bench.py, experiments/BENCHMARKS.md). Results differ from the Eigen kernels' only in float
   rounding. Set ``TF_ENABLE_ONEDNN_OPTS=0`` to compare;
 - ``TF_CPP_MIN_LOG_LEVEL=2``: TensorFlow's C++ start-up chatter off.
 """
