@@ -37,13 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
 
+    model_path = arm_dir(args.study, "pytorch") / "model.pt"
+    if not (args.study / "config.yaml").is_file() or not model_path.is_file():
+        print(f"error: {args.study} holds no finished PyTorch study (config.yaml and {model_path.name}); "
+              "run `make benchmark ARGS='--only pytorch'` first, or pass --study", file=sys.stderr)
+        return 2
     cfg = load_config(args.study / "config.yaml")
     data = prepare_data(cfg)
     selection = make_selection(cfg, data)
     x_test, _ = data.arrays("test")
     x_train, _ = data.arrays("train")
     images, background = x_test[selection.explain_idx], x_train[selection.background_idx]
-    arm = PyTorchArm.load(arm_dir(args.study, "pytorch") / "model.pt", cfg)
+    arm = PyTorchArm.load(model_path, cfg)
     nsamples = cfg.explain.nsamples
     passes = len(images) * len(data.classes) * nsamples
 
