@@ -27,14 +27,14 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
 
 import numpy as np
 
 from common.arm import Arm, Explanation, arm_class
-from common.config import load_config
+from common.config import StudyConfig, load_config
 from common.io import write_json_atomic
 from common.seeding import seed_everything
 from experiments.pipeline import MODEL_FILENAMES, arm_dir, make_selection, prepare_data
@@ -131,8 +131,23 @@ def threads(framework: str) -> dict[str, Any]:
             "note": "0 = TensorFlow picks (all cores)"}
 
 
-def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: int, min_reps: int = 3) -> dict[str, Any]:
-    """Raw rates, explainer rates and efficiencies of one framework's arm of the study in ``study``."""
+class StudyInputs(NamedTuple):
+    """What a finished study explained, and its trained arm."""
+
+    cfg: StudyConfig
+    data: Any  # experiments.pipeline's StudyData
+    images: np.ndarray  # the explained test images, uint8 (N, H, W, C)
+    background: np.ndarray  # the background training images, uint8 (B, H, W, C)
+    arm: Arm
+    load_seconds: float  # loading the arm's model
+
+
+def load_study(study: Path, framework: str) -> StudyInputs:
+    """The study's config, data, explained images, background and ``framework``'s trained arm.
+
+    Raises:
+        RuntimeError: if the selection made now differs from the one the study saved.
+    """
     cfg = load_config(study / "config.yaml")
     data = prepare_data(cfg)
     selection = make_selection(cfg, data)
@@ -142,11 +157,16 @@ def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: in
             raise RuntimeError("the explained images or background differ from the study's; rerun the study")
     x_test, _ = data.arrays("test")
     x_train, _ = data.arrays("train")
-    images, background = x_test[selection.explain_idx], x_train[selection.background_idx]
-    d = arm_dir(study, framework)
     t0 = time.perf_counter()
-    arm = arm_class(framework).load(d / MODEL_FILENAMES[framework], cfg)
-    load_seconds = time.perf_counter() - t0
+    arm = arm_class(framework).load(arm_dir(study, framework) / MODEL_FILENAMES[framework], cfg)
+    return StudyInputs(cfg, data, x_test[selection.explain_idx], x_train[selection.background_idx], arm,
+                       time.perf_counter() - t0)
+
+
+def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: int, min_reps: int = 3) -> dict[str, Any]:
+    """Raw rates, explainer rates and efficiencies of one framework's arm of the study in ``study``."""
+    cfg, data, images, background, arm, load_seconds = load_study(study, framework)
+    d = arm_dir(study, framework)
     n, b, k = len(images), len(background), len(data.classes)
     nsamples = cfg.explain.nsamples
     grad_batch = min(explain_batch_size(framework), nsamples)

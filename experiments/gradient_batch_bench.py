@@ -25,9 +25,8 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from common.config import load_config  # noqa: E402
-from experiments.pipeline import arm_dir, make_selection, prepare_data  # noqa: E402
-from pytorch_impl.arm import PyTorchArm  # noqa: E402
+from experiments.bench_worker import gradient_passes, load_study  # noqa: E402
+from experiments.pipeline import MODEL_FILENAMES, arm_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,20 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
 
-    model_path = arm_dir(args.study, "pytorch") / "model.pt"
+    model_path = arm_dir(args.study, "pytorch") / MODEL_FILENAMES["pytorch"]
     if not (args.study / "config.yaml").is_file() or not model_path.is_file():
         print(f"error: {args.study} holds no finished PyTorch study (config.yaml and {model_path.name}); "
               "run `make benchmark ARGS='--only pytorch'` first, or pass --study", file=sys.stderr)
         return 2
-    cfg = load_config(args.study / "config.yaml")
-    data = prepare_data(cfg)
-    selection = make_selection(cfg, data)
-    x_test, _ = data.arrays("test")
-    x_train, _ = data.arrays("train")
-    images, background = x_test[selection.explain_idx], x_train[selection.background_idx]
-    arm = PyTorchArm.load(model_path, cfg)
+    cfg, data, images, background, arm, _ = load_study(args.study, "pytorch")
     nsamples = cfg.explain.nsamples
-    passes = len(images) * len(data.classes) * nsamples
+    passes = gradient_passes(len(images), len(data.classes), nsamples)
 
     seconds: dict[int, list[float]] = {b: [] for b in args.sizes}
     reference, max_diff = None, {}
