@@ -1,15 +1,17 @@
-# One-command set-up: each target creates .venv from requirements.txt when missing.
+# One-command set-up: each target creates .venv from requirements.txt (and installs this
+# project into it, editable, so every script and module imports without path tricks) when missing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: study insects test benchmark clean-cache
+.PHONY: study insects test lint benchmark clean-cache
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 study: $(VENV)/.installed          ## the study on the default data (bundled digits); ARGS="--data DIR ..." for more
@@ -21,8 +23,12 @@ insects: $(VENV)/.installed        ## the study at the published settings on ../
 test: $(VENV)/.installed           ## the test suite
 	$(PY) -m pytest $(ARGS)
 
-benchmark: $(VENV)/.installed      ## where the time goes, on the insects data (long: see experiments/BENCHMARKS.md)
-	$(PY) experiments/benchmark.py $(ARGS)
+lint: $(VENV)/.installed           ## ruff: the linter and the formatter's check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+benchmark: $(VENV)/.installed      ## where the time goes, on the insects data (long: see benchmarks/BENCHMARKS.md)
+	$(PY) -m benchmarks.benchmark $(ARGS)
 
 clean-cache:                       ## forget decoded images and cached features
 	rm -rf .cache

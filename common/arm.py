@@ -1,16 +1,22 @@
-"""The one small interface both arms implement, NumPy in and out.
+"""The one small interface every arm implements, NumPy in and out.
 
 Images cross this boundary as uint8 ``(N, H, W, C)`` arrays (NHWC, RGB, raw 0..255
-pixels), labels as int64 ``(N,)``, class scores as float ``(N, K)`` and attributions as
+pixels), labels as int64 ``(N,)``, class scores as float32 ``(N, K)`` and attributions as
 float32 ``(N, K, H, W, C)``. Layout conversions (NCHW in PyTorch) and preprocessing
 (normalisation in the CNN, ResNet50's ``preprocess_input`` in Keras) live inside the
-arms, so the runner treats both arms alike and their maps can be laid side by side.
+arms, so the runner treats every arm alike and their maps can be laid side by side.
+
+The base class does what is the same in every arm once (template methods): the public
+``create``, ``fit``, ``predict_proba`` and ``explain`` check their inputs, seed, time and
+package the results; an arm implements ``_create``, ``_fit``, ``_predict_proba`` and
+``_explain`` (what its framework does differently), ``save``/``load``, and reports its
+facts (``info``) and fallbacks (``fallbacks``).
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from common.config import StudyConfig
+from common.registry import OUTPUTS, ArmSpec, method_spec
+from common.seeding import seed_everything, seeded
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -35,20 +43,39 @@ class TrainingData:
 
 
 @dataclass
+class Fitted:
+    """What an arm's ``_fit`` returns: the history and facts about the run."""
+
+    history: dict[str, list[float]]  # HISTORY_KEYS -> one value per epoch
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. device, feature_seconds
+
+
+@dataclass
 class TrainResult:
-    """Per-epoch history (same keys in both arms) and what the run should record."""
+    """Per-epoch history (same keys in every arm) and what the run should record."""
 
     history: dict[str, list[float]]  # HISTORY_KEYS -> one value per epoch
     best_val_epoch: int  # 1-based epoch with the lowest validation loss (the final model is kept)
     train_seconds: float  # wall time of the whole fit, feature extraction included
     info: dict[str, Any] = field(default_factory=dict)  # e.g. device, backbone_weights, feature_seconds
+    fallbacks: list[str] = field(default_factory=list)  # where the run departs from the plan, in words
+
+
+@dataclass
+class Attribution:
+    """What an arm's ``_explain`` returns, in the framework-neutral layout."""
+
+    attributions: np.ndarray  # (N, K, H, W, C) per image, class, pixel and channel
+    base_values: np.ndarray  # (K,) E[f(background)] of the explained quantity
+    outputs: np.ndarray  # (N, K) f(x) of the explained quantity
+    probabilities: np.ndarray  # (N, K) the model's class probabilities
 
 
 @dataclass
 class Explanation:
     """One explainer's result for one arm, in the framework-neutral pixel layout."""
 
-    method: str  # "deep" or "gradient"
+    method: str  # a key of common.registry.METHODS
     output: str  # explained quantity: "logits" or "probability"
     attributions: np.ndarray  # float32 (N, K, H, W, C): per image, class, pixel and channel
     base_values: np.ndarray  # float32 (K,): E[f(background)] of the explained quantity
@@ -56,7 +83,7 @@ class Explanation:
     probabilities: np.ndarray  # float32 (N, K): the model's class probabilities
     seconds: float  # wall time of the explainer (set-up included)
     n_background: int
-    nsamples: int | None = None  # Gradient SHAP samples per image; None for Deep SHAP
+    nsamples: int | None = None  # samples per image of a sampled method; None for Deep SHAP
 
     @property
     def additivity_errors(self) -> np.ndarray:
@@ -85,7 +112,7 @@ class Explanation:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Explanation":
+    def load(cls, path: str | Path) -> Explanation:
         with np.load(path) as z:
             nsamples = int(z["nsamples"])
             return cls(
@@ -101,6 +128,11 @@ class Explanation:
             )
 
 
+def best_epoch(history: dict[str, list[float]]) -> int:
+    """The 1-based epoch with the lowest validation loss (the first, on ties)."""
+    return int(np.argmin(history["val_loss"])) + 1
+
+
 class Arm(abc.ABC):
     """A trainable, explainable image classifier of one framework.
 
@@ -108,23 +140,135 @@ class Arm(abc.ABC):
     later ``load(path, cfg)`` → ``predict_proba`` / ``explain``.
     """
 
-    name: ClassVar[str]  # key in metrics.json: "pytorch_cnn" or "keras_resnet50"
-    framework: ClassVar[str]  # "pytorch" or "keras"
-    model_filename: ClassVar[str]  # file name of the saved model, e.g. "model.pt"
+    spec: ClassVar[ArmSpec]  # the arm's entry in common.registry.ARMS
     explain_batch_size: ClassVar[int] = 50  # Gradient SHAP samples per forward/backward pass (shap's default)
+    cfg: StudyConfig
+
+    @property
+    def settings(self) -> Any:
+        """This arm's section of the study config."""
+        return self.cfg.arm(self.spec.key)
+
+    @property
+    @abc.abstractmethod
+    def image_size(self) -> int:
+        """Square input side in pixels."""
+
+    @property
+    @abc.abstractmethod
+    def n_classes(self) -> int:
+        """Number of classes K."""
+
+    # ------------------------------------------------------------------ template methods
+
+    @classmethod
+    def create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> Arm:
+        """A new, untrained arm; its initial weights depend on ``cfg.seed`` alone."""
+        seed_everything(cfg.seed)
+        return cls._create(cfg, n_classes, image_size)
+
+    def fit(self, data: TrainingData) -> TrainResult:
+        """Train on ``data.x_train``/``y_train``, validating on ``x_val``/``y_val`` each epoch.
+
+        Raises:
+            ValueError: images of the wrong shape or type, or labels that do not match them.
+        """
+        for what, x, y in (("x_train", data.x_train, data.y_train), ("x_val", data.x_val, data.y_val)):
+            self.check_images(x, what)
+            self._check_labels(y, len(x), what)
+        seed_everything(self.cfg.seed)
+        start = time.perf_counter()
+        fitted = self._fit(data)
+        missing = [k for k in HISTORY_KEYS if len(fitted.history.get(k, ())) == 0]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__}._fit returned no history for {', '.join(missing)}")
+        info = {**self.info(), **fitted.info}
+        return TrainResult(
+            history=fitted.history,
+            best_val_epoch=best_epoch(fitted.history),
+            train_seconds=time.perf_counter() - start,
+            info=info,
+            fallbacks=self.fallbacks(info),
+        )
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities, float32 (N, K), for uint8 (N, H, W, C) images."""
+        self.check_images(images, "images")
+        if len(images) == 0:
+            return np.zeros((0, self.n_classes), np.float32)
+        return np.asarray(self._predict_proba(images), dtype=np.float32)
+
+    def explain(
+        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str = "logits"
+    ) -> Explanation:
+        """Explain every class for uint8 ``images`` against uint8 ``background`` with
+        ``method`` (a key of ``common.registry.METHODS``).
+
+        The global random state is seeded with ``seed`` for the call and restored after
+        it (shap reseeds NumPy's global generator), so explaining has no side effects.
+
+        Raises:
+            ValueError: an unknown method or output, or images of the wrong shape or type.
+        """
+        spec = method_spec(method)
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        self.check_images(images, "images")
+        self.check_images(background, "background")
+        start = time.perf_counter()
+        with seeded(seed):
+            result = self._explain(images, background, method, nsamples=nsamples, seed=seed, output=output)
+        expected = (len(images), self.n_classes, *images.shape[1:])
+        if result.attributions.shape != expected:
+            raise RuntimeError(f"{type(self).__name__}._explain gave attributions {result.attributions.shape}, "
+                               f"expected {expected}")
+        return Explanation(
+            method=method,
+            output=output,
+            attributions=np.ascontiguousarray(result.attributions, dtype=np.float32),
+            base_values=np.asarray(result.base_values, dtype=np.float32),
+            outputs=np.asarray(result.outputs, dtype=np.float32),
+            probabilities=np.asarray(result.probabilities, dtype=np.float32),
+            seconds=time.perf_counter() - start,
+            n_background=len(background),
+            nsamples=nsamples if spec.sampled else None,
+        )
+
+    def check_images(self, images: np.ndarray, what: str) -> None:
+        """Raise ValueError unless ``images`` is uint8 (N, S, S, 3) for this arm's size S."""
+        expected = (self.image_size, self.image_size, 3)
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
+            raise ValueError(f"{what}: expected uint8 (N, {', '.join(map(str, expected))}) NHWC images, "
+                             f"got {images.dtype} {images.shape}")
+
+    def _check_labels(self, labels: np.ndarray, n: int, what: str) -> None:
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{what}: expected {n} integer labels, got {labels.dtype} {labels.shape}")
+        if n and (labels.min() < 0 or labels.max() >= self.n_classes):
+            raise ValueError(f"{what}: labels must lie in 0..{self.n_classes - 1}")
+
+    # ------------------------------------------------------------------ what each arm implements
 
     @classmethod
     @abc.abstractmethod
-    def create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> "Arm":
-        """A new, untrained arm."""
+    def _create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> Arm:
+        """A new, untrained arm (the global random state is already seeded)."""
 
     @abc.abstractmethod
-    def fit(self, data: TrainingData) -> TrainResult:
-        """Train on ``data.x_train``/``y_train``, validating on ``x_val``/``y_val`` each epoch."""
+    def _fit(self, data: TrainingData) -> Fitted:
+        """Train in place on checked inputs; return the history (every HISTORY_KEYS key)."""
 
     @abc.abstractmethod
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities, float32 (N, K), for uint8 (N, H, W, C) images."""
+    def _predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) for checked, non-empty uint8 images."""
+
+    @abc.abstractmethod
+    def _explain(
+        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
+    ) -> Attribution:
+        """Every class's attributions for checked images, method and output."""
 
     @abc.abstractmethod
     def save(self, path: str | Path) -> None:
@@ -132,28 +276,14 @@ class Arm(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, path: str | Path, cfg: StudyConfig) -> "Arm":
+    def load(cls, path: str | Path, cfg: StudyConfig) -> Arm:
         """Load a model written by :meth:`save`; it predicts exactly what the saved one did."""
-
-    @abc.abstractmethod
-    def explain(
-        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str = "logits"
-    ) -> Explanation:
-        """Explain every class for uint8 ``images`` against uint8 ``background`` with
-        ``method`` "deep" (shap.DeepExplainer) or "gradient" (shap.GradientExplainer)."""
 
     def info(self) -> dict[str, Any]:
         """Facts about this model worth recording (parameters, weights used, device)."""
         return {}
 
-
-ARM_CLASSES = {
-    "pytorch": ("pytorch_impl.arm", "PyTorchArm"),
-    "keras": ("keras_impl.arm", "KerasArm"),
-}
-
-
-def arm_class(framework: str) -> type[Arm]:
-    """Import an arm lazily, so a process imports only its own framework."""
-    module, name = ARM_CLASSES[framework]
-    return getattr(importlib.import_module(module), name)
+    def fallbacks(self, info: dict[str, Any]) -> list[str]:
+        """Where a finished training run departed from the plan, one sentence each, given
+        its recorded ``info`` (e.g. no GPU although one was asked for)."""
+        return []

@@ -1,4 +1,4 @@
-"""Framework-free operations on SHAP attributions: reduction, agreement, additivity.
+"""Framework-free operations on SHAP attributions: reduction and agreement.
 
 Attributions arrive as float ``(N, K, H, W, C)`` arrays (image, class, row, column,
 channel) from :class:`common.arm.Explanation`. Maps are compared after summing over
@@ -14,10 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.stats import spearmanr
 
-from common.arm import Explanation
-
-# The four maps of a full run, in the order reports show them.
-MAP_LABELS = ("pytorch_deep", "pytorch_gradient", "keras_deep", "keras_gradient")
+from common.registry import ARMS, METHODS, map_label
 
 AGREEMENT_METHOD = "Spearman rank correlation of channel-summed maps, each map for its own model's predicted class"
 
@@ -61,8 +58,9 @@ def agreement(maps: Mapping[str, np.ndarray], classes: Mapping[str, np.ndarray])
     Raises:
         ValueError: when the maps do not share N, or a label has no classes.
     """
-    # Known labels first, in report order; any others after them, as given.
-    labels = [lab for lab in MAP_LABELS if lab in maps] + [lab for lab in maps if lab not in MAP_LABELS]
+    # Registered arms' and methods' labels first, in registry order; any others after them, as given.
+    known = [map_label(arm, method) for arm in ARMS for method in METHODS]
+    labels = [lab for lab in known if lab in maps] + [lab for lab in maps if lab not in known]
     result: dict[str, Any] = {"pairs": {}, "n_images": {}, "per_image": [], "method": AGREEMENT_METHOD}
     if len(labels) < 2:
         return result
@@ -96,20 +94,6 @@ def agreement(maps: Mapping[str, np.ndarray], classes: Mapping[str, np.ndarray])
         {pair: (None if np.isnan(rho[i, j]) else float(rho[i, j])) for j, pair in enumerate(pairs)} for i in range(n)
     ]
     return result
-
-
-def additivity_summary(explanation: Explanation) -> dict[str, float | None]:
-    """Largest and mean |sum of attributions - (f(x) - E[f(background)])| over images and classes.
-
-    Returns:
-        ``{"additivity_max_abs_error", "additivity_mean_abs_error"}`` (None for an empty
-        explanation). Deep SHAP should be additive up to float error; Gradient SHAP is
-        additive only in expectation, so its error shrinks with nsamples.
-    """
-    errors = explanation.additivity_errors
-    if errors.size == 0:
-        return {"additivity_max_abs_error": None, "additivity_mean_abs_error": None}
-    return {"additivity_max_abs_error": float(errors.max()), "additivity_mean_abs_error": float(errors.mean())}
 
 
 def to_image_plot_lists(attributions: np.ndarray) -> list[np.ndarray]:

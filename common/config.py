@@ -1,8 +1,9 @@
 """The study's one typed, frozen configuration.
 
 Loaded from YAML (``experiments/configs/*.yaml``), overridden by command-line flags,
-passed down read-only and saved next to every result. Each section mirrors one part
-of the study: ``data``, ``pytorch``, ``keras``, ``explain``.
+passed down read-only and saved next to every result. Each section mirrors one part of
+the study: ``data``, one section per registered arm (``pytorch``, ``keras``: each arm's
+settings dataclass lives in its own package, ``<package>/config.py``) and ``explain``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from common import registry
 from common.errors import ConfigError
 
 
@@ -27,79 +29,85 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class PyTorchConfig:
-    epochs: int = 15  # published: 15
-    batch_size: int = 64  # published: 64
-    lr: float = 0.01  # SGD learning rate, published: 0.01
-    momentum: float = 0.9  # published: 0.9
-    weight_decay: float = 1e-3  # published: 1e-3
-    hflip: bool = False  # random horizontal flips while training (published: none)
-    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
-
-
-@dataclass(frozen=True)
-class KerasConfig:
-    epochs: int = 10  # published: 10
-    batch_size: int = 32  # published: 32
-    lr: float = 1e-4  # Adam learning rate, published: 1e-4
-    weights: str = "imagenet"  # "imagenet", "none" (random on purpose) or a path to a no-top .h5 file
-    dense_units: int = 256  # published head: Dense(256, relu)
-    dropout: float = 0.5  # published head: Dropout(0.5)
-    augment: bool = False  # published augmentation (rotation, zoom, shift, shear, flip)
-    fine_tune: bool = False  # unfreeze the backbone (slow on a CPU)
-
-
-@dataclass(frozen=True)
 class ExplainConfig:
     n_explain: int | None = None  # test images explained; None = 2 per class
     n_background: int = 16  # training images in the SHAP background
     nsamples: int = 64  # Gradient SHAP samples per image (shap's default: 200)
     output: str = "logits"  # explained quantity: "logits" (default) or "probability"
-    methods: tuple[str, ...] = ("deep", "gradient")  # SHAP explainers to run
+    methods: tuple[str, ...] = tuple(registry.METHODS)  # attribution methods to run (common.registry.METHODS)
+
+
+def _default_arm_settings() -> dict[str, Any]:
+    return {key: spec.settings_class()() for key, spec in registry.ARMS.items()}
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     seed: int = 0  # one seed for the split, the selections, training and explainers
     out: str | None = None  # output folder; None = reports/<data set name>
-    only: str | None = None  # run one arm: "pytorch" or "keras"; None = both
+    only: str | None = None  # run one arm (a key of common.registry.ARMS); None = every arm
     data: DataConfig = field(default_factory=DataConfig)
-    pytorch: PyTorchConfig = field(default_factory=PyTorchConfig)
-    keras: KerasConfig = field(default_factory=KerasConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    # arm key -> that arm's settings (its YAML section of the same name, e.g. ``pytorch:``)
+    arms: Mapping[str, Any] = field(default_factory=_default_arm_settings, hash=False)
+
+    def arm(self, key: str) -> Any:
+        """The settings section of arm ``key``."""
+        return self.arms[key]
+
+    def __getattr__(self, name: str) -> Any:
+        # cfg.pytorch, cfg.keras: an arm's section reads like the other sections.
+        arms = self.__dict__.get("arms") or {}
+        if name in arms:
+            return arms[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or arm section {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["explain"]["methods"] = list(self.explain.methods)
+        """The config as YAML/JSON holds it: arm sections at the top level, between data and explain."""
+        d: dict[str, Any] = {"seed": self.seed, "out": self.out, "only": self.only,
+                             "data": dataclasses.asdict(self.data)}
+        d.update({key: dataclasses.asdict(section) for key, section in self.arms.items()})
+        d["explain"] = {**dataclasses.asdict(self.explain), "methods": list(self.explain.methods)}
         return d
 
 
-ARMS = ("pytorch", "keras")
-METHODS = ("deep", "gradient")
-
-
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    """Build a (nested) config dataclass from a mapping, rejecting unknown keys."""
+    """Build a config section dataclass from a mapping, rejecting unknown keys."""
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
     if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        sub = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub):
-            kwargs[name] = _build(sub, value or {}, f"{where}.{name}" if where else name)
-        elif name == "methods":
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    kwargs = dict(values)
+    if "methods" in kwargs:
+        kwargs["methods"] = tuple(kwargs["methods"])
     return cls(**kwargs)
 
 
+SECTIONS = {"data": DataConfig, "explain": ExplainConfig}
+SCALARS = ("seed", "out", "only")
+
+
 def from_dict(values: Mapping[str, Any]) -> StudyConfig:
-    cfg = _build(StudyConfig, values, "")
+    """A validated config from a mapping shaped like the YAML files.
+
+    Raises:
+        ConfigError: unknown keys, or values no run could use.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config: expected a mapping, got {type(values).__name__}")
+    arm_sections = {key: spec.settings_class() for key, spec in registry.ARMS.items()}
+    known = [*SCALARS, *SECTIONS, *arm_sections]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"config: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    kwargs: dict[str, Any] = {k: values[k] for k in SCALARS if k in values}
+    for name, cls in SECTIONS.items():
+        if name in values:
+            kwargs[name] = _build(cls, values[name] or {}, name)
+    kwargs["arms"] = {key: _build(cls, values.get(key) or {}, key) for key, cls in arm_sections.items()}
+    cfg = StudyConfig(**kwargs)
     validate(cfg)
     return cfg
 
@@ -140,24 +148,23 @@ def validate(cfg: StudyConfig) -> None:
         v = getattr(cfg.data, name)
         if not 0 < v < 1:
             problems.append(f"data.{name} must be between 0 and 1, got {v}")
-    for arm in (cfg.pytorch, cfg.keras):
-        if arm.epochs < 1 or arm.batch_size < 1:
-            problems.append("epochs and batch_size must be positive")
-    if cfg.only is not None and cfg.only not in ARMS:
-        problems.append(f"only must be one of {', '.join(ARMS)}, got {cfg.only!r}")
-    if cfg.explain.output not in ("logits", "probability"):
+    for section in cfg.arms.values():
+        problems += section.problems()
+    if cfg.only is not None and cfg.only not in registry.ARMS:
+        problems.append(f"only must be one of {', '.join(registry.ARMS)}, got {cfg.only!r}")
+    if cfg.explain.output not in registry.OUTPUTS:
         problems.append(f"explain.output must be 'logits' or 'probability', got {cfg.explain.output!r}")
-    bad = [m for m in cfg.explain.methods if m not in METHODS]
+    bad = [m for m in cfg.explain.methods if m not in registry.METHODS]
     if bad:
-        problems.append(f"explain.methods may hold only {', '.join(METHODS)}, got {', '.join(bad)}")
+        problems.append(f"explain.methods may hold only {', '.join(registry.METHODS)}, got {', '.join(bad)}")
     if cfg.explain.n_explain is not None and cfg.explain.n_explain < 1:
         problems.append("explain.n_explain must be positive")
     if cfg.explain.n_background < 1 or cfg.explain.nsamples < 1:
         problems.append("explain.n_background and explain.nsamples must be positive")
-    if cfg.pytorch.device not in ("auto", "cpu", "cuda"):
-        problems.append(f"pytorch.device must be auto, cpu or cuda, got {cfg.pytorch.device!r}")
-    w = cfg.keras.weights
-    if w not in ("imagenet", "none") and not Path(w).expanduser().is_file():
-        problems.append(f"keras.weights must be 'imagenet', 'none' or an existing weights file, got {w!r}")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def selected_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:
+    """The arms this run trains and explains, in registry order."""
+    return [registry.arm_spec(cfg.only)] if cfg.only else list(registry.ARMS.values())

@@ -37,6 +37,7 @@ from common.errors import (
     TooFewImagesError,
 )
 from common.io import atomic_path, read_json, stable_key, write_json_atomic
+from common.results import DatasetSummary, SkippedFile
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,6 @@ class ImageRecord:
     label: int  # index into Manifest.classes
     sha256: str  # of the file's bytes (for digits: of the 8x8 pixel bytes)
     source: str  # folder the file came from: "train", "test" (held out) or "all"
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    path: str  # relative to the data root
-    reason: str  # "not an image" or "corrupt image: ..."
 
 
 @dataclass(frozen=True)
@@ -467,18 +462,18 @@ def format_counts_table(data: StudyData) -> str:
     return "\n".join(lines)
 
 
-def dataset_summary(data: StudyData) -> dict:
+def dataset_summary(data: StudyData) -> DatasetSummary:
     """The ``dataset`` section of metrics.json."""
     m = data.manifest
-    return {
-        "name": m.name,
-        "root": str(m.root) if m.root is not None else None,
-        "layout": m.layout,
-        "held_out_folder": m.held_out_folder,
-        "classes": list(m.classes),
-        "image_size": data.image_size,
-        "resize": RESIZE_METHOD,
-        "counts": data.counts(),
-        "skipped": [{"path": s.path, "reason": s.reason} for s in m.skipped],
-        "data_key": data.data_key,
-    }
+    return DatasetSummary(
+        name=m.name,
+        root=str(m.root) if m.root is not None else None,
+        layout=m.layout,
+        held_out_folder=m.held_out_folder,
+        classes=list(m.classes),
+        image_size=data.image_size,
+        resize=RESIZE_METHOD,
+        counts=data.counts(),
+        skipped=list(m.skipped),
+        data_key=data.data_key,
+    )

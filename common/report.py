@@ -1,7 +1,8 @@
 """The study's report: figures from saved arrays, then report.md and report.html from metrics.
 
 ``build_figures`` draws every PNG under ``<out>/figures/``; ``write_reports`` renders
-the two Jinja2 templates in ``common/templates`` from ``metrics.json`` and those PNGs.
+the two Jinja2 templates in ``common/templates`` from the typed results
+(:class:`common.results.StudyMetrics`, what ``metrics.json`` holds) and those PNGs.
 The Markdown report links the PNGs relatively (it reads well on GitHub); the HTML
 report is one self-contained file with the PNGs embedded as base64 data URIs.
 
@@ -24,8 +25,10 @@ from urllib.parse import quote
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from common import registry
 from common.arm import Explanation
 from common.io import write_text_atomic
+from common.results import SCHEMA_VERSION, StudyMetrics
 from common.plotting import (
     plot_attribution_grid,
     plot_confusion_matrices,
@@ -35,12 +38,6 @@ from common.plotting import (
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
-ARMS = ("pytorch", "keras")
-METHODS = ("deep", "gradient")
-ARM_MODEL = {"pytorch": "pytorch_cnn", "keras": "keras_resnet50"}  # arm label -> metrics key
-MODEL_NAMES = {"pytorch_cnn": "PyTorch CNN", "keras_resnet50": "Keras ResNet50"}
-ARM_NAMES = {"pytorch": "PyTorch", "keras": "Keras"}
-METHOD_NAMES = {"deep": "Deep SHAP", "gradient": "Gradient SHAP"}
 SPLITS = ("train", "val", "test")
 MAX_SKIPPED_LISTED = 50  # longer lists are cut, with a count of the rest
 
@@ -48,29 +45,25 @@ MAX_SKIPPED_LISTED = 50  # longer lists are cut, with a count of the rest
 # ---------------------------------------------------------------- figures
 
 
-def _model_name(key: str) -> str:
-    return MODEL_NAMES.get(key, key)
-
-
-def _map_name(arm: str, method: str) -> str:
-    """Display name of one map, e.g. "PyTorch Deep SHAP"."""
-    return f"{ARM_NAMES.get(arm, arm)} {METHOD_NAMES.get(method, method)}"
+def _model_title(name: str) -> str:
+    """ "pytorch_cnn" -> "PyTorch CNN"; names of unregistered arms as given."""
+    try:
+        return registry.arm_by_name(name).title
+    except KeyError:
+        return name
 
 
 def _explanation_order(key: tuple[str, str]) -> tuple:
-    """Report order: PyTorch before Keras, Deep before Gradient, unknown labels last."""
+    """Report order: registry order of arms, then of methods; unknown keys last."""
     arm, method = key
-    return (
-        ARMS.index(arm) if arm in ARMS else len(ARMS),
-        arm,
-        METHODS.index(method) if method in METHODS else len(METHODS),
-        method,
-    )
+    arms, methods = list(registry.ARMS), list(registry.METHODS)
+    return (arms.index(arm) if arm in arms else len(arms), arm,
+            methods.index(method) if method in methods else len(methods), method)
 
 
 def build_figures(
     out_dir: str | Path,
-    metrics: Mapping[str, Any],
+    metrics: StudyMetrics,
     images: np.ndarray | None,
     true_labels: Sequence[int] | None,
     class_names: Sequence[str],
@@ -81,12 +74,12 @@ def build_figures(
 
     Args:
         out_dir: the run's output folder.
-        metrics: the run's metrics (``models.*.history`` and ``confusion_matrix`` are used).
+        metrics: the run's metrics (each model's ``history`` and ``confusion_matrix`` are used).
         images: uint8 (N, H, W, C) explained test images (None when nothing was explained).
         true_labels: (N,) their true classes.
         class_names: the K class names.
-        explanations: ``{(arm, method): Explanation}``, arm "pytorch"/"keras", method
-            "deep"/"gradient"; any subset, all over the same N images.
+        explanations: ``{(arm key, method key): Explanation}``; any subset, all over the same
+            N images.
         max_shap_images: images per shap.image_plot figure.
 
     Returns:
@@ -101,29 +94,27 @@ def build_figures(
         figures[key] = f"figures/{key}.png"
         return out_dir / figures[key]
 
-    models = metrics.get("models") or {}
-    histories = {_model_name(k): m["history"] for k, m in models.items() if m.get("history")}
+    histories = {_model_title(k): m.history for k, m in metrics.models.items() if m.history}
     if histories:
         plot_training_curves(histories, target("training_curves"))
-    matrices = {_model_name(k): m["confusion_matrix"] for k, m in models.items() if m.get("confusion_matrix")}
+    matrices = {_model_title(k): m.confusion_matrix for k, m in metrics.models.items() if m.confusion_matrix}
     if matrices:
         plot_confusion_matrices(matrices, class_names, target("confusion_matrices"))
 
     ordered = sorted(explanations, key=_explanation_order)
     if ordered and images is not None and true_labels is not None:
-        columns = {_map_name(arm, method): explanations[(arm, method)] for arm, method in ordered}
+        columns = {registry.map_title(arm, method): explanations[(arm, method)] for arm, method in ordered}
         plot_attribution_grid(images, true_labels, class_names, columns, target("attribution_grid"))
         for arm, method in ordered:
-            title = f"{_model_name(ARM_MODEL.get(arm, arm))}, {METHOD_NAMES.get(method, method)}"
-            plot_shap_image(
-                images,
-                explanations[(arm, method)],
-                class_names,
-                target(f"shap_{arm}_{method}"),
-                max_images=max_shap_images,
-                title=title,
-            )
+            plot_shap_image(images, explanations[(arm, method)], class_names, target(f"shap_{arm}_{method}"),
+                            max_images=max_shap_images, title=_shap_title(arm, method))
     return figures
+
+
+def _shap_title(arm: str, method: str) -> str:
+    arm_title = registry.ARMS[arm].title if arm in registry.ARMS else arm
+    method_title = registry.METHODS[method].title if method in registry.METHODS else method
+    return f"{arm_title}, {method_title}"
 
 
 # ---------------------------------------------------------------- formatting
@@ -177,123 +168,31 @@ def _code_block(text: str, lang: str) -> _Verbatim:
 # ---------------------------------------------------------------- context
 
 
-def _models_context(models: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for key, m in models.items():
-        info = m.get("info") or {}
-        ci = m.get("test_accuracy_ci95") or [None, None]
-        backbone = m.get("backbone_weights", info.get("backbone_weights"))
-        rows.append(
-            {
-                "key": key,
-                "name": _model_name(key),
-                "accuracy": _fmt(m.get("test_accuracy"), ".4f"),
-                "ci": _Verbatim(f"[{_fmt(ci[0], '.4f')}, {_fmt(ci[1], '.4f')}]"),
-                "train_seconds": _fmt(m.get("train_seconds"), ".1f"),
-                "best_val_epoch": m.get("best_val_epoch", "—"),
-                "backbone": backbone if backbone is not None else "—",
-                "device": info.get("device", "—"),
-            }
-        )
-    return rows
-
-
-def _comparison_context(comparison: Mapping[str, Any] | None, models: Sequence[str]) -> dict[str, Any] | None:
-    if not comparison or len(models) < 2:
-        return None
-    p = comparison.get("mcnemar_p")
-    # The runner names the counts after the arms; mcnemar_exact's own names are the fallback.
-    only_pytorch = comparison.get("only_pytorch_correct", comparison.get("only_a_correct"))
-    only_keras = comparison.get("only_keras_correct", comparison.get("only_b_correct"))
+def _comparison_verdict(p: Any) -> str:
     if not _is_number(p):
-        verdict = "The test could not be computed."
-    elif p < 0.05:
-        verdict = "The two models' test accuracies differ significantly at the 5% level."
-    else:
-        verdict = "No significant difference between the two models' test accuracies at the 5% level."
-    return {
-        "p": _fmt_p(p),
-        "only_pytorch": only_pytorch if only_pytorch is not None else "—",
-        "only_keras": only_keras if only_keras is not None else "—",
-        "both_correct": comparison.get("both_correct", "—"),
-        "both_wrong": comparison.get("both_wrong", "—"),
-        "n": comparison.get("n", "—"),
-        "verdict": verdict,
-    }
+        return "The test could not be computed."
+    if p < 0.05:
+        return "The two models' test accuracies differ significantly at the 5% level."
+    return "No significant difference between the two models' test accuracies at the 5% level."
 
 
-def _per_class_context(models: Mapping[str, Any], class_names: Sequence[str]) -> dict[str, Any] | None:
-    keyed = [(k, m.get("per_class") or {}) for k, m in models.items() if m.get("per_class")]
-    if not keyed:
+def _map_pair_title(pair: str) -> str:
+    """ "pytorch_deep~keras_deep" -> "PyTorch Deep SHAP vs Keras Deep SHAP"."""
+    return " vs ".join(_map_label_title(label) for label in pair.split("~", 1))
+
+
+def _map_label_title(label: str) -> str:
+    parts = registry.split_map_label(label)
+    return registry.map_title(*parts) if parts else label
+
+
+def _schema_note(version: int) -> str | None:
+    if version == SCHEMA_VERSION:
         return None
-    names = list(class_names) or list(keyed[0][1])
-    rows = []
-    for name in names:
-        stats = [pc.get(str(name)) or {} for _, pc in keyed]
-        support = next((s["support"] for s in stats if "support" in s), "—")
-        cells = [[_fmt(s.get(q), ".3f") for q in ("precision", "recall", "f1")] for s in stats]
-        rows.append({"name": name, "support": support, "cells": cells})
-    return {"models": [_model_name(k) for k, _ in keyed], "rows": rows}
-
-
-def _agreement_context(agreement: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not agreement or not agreement.get("pairs"):
-        return None
-    per_image = agreement.get("per_image") or []
-    counts = agreement.get("n_images") or {}
-    rows = []
-    for pair, rho in agreement["pairs"].items():
-        a, _, b = pair.partition("~")
-        n = counts.get(pair, sum(1 for row in per_image if _is_number(row.get(pair))))
-        rows.append({"pair": f"{_label_name(a)} vs {_label_name(b)}", "rho": _fmt(rho, ".3f"), "n": n})
-    return {"rows": rows, "method": agreement.get("method", ""), "n_images": len(per_image)}
-
-
-def _label_name(label: str) -> str:
-    """ "pytorch_deep" -> "PyTorch Deep SHAP"; other labels unchanged."""
-    arm, _, method = label.partition("_")
-    return _map_name(arm, method) if arm in ARMS and method in METHODS else label
-
-
-def _explainers_context(attributions: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    rows = []
-    for model, by_method in (attributions or {}).items():
-        for method, a in (by_method or {}).items():
-            rows.append(
-                {
-                    "model": _model_name(model),
-                    "method": METHOD_NAMES.get(method, method),
-                    "output": a.get("output", "—"),
-                    "seconds": _fmt(a.get("seconds"), ".1f"),
-                    "n_images": a.get("n_images", "—"),
-                    "n_background": a.get("n_background", "—"),
-                    "nsamples": a.get("nsamples") if a.get("nsamples") is not None else "—",
-                    "additivity": _fmt(a.get("additivity_max_abs_error"), ".1e"),
-                }
-            )
-    return rows
-
-
-def _dataset_context(dataset: Mapping[str, Any]) -> dict[str, Any]:
-    classes = list(dataset.get("classes") or [])
-    counts = dataset.get("counts") or {}
-    splits = [s for s in SPLITS if s in counts] + [s for s in counts if s not in SPLITS]
-    rows = [{"name": c, "counts": [(counts[s] or {}).get(str(c), 0) for s in splits]} for c in classes]
-    totals = [sum((counts[s] or {}).values()) for s in splits]
-    skipped = list(dataset.get("skipped") or [])
-    return {
-        "name": dataset.get("name", "unnamed"),
-        "root": dataset.get("root") if dataset.get("root") is not None else "bundled (scikit-learn digits)",
-        "layout": dataset.get("layout", "—"),
-        "image_size": dataset.get("image_size", "—"),
-        "classes": classes,
-        "splits": splits,
-        "rows": rows,
-        "totals": totals,
-        "skipped": skipped[:MAX_SKIPPED_LISTED],
-        "skipped_more": max(0, len(skipped) - MAX_SKIPPED_LISTED),
-        "skipped_total": len(skipped),
-    }
+    when = "an older" if version < SCHEMA_VERSION else "a newer"
+    return (f"This report was built from a metrics.json of schema version {version}, written by {when} version of "
+            f"the study (this code writes version {SCHEMA_VERSION}); figures it lacks are shown as —. Rerun the "
+            "study to regenerate it.")
 
 
 def _figure(out_dir: Path, figures: Mapping[str, str], key: str, caption: str, embed: bool) -> dict | None:
@@ -311,62 +210,51 @@ def _figure(out_dir: Path, figures: Mapping[str, str], key: str, caption: str, e
     return fig
 
 
-def _context(out_dir: Path, metrics: Mapping[str, Any], figures: Mapping[str, str], embed: bool) -> dict[str, Any]:
-    """Everything the two templates show, formatted once (strings and plain lists)."""
-    dataset = _dataset_context(metrics.get("dataset") or {})
-    models = metrics.get("models") or {}
-    config = metrics.get("config") or {}
-    explain = config.get("explain") or {}
-    output = explain.get("output") or next(
-        (a.get("output") for by in (metrics.get("attributions") or {}).values() for a in (by or {}).values()
-         if a.get("output")),
-        "logits",
-    )
-    model_names = [_model_name(k) for k in models]
+FIGURE_CAPTIONS = {
+    "training_curves": "Training curves: loss and accuracy per epoch, train and validation",
+    "confusion_matrices": "Test confusion matrices (rows: true class, columns: predicted class)",
+    "attribution_grid": "Attribution maps: each model's map for its own predicted class",
+}
 
+
+def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], embed: bool) -> dict[str, Any]:
+    """The typed results and what the templates cannot derive themselves (titles, figures)."""
+    explain = metrics.config.get("explain") or {}
+    output = explain.get("output") or next(
+        (a.output for by in metrics.attributions.values() for a in by.values()), "logits")
+    model_titles = [_model_title(k) for k in metrics.models]
     shap_figures = []
     for key in figures:
         if key.startswith("shap_"):
             arm, _, method = key[len("shap_"):].partition("_")
-            shap_figures.append(
-                _figure(out_dir, figures, key,
-                        f"{_model_name(ARM_MODEL.get(arm, arm))}, {METHOD_NAMES.get(method, method)}: "
-                        f"shap.image_plot (red raises the class score, blue lowers it)", embed)
-            )
-    config_json = json.dumps(config, indent=2, sort_keys=False, default=str)
+            caption = f"{_shap_title(arm, method)}: shap.image_plot (red raises the class score, blue lowers it)"
+            shap_figures.append(_figure(out_dir, figures, key, caption, embed))
+    config_json = json.dumps(metrics.config, indent=2, sort_keys=False, default=str)
+    comparison = metrics.comparison if len(metrics.models) >= 2 else None
+    dataset = metrics.dataset
     return {
-        "title": f"Framework comparison on {dataset['name']}: " + (
-            " vs ".join(model_names) if len(model_names) > 1 else f"{model_names[0]} only" if model_names else "no model"
-        ),
-        "dataset": dataset,
-        "model_names": model_names,
-        "models": _models_context(models),
-        "fallbacks": [str(f) for f in metrics.get("fallbacks") or []],
-        "comparison": _comparison_context(metrics.get("comparison"), list(models)),
-        "per_class": _per_class_context(models, dataset["classes"]),
+        "title": f"Framework comparison on {dataset.name}: " + (
+            " vs ".join(model_titles) if len(model_titles) > 1
+            else f"{model_titles[0]} only" if model_titles else "no model"),
+        "schema_note": _schema_note(metrics.schema_version),
+        "m": metrics,
+        "models": [(_model_title(k), e) for k, e in metrics.models.items()],
+        "model_titles": model_titles,
+        "comparison": comparison,
+        "comparison_titles": [registry.ARMS[a].framework if a in registry.ARMS else a
+                              for a in ((comparison.arm_a, comparison.arm_b) if comparison else ())],
+        "verdict": _comparison_verdict(comparison.mcnemar_p) if comparison else None,
+        "splits": [s for s in SPLITS if s in dataset.counts] + [s for s in dataset.counts if s not in SPLITS],
+        "skipped": dataset.skipped[:MAX_SKIPPED_LISTED],
+        "skipped_more": max(0, len(dataset.skipped) - MAX_SKIPPED_LISTED),
         "output": output,
-        "explain": {
-            "n_background": explain.get("n_background", "—"),
-            "nsamples": explain.get("nsamples", "—"),
-            "methods": ", ".join(METHOD_NAMES.get(m, m) for m in explain.get("methods") or []) or "—",
-        },
-        "agreement": _agreement_context(metrics.get("agreement")),
-        "explainers": _explainers_context(metrics.get("attributions")),
-        "stages": [
-            {"stage": s.get("stage", "—"), "status": s.get("status", "—"), "seconds": _fmt(s.get("seconds"), ".1f")}
-            for s in metrics.get("stages") or []
-        ],
+        "methods": ", ".join(registry.METHODS[k].title if k in registry.METHODS else k
+                             for k in explain.get("methods") or []) or "—",
+        "explainers": [(_model_title(name), registry.METHODS[k].title if k in registry.METHODS else k, a)
+                       for name, by_method in metrics.attributions.items() for k, a in by_method.items()],
         "config_json": config_json,
         "config_block": _code_block(config_json, "json"),
-        "versions": [(k, v if v is not None else "not installed") for k, v in (metrics.get("versions") or {}).items()],
-        "fig": {
-            key: _figure(out_dir, figures, key, caption, embed)
-            for key, caption in (
-                ("training_curves", "Training curves: loss and accuracy per epoch, train and validation"),
-                ("confusion_matrices", "Test confusion matrices (rows: true class, columns: predicted class)"),
-                ("attribution_grid", "Attribution maps: each model's map for its own predicted class"),
-            )
-        },
+        "fig": {key: _figure(out_dir, figures, key, caption, embed) for key, caption in FIGURE_CAPTIONS.items()},
         "shap_figures": shap_figures,
     }
 
@@ -375,18 +263,23 @@ def _environment(html: bool) -> Environment:
     common = dict(loader=FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True,
                   keep_trailing_newline=True, undefined=StrictUndefined)
     if html:
-        return Environment(autoescape=True, **common)
-    env = Environment(autoescape=False, finalize=_md_escape, **common)
-    env.filters["verbatim"] = _Verbatim  # for macro output, whose values are escaped already
+        env = Environment(autoescape=True, **common)
+    else:
+        env = Environment(autoescape=False, finalize=_md_escape, **common)
+        env.filters["verbatim"] = _Verbatim  # for macro output, whose values are escaped already
+    env.filters["num"] = _fmt
+    env.filters["pval"] = _fmt_p
+    env.filters["dash"] = lambda v: "—" if v is None else v
+    env.filters["pair_title"] = _map_pair_title
     return env
 
 
-def write_reports(out_dir: str | Path, metrics: Mapping[str, Any], figures: Mapping[str, str]) -> tuple[Path, Path]:
+def write_reports(out_dir: str | Path, metrics: StudyMetrics, figures: Mapping[str, str]) -> tuple[Path, Path]:
     """Render ``<out_dir>/report.md`` and the self-contained ``<out_dir>/report.html``.
 
     Args:
         out_dir: the run's output folder (the figures' paths are relative to it).
-        metrics: the run's metrics dict (the content of metrics.json).
+        metrics: the run's typed results (what metrics.json holds).
         figures: ``{figure key: relative path}`` from :func:`build_figures`.
 
     Returns:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
+from typing import Iterator
 
 import numpy as np
 
@@ -26,3 +28,16 @@ def seed_everything(seed: int) -> None:
         import keras
 
         keras.utils.set_random_seed(seed)  # Python, NumPy and the backend
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed everything for the block, then give Python's and NumPy's global generators
+    back the state they had (libraries such as shap reseed NumPy's generator)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

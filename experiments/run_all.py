@@ -3,7 +3,7 @@ same test images with Deep SHAP and Gradient SHAP in both frameworks, and write
 side-by-side accuracy and attribution reports.
 
 With no arguments it runs the quick default study on scikit-learn's bundled digits set
-(offline; about 6 minutes on 2 CPU cores, most of it Keras SHAP). Example on the insects data:
+(offline; its measured time is in experiments/BENCHMARKS.md). Example on the insects data:
 
     python experiments/run_all.py --data ../shared/datasets/insects --config experiments/configs/insects.yaml
 """
@@ -17,12 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.config import load_config  # noqa: E402
-from common.data import format_counts_table  # noqa: E402
-from common.errors import StudyError  # noqa: E402
+from common import registry
+from common.config import load_config
+from common.data import format_counts_table
+from common.errors import StudyError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 log = logging.getLogger("study")
@@ -42,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-background", type=int, help="training images in the SHAP background (default: from the config, 16)")
     p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config, 64)")
     p.add_argument("--keras-weights", help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: imagenet)")
-    p.add_argument("--only", choices=["pytorch", "keras"], help="run one arm only (default: both)")
+    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
     p.add_argument("--dry-run", action="store_true", help="validate the data, write split.csv, print the counts, and stop")
     p.add_argument("--force", action="store_true", help="rerun every stage even when its inputs are unchanged")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -66,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             out, data, _ = data_stage(cfg)
         else:
-            out = run_study(cfg, force=args.force)
+            out = run_study(cfg, force=args.force).out
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

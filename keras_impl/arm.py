@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.arm import Arm, Explanation, TrainingData, TrainResult
+from common.arm import Arm, Attribution, Fitted, TrainingData
 from common.config import StudyConfig
 from common.io import atomic_path, read_json, write_json_atomic
+from common.registry import arm_spec
 from keras_impl import explain as kx
 from keras_impl import model as km
 from keras_impl import train as kt
@@ -21,49 +22,47 @@ from keras_impl.weights import load_backbone
 
 
 class KerasArm(Arm):
-    """ResNet50 (frozen, weights per ``cfg.keras.weights``) with the published head.
+    """ResNet50 (frozen, weights per the ``keras.weights`` setting) with the published head.
 
     The model takes raw RGB pixels (0..255, NHWC); ResNet50's ``preprocess_input`` is its
     first layer. ``predict_proba`` and ``explain`` take uint8 images.
     """
 
-    name = "keras_resnet50"
-    framework = "keras"
-    model_filename = "model.keras"
+    spec = arm_spec("keras")
 
     def __init__(self, model: keras.Model, cfg: StudyConfig, backbone_weights: str):
         self.model = model  # pixels (B, S, S, 3) float32 -> probabilities (B, K)
         self.cfg = cfg
         self.backbone_weights = backbone_weights
-        self.image_size = int(model.input_shape[1])
-        self.n_classes = int(model.output_shape[-1])
         self._explainers: dict[tuple, kx.BuiltExplainer] = {}
         self._predict = km.predictor(model)  # traced once, reads the current weights
 
+    @property
+    def image_size(self) -> int:
+        return int(self.model.input_shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.model.output_shape[-1])
+
     @classmethod
-    def create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> "KerasArm":
+    def _create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> KerasArm:
         """A new arm; the head's initial weights and Dropout seed follow ``cfg.seed``.
 
         Raises:
-            ConfigError: ``cfg.keras.weights`` names a file that does not exist.
+            ConfigError: the ``keras.weights`` setting names a file that does not exist.
         """
-        keras.utils.set_random_seed(cfg.seed)
-        backbone, backbone_weights = load_backbone(cfg.keras.weights, image_size)
-        return cls(km.build_model(n_classes, image_size, cfg.keras, backbone), cfg, backbone_weights)
+        settings = cfg.arm(cls.spec.key)
+        backbone, backbone_weights = load_backbone(settings.weights, image_size)
+        return cls(km.build_model(n_classes, image_size, settings, backbone), cfg, backbone_weights)
 
-    def fit(self, data: TrainingData) -> TrainResult:
-        self._check_images(data.x_train, "x_train")
-        self._check_images(data.x_val, "x_val")
+    def _fit(self, data: TrainingData) -> Fitted:
         self._explainers.clear()  # Deep SHAP's expected_value belongs to the old weights
-        result = kt.fit(self.model, data, self.cfg, backbone_weights=self.backbone_weights)
-        result.info = {**self.info(), **result.info}
-        return result
+        return kt.fit(self.model, data, self.settings, seed=self.cfg.seed, backbone_weights=self.backbone_weights)
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        self._check_images(images, "images")
-        bs = self.cfg.keras.batch_size
-        out = [self._predict(images[i : i + bs].astype(np.float32)) for i in range(0, len(images), bs)]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.n_classes), np.float32)
+    def _predict_proba(self, images: np.ndarray) -> np.ndarray:
+        bs = self.settings.batch_size
+        return np.concatenate([self._predict(images[i : i + bs].astype(np.float32)) for i in range(0, len(images), bs)])
 
     def save(self, path: str | Path) -> None:
         """Write the full model as ``.keras`` (weights included) and ``<stem>.info.json``
@@ -76,7 +75,7 @@ class KerasArm(Arm):
         write_json_atomic(_info_path(path), {"backbone_weights": self.backbone_weights})
 
     @classmethod
-    def load(cls, path: str | Path, cfg: StudyConfig) -> "KerasArm":
+    def load(cls, path: str | Path, cfg: StudyConfig) -> KerasArm:
         """Load a model written by :meth:`save` (safe mode; needs no download)."""
         path = Path(path)
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -84,26 +83,21 @@ class KerasArm(Arm):
         backbone_weights = read_json(info)["backbone_weights"] if info.is_file() else "unknown (not recorded)"
         return cls(model, cfg, backbone_weights)
 
-    def explain(
-        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str = "logits"
-    ) -> Explanation:
-        """Deep or Gradient SHAP for every class; explainers are cached per method, output
-        and background, so their TensorFlow graphs are built once."""
-        self._check_images(images, "images")
-        self._check_images(background, "background")
-        key = (method, output, self.explain_batch_size, hashlib.sha256(np.ascontiguousarray(background).tobytes()).hexdigest())
+    def _explain(
+        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
+    ) -> Attribution:
+        """Deep or Gradient SHAP for every class. Explainers are cached per method, output
+        and background, because TensorFlow builds their graphs on first use (a framework
+        reason: the PyTorch arm has nothing to cache)."""
+        key = (method, output, self.explain_batch_size,
+               hashlib.sha256(np.ascontiguousarray(background).tobytes()).hexdigest())
         explainer = self._explainers.get(key)
-        setup = 0.0
         if explainer is None:
-            explainer = kx.make_explainer(self.model, background, method, output=output, batch_size=self.explain_batch_size)
+            explainer = kx.make_explainer(self.model, background, method, output=output,
+                                          batch_size=self.explain_batch_size)
             self._explainers[key] = explainer
-            setup = explainer.setup_seconds
-        result = kx.explain(
-            self.model, images, background, method, nsamples=nsamples, seed=seed, output=output,
-            batch_size=self.explain_batch_size, explainer=explainer,
-        )
-        result.seconds += setup  # wall time including set-up, when this call built the explainer
-        return result
+        return kx.explain(self.model, images, background, method, nsamples=nsamples, seed=seed, output=output,
+                          batch_size=self.explain_batch_size, explainer=explainer)
 
     def info(self) -> dict[str, Any]:
         trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
@@ -122,10 +116,12 @@ class KerasArm(Arm):
             "tensorflow_version": tf.__version__,
         }
 
-    def _check_images(self, images: np.ndarray, what: str) -> None:
-        expected = (self.image_size, self.image_size, 3)
-        if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"{what}: expected (N, {', '.join(map(str, expected))}) NHWC images, got {images.shape}")
+    def fallbacks(self, info: dict[str, Any]) -> list[str]:
+        weights = str(info.get("backbone_weights", "unknown"))
+        if weights.startswith("random"):
+            return [f"{self.spec.title} backbone weights: {weights} — this run is not transfer learning, so its "
+                    "accuracy says nothing about the published ImageNet result."]
+        return []
 
 
 def _info_path(model_path: Path) -> Path:

@@ -19,11 +19,9 @@ import keras
 import numpy as np
 import shap
 
-from common.arm import Explanation
+from common.arm import Attribution
+from common.registry import OUTPUTS, method_spec
 from keras_impl import model as km
-
-METHODS = ("deep", "gradient")
-OUTPUTS = ("logits", "probability")
 
 
 def explained_model(model: keras.Model, output: str) -> keras.Model:
@@ -71,8 +69,7 @@ def make_explainer(
         ValueError: unknown ``method`` or ``output``.
     """
     start = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    method_spec(method)  # raises ValueError for an unknown method
     target = explained_model(model, output)
     bg = np.asarray(background, dtype=np.float32)
     with warnings.catch_warnings():
@@ -98,8 +95,11 @@ def explain(
     output: str = "logits",
     batch_size: int = 50,
     explainer: BuiltExplainer | None = None,
-) -> Explanation:
+) -> Attribution:
     """Explain every class of ``model`` for ``images``.
+
+    Called by :meth:`KerasArm.explain`, which checks the inputs, seeds, times and packages
+    the result; shap reseeds NumPy's global generator here (``rseed``).
 
     Args:
         model: the full probability model (pixels → probabilities).
@@ -107,27 +107,19 @@ def explain(
         background: uint8 (B, H, W, C) reference pixels.
         method: "deep" or "gradient".
         nsamples: Gradient SHAP samples per image (ignored by Deep SHAP).
-        seed: Gradient SHAP's ``rseed`` (NumPy's global state is restored afterwards).
+        seed: Gradient SHAP's ``rseed``.
         output: "logits" (default) or "probability".
         batch_size: Gradient SHAP samples per pass.
         explainer: one from :func:`make_explainer` for the same model, background,
-            method and output, to reuse its graphs; ``None`` builds one (its set-up
-            time is then part of ``seconds``).
+            method and output, to reuse its graphs; ``None`` builds one.
 
     Returns:
-        An :class:`Explanation` with float32 attributions (N, K, H, W, C) for all K
-        classes; base values are the Deep explainer's ``expected_value``, or
-        E[f(background)] computed here for Gradient SHAP.
+        Attributions (N, K, H, W, C) for all K classes; base values are the Deep
+        explainer's ``expected_value``, or E[f(background)] computed here for Gradient SHAP.
 
     Raises:
-        ValueError: unknown ``method`` or ``output``, or an ``explainer`` built for
-            another method, output or background.
+        ValueError: an ``explainer`` built for another method, output or background.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    start = time.perf_counter()
     x = np.asarray(images, dtype=np.float32)
     bg = np.asarray(background, dtype=np.float32)
     if explainer is None:
@@ -140,28 +132,15 @@ def explain(
         raw = explainer.shap_explainer.shap_values(x, check_additivity=False)
         base_values = np.asarray(explainer.shap_explainer.expected_value)  # a TF tensor in shap 0.51
     else:
-        state = np.random.get_state()  # shap reseeds NumPy's global generator with rseed
-        try:
-            raw = explainer.shap_explainer.shap_values(x, nsamples=nsamples, rseed=seed)
-        finally:
-            np.random.set_state(state)
+        raw = explainer.shap_explainer.shap_values(x, nsamples=nsamples, rseed=seed)
         base_values = _batched(explainer.predict_target, bg).mean(0)  # GradientExplainer has no expected_value
     outputs = _batched(explainer.predict_target, x)
     probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
     attributions = shap_to_explanation_layout(raw)
     if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
         raise RuntimeError(f"shap returned attributions {np.shape(raw)}; expected (N, H, W, C, K) for x {x.shape}")
-    return Explanation(
-        method=method,
-        output=output,
-        attributions=attributions,
-        base_values=base_values.astype(np.float32),
-        outputs=outputs,
-        probabilities=probabilities,
-        seconds=time.perf_counter() - start,
-        n_background=len(bg),
-        nsamples=nsamples if method == "gradient" else None,
-    )
+    return Attribution(attributions=attributions, base_values=base_values, outputs=outputs,
+                       probabilities=probabilities)
 
 
 def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:

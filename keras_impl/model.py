@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from common.config import KerasConfig
+from keras_impl.config import KerasConfig
 
 # keras.applications.resnet50.preprocess_input ("caffe" mode): BGR channel means of ImageNet.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)

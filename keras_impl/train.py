@@ -22,11 +22,11 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from common.arm import HISTORY_KEYS, TrainingData, TrainResult
-from common.config import StudyConfig
+from common.arm import HISTORY_KEYS, Fitted, TrainingData
 from common.io import stable_key, write_npz_atomic
 from keras_impl import model as km
 from keras_impl import onednn_enabled
+from keras_impl.config import KerasConfig
 from keras_impl.weights import weights_digest
 
 log = logging.getLogger(__name__)
@@ -96,51 +96,51 @@ def train(
 
 
 def fit(
-    model: keras.Model, data: TrainingData, cfg: StudyConfig, *, backbone_weights: str, use_features: bool | None = None
-) -> TrainResult:
-    """Train the full model on ``data`` by the fastest route the config allows.
+    model: keras.Model,
+    data: TrainingData,
+    settings: KerasConfig,
+    *,
+    seed: int,
+    backbone_weights: str,
+    use_features: bool | None = None,
+) -> Fitted:
+    """Train the full model on ``data`` by the fastest route the settings allow.
 
     Args:
         model: the full model from :func:`keras_impl.model.build_model`.
         data: the shared split (uint8 pixels, int labels) and its content key.
-        cfg: the study config (``keras`` section and ``seed``).
+        settings: the study config's ``keras`` section.
+        seed: seeds the batches, the head's Dropout and the augmentation.
         backbone_weights: the record from ``weights.load_backbone`` (part of the
             feature-cache key).
         use_features: ``None`` picks the cached-feature route whenever the backbone is
             frozen and augmentation is off; ``False`` forces end-to-end training (tests).
 
     Returns:
-        The history, the 1-based epoch of the lowest validation loss (the final model is
-        kept), the wall time, and ``info`` with ``backbone_weights``,
-        ``feature_seconds``, ``feature_cache`` ("hit", "miss" or "off") and
-        ``training_route`` ("cached features" or "end to end").
+        The history, and ``info`` with ``backbone_weights``, ``feature_seconds``,
+        ``feature_cache`` ("hit", "miss" or "off") and ``training_route`` ("cached
+        features" or "end to end").
 
     Raises:
         ValueError: ``use_features=True`` with augmentation or fine-tuning.
     """
-    kc = cfg.keras
-    end_to_end_needed = kc.augment or kc.fine_tune
+    end_to_end_needed = settings.augment or settings.fine_tune
     if use_features is None:
         use_features = not end_to_end_needed
     if use_features and end_to_end_needed:
         raise ValueError("cached features need a frozen backbone and no augmentation")
-    recipe = dict(epochs=kc.epochs, batch_size=kc.batch_size, lr=kc.lr, seed=cfg.seed)
+    recipe = dict(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=seed)
     start = time.perf_counter()
     info = {"backbone_weights": backbone_weights, "feature_seconds": 0.0, "feature_cache": "off"}
     if use_features:
-        f_train, f_val, cache = backbone_features(model, data, backbone_weights, batch_size=kc.batch_size)
+        f_train, f_val, cache = backbone_features(model, data, backbone_weights, batch_size=settings.batch_size)
         info.update(feature_seconds=time.perf_counter() - start, feature_cache=cache, training_route="cached features")
         history = train(km.head_model(model), f_train, data.y_train, f_val, data.y_val, **recipe)
     else:
         info["training_route"] = "end to end"
-        augmenter = km.augmentation(cfg.seed) if kc.augment else None
+        augmenter = km.augmentation(seed) if settings.augment else None
         history = train(model, data.x_train, data.y_train, data.x_val, data.y_val, augmenter=augmenter, **recipe)
-    return TrainResult(
-        history=history,
-        best_val_epoch=int(np.argmin(history["val_loss"])) + 1,
-        train_seconds=time.perf_counter() - start,
-        info=info,
-    )
+    return Fitted(history, info)
 
 
 def backbone_features(

@@ -7,16 +7,16 @@ normalises the raw pixels itself.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from common.arm import Arm, Explanation, TrainingData, TrainResult
+from common.arm import Arm, Attribution, Fitted, TrainingData
 from common.config import StudyConfig
 from common.io import atomic_path
+from common.registry import arm_spec
 from pytorch_impl.explain import explain
 from pytorch_impl.model import CNN, as_input, build_model, flatten_width, images_to_tensor
 from pytorch_impl.train import resolve_device, train
@@ -43,22 +43,26 @@ def channel_statistics(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray
 
 
 class PyTorchArm(Arm):
-    name = "pytorch_cnn"
-    framework = "pytorch"
-    model_filename = "model.pt"
+    spec = arm_spec("pytorch")
 
     def __init__(self, model: CNN, cfg: StudyConfig) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.pytorch.device)
+        self.device = resolve_device(self.settings.device)
         self.model = model.to(self.device).eval()
 
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def n_classes(self) -> int:
+        return self.model.n_classes
+
     @classmethod
-    def create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> "PyTorchArm":
-        torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
+    def _create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> PyTorchArm:
         return cls(build_model(n_classes, image_size), cfg)
 
-    def fit(self, data: TrainingData) -> TrainResult:
-        start = time.perf_counter()
+    def _fit(self, data: TrainingData) -> Fitted:
         mean, std = channel_statistics(data.x_train)
         self.model.normalize.set_statistics(mean, std)
         # The whole split goes to the device once, as uint8 NCHW; batches are indexed from it.
@@ -66,25 +70,18 @@ class PyTorchArm(Arm):
         x_val = images_to_tensor(data.x_val, self.device)
         y_train = torch.as_tensor(data.y_train, dtype=torch.int64, device=self.device)
         y_val = torch.as_tensor(data.y_val, dtype=torch.int64, device=self.device)
-        history = train(self.model, x_train, y_train, x_val, y_val, self.cfg.pytorch, seed=self.cfg.seed)
-        return TrainResult(
-            history=history,
-            best_val_epoch=int(np.argmin(history["val_loss"])) + 1,
-            train_seconds=time.perf_counter() - start,
-            info={"device": str(self.device), "torch_version": torch.__version__, **self.info()},
-        )
+        history = train(self.model, x_train, y_train, x_val, y_val, self.settings, seed=self.cfg.seed)
+        return Fitted(history, info={"device": str(self.device), "torch_version": torch.__version__})
 
     @torch.no_grad()
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+    def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         self.model.eval()
         x = images_to_tensor(images, self.device)
         probs = [
             torch.softmax(self.model(as_input(x[i : i + PREDICT_BATCH_SIZE])), dim=1).cpu()
             for i in range(0, len(x), PREDICT_BATCH_SIZE)
         ]
-        if not probs:
-            return np.zeros((0, self.model.n_classes), dtype=np.float32)
-        return torch.cat(probs).numpy().astype(np.float32)
+        return torch.cat(probs).numpy()
 
     def save(self, path: str | Path) -> None:
         checkpoint = {
@@ -96,23 +93,16 @@ class PyTorchArm(Arm):
             torch.save(checkpoint, tmp)
 
     @classmethod
-    def load(cls, path: str | Path, cfg: StudyConfig) -> "PyTorchArm":
+    def load(cls, path: str | Path, cfg: StudyConfig) -> PyTorchArm:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model = build_model(**checkpoint["model_args"])
         model.load_state_dict(checkpoint["state_dict"])
         return cls(model, cfg)
 
-    def explain(
-        self,
-        images: np.ndarray,
-        background: np.ndarray,
-        method: str,
-        *,
-        nsamples: int,
-        seed: int,
-        output: str = "logits",
-    ) -> Explanation:
-        # Runs on the arm's device, Deep SHAP in float32 (measured additive to < 3e-5 at 224 px).
+    def _explain(
+        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
+    ) -> Attribution:
+        # Runs on the arm's device, Deep SHAP in float32 (its measured additivity error is in the report).
         return explain(self.model, images, background, method, nsamples=nsamples, seed=seed, output=output,
                        batch_size=self.explain_batch_size)
 
@@ -124,3 +114,8 @@ class PyTorchArm(Arm):
             "image_size": self.model.image_size,
             "n_classes": self.model.n_classes,
         }
+
+    def fallbacks(self, info: dict[str, Any]) -> list[str]:
+        if self.settings.device == "cuda" and str(info.get("device", "")).startswith("cpu"):
+            return ["PyTorch arm: CUDA was requested but not available; it ran on the CPU."]
+        return []

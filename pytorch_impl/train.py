@@ -9,7 +9,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.arm import HISTORY_KEYS
-from common.config import PyTorchConfig
+from pytorch_impl.config import PyTorchConfig
 from pytorch_impl.model import as_input
 
 

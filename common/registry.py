@@ -1,0 +1,200 @@
+"""The study's registries: every arm and every explanation method, defined once.
+
+Everything else reads from here: the command line's choices, the config's arm sections,
+stage names, output folders, metrics.json keys, report labels and the library versions
+that are recorded. Nothing here imports a framework.
+
+Adding an arm (say a JAX model) means a package with the same files as ``pytorch_impl/``
+(``config.py`` with its settings dataclass, ``model.py``, ``train.py``, ``explain.py``,
+``arm.py`` with its :class:`common.arm.Arm` subclass) and one :class:`ArmSpec` in
+:data:`ARMS`; ``tests/test_registry.py`` runs the whole pipeline through a fake one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.arm import Arm
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm of the study: a framework's model, and every name it goes by."""
+
+    key: str  # CLI choice (--only), config section and stage names, e.g. "pytorch"
+    name: str  # metrics.json key and output folder, e.g. "pytorch_cnn"
+    title: str  # the model in reports, e.g. "PyTorch CNN"
+    framework: str  # the framework in map names ("PyTorch Deep SHAP")
+    package: str  # holds config.py and arm.py; its .py files make the arm's code digest
+    arm_class: str  # the Arm subclass in <package>.arm
+    config_class: str  # the settings dataclass in <package>.config (the config's <key>: section)
+    model_filename: str  # the saved model inside the arm's output folder
+    versions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (label, PyPI names tried in turn) to record
+
+    def load_arm_class(self) -> type[Arm]:
+        """The arm's class, imported now: only the arm's own process imports its framework."""
+        return getattr(importlib.import_module(f"{self.package}.arm"), self.arm_class)
+
+    def settings_class(self) -> type:
+        """The dataclass of the arm's config section (its module imports no framework)."""
+        return getattr(importlib.import_module(f"{self.package}.config"), self.config_class)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> ArmSpec:
+        versions = tuple((label, tuple(names)) for label, names in values.get("versions", ()))
+        return cls(**{**values, "versions": versions})
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One attribution method: what it is called and what it costs."""
+
+    key: str  # config value and file names, e.g. "deep"
+    title: str  # in reports, e.g. "Deep SHAP"
+    explainer: str  # the shap class that computes it
+    additive: bool  # True: the maps sum to f(x) - E[f(background)] exactly; False: only in expectation
+    sampled: bool  # draws nsamples random points per image (seeded), so nsamples is one of its inputs
+
+    def passes(self, n_images: int, n_outputs: int, n_background: int, nsamples: int) -> int:
+        """Forward+backward passes (rows) shap 0.51 runs: per image and explained output,
+        Deep SHAP one pass over the image tiled against the background (2 x background
+        rows), Gradient SHAP ``nsamples`` interpolated rows."""
+        per_output = nsamples if self.sampled else 2 * n_background
+        return n_images * n_outputs * per_output
+
+
+ARMS: dict[str, ArmSpec] = {
+    spec.key: spec
+    for spec in (
+        ArmSpec(
+            key="pytorch",
+            name="pytorch_cnn",
+            title="PyTorch CNN",
+            framework="PyTorch",
+            package="pytorch_impl",
+            arm_class="PyTorchArm",
+            config_class="PyTorchConfig",
+            model_filename="model.pt",
+            versions=(("torch", ("torch",)), ("torchvision", ("torchvision",))),
+        ),
+        ArmSpec(
+            key="keras",
+            name="keras_resnet50",
+            title="Keras ResNet50",
+            framework="Keras",
+            package="keras_impl",
+            arm_class="KerasArm",
+            config_class="KerasConfig",
+            model_filename="model.keras",
+            versions=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",))),
+        ),
+    )
+}
+
+METHODS: dict[str, MethodSpec] = {
+    spec.key: spec
+    for spec in (
+        MethodSpec("deep", "Deep SHAP", "shap.DeepExplainer", additive=True, sampled=False),
+        MethodSpec("gradient", "Gradient SHAP", "shap.GradientExplainer", additive=False, sampled=True),
+    )
+}
+
+OUTPUTS = ("logits", "probability")  # what the maps explain: pre-softmax scores, or probabilities
+
+# Libraries every arm uses, recorded after the arms' own.
+COMMON_VERSIONS = (("shap", ("shap",)), ("numpy", ("numpy",)), ("scikit-learn", ("scikit-learn",)),
+                   ("scipy", ("scipy",)))
+
+
+def arm_spec(key: str) -> ArmSpec:
+    """The registered arm ``key``.
+
+    Raises:
+        KeyError: naming the registered arms.
+    """
+    try:
+        return ARMS[key]
+    except KeyError:
+        raise KeyError(f"unknown arm {key!r}; registered: {', '.join(ARMS)}") from None
+
+
+def arm_by_name(name: str) -> ArmSpec:
+    """The registered arm whose metrics key / folder is ``name`` (e.g. "pytorch_cnn")."""
+    for spec in ARMS.values():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no registered arm is named {name!r}")
+
+
+def method_spec(key: str) -> MethodSpec:
+    """The registered method ``key``.
+
+    Raises:
+        ValueError: naming the registered methods.
+    """
+    try:
+        return METHODS[key]
+    except KeyError:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {key!r}") from None
+
+
+def register_arm(spec: ArmSpec) -> None:
+    """Add an arm (a plug-in, or a test's fake). Registering the same spec again is a no-op.
+
+    Raises:
+        ValueError: another arm already uses the key or the name.
+    """
+    existing = ARMS.get(spec.key)
+    if existing == spec:
+        return
+    if existing is not None or any(s.name == spec.name for s in ARMS.values()):
+        raise ValueError(f"an arm with key {spec.key!r} or name {spec.name!r} is already registered")
+    ARMS[spec.key] = spec
+
+
+def unregister_arm(key: str) -> None:
+    ARMS.pop(key, None)
+
+
+def map_label(arm: str, method: str) -> str:
+    """The label of one set of maps in metrics.json's agreement, e.g. "pytorch_deep"."""
+    return f"{arm}_{method}"
+
+
+def split_map_label(label: str) -> tuple[str, str] | None:
+    """ "pytorch_deep" -> ("pytorch", "deep") for registered arms and methods, else None."""
+    for arm in ARMS:
+        for method in METHODS:
+            if label == map_label(arm, method):
+                return arm, method
+    return None
+
+
+def map_title(arm: str, method: str) -> str:
+    """Display name of one set of maps, e.g. "PyTorch Deep SHAP"; unknown keys as given."""
+    framework = ARMS[arm].framework if arm in ARMS else arm
+    return f"{framework} {METHODS[method].title if method in METHODS else method}"
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and every registered arm's and shared library's installed version (None if missing)."""
+
+    def version(names: tuple[str, ...]) -> str | None:
+        for name in names:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    wanted = [label_names for spec in ARMS.values() for label_names in spec.versions] + list(COMMON_VERSIONS)
+    return {"python": platform.python_version(), **{label: version(names) for label, names in wanted}}

@@ -1,0 +1,236 @@
+"""Typed results: what the evaluate stage computes and metrics.json holds.
+
+Each part of ``metrics.json`` is a dataclass here: the data summary, each model's
+evaluation, each explanation's figures, the paired comparison, the agreement between maps
+and the stage records. :func:`to_json` writes them as plain JSON (fields marked
+``OMIT_NONE`` are left out while empty); :func:`from_json` reads them back into the same
+types, so the report and the benchmarks read attributes, not ``.get()`` chains.
+
+``metrics.json`` carries :data:`SCHEMA_VERSION`. Files written before schema versions
+existed read as version 0 (their fields are the same as version 1's); the report built
+from an older or newer file says so at its top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar, Union
+
+import numpy as np
+
+SCHEMA_VERSION = 1  # bump when a field of metrics.json changes meaning or disappears
+
+OMIT_NONE = {"omit_none": True}  # field metadata: not written while None
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str  # relative to the data root
+    reason: str  # "not an image", "corrupt image: ...", "image outside a class folder"
+
+
+@dataclass
+class DatasetSummary:
+    """The data set as the study used it (``data/dataset.json`` and metrics.json's ``dataset``)."""
+
+    name: str  # folder name, or "digits"
+    root: str | None  # None for the bundled digits set
+    layout: str  # "split-folders", "class-folders" or "bundled"
+    held_out_folder: str | None  # e.g. "test"
+    classes: list[str]
+    image_size: int
+    resize: str  # how images were resized, e.g. "PIL.BILINEAR"
+    counts: dict[str, dict[str, int]]  # split -> class -> images
+    skipped: list[SkippedFile]
+    data_key: str  # content key of the decoded pixels and the split
+
+
+@dataclass
+class ClassScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class ModelEvaluation:
+    """One model on the test split, with its training record."""
+
+    test_accuracy: float
+    test_accuracy_ci95: list[float]  # exact Clopper-Pearson [low, high]
+    per_class: dict[str, ClassScores]
+    confusion_matrix: list[list[int]]  # rows = true class
+    history: dict[str, list[float]]  # common.arm.HISTORY_KEYS -> one value per epoch
+    best_val_epoch: int
+    train_seconds: float
+    predict_seconds: float
+    info: dict[str, Any]  # what the arm recorded (device, parameters, weights, ...)
+    backbone_weights: str | None = field(default=None, metadata=OMIT_NONE)  # a pretrained part's weights
+
+    @property
+    def device(self) -> str | None:
+        return self.info.get("device")
+
+
+@dataclass
+class ExplanationSummary:
+    """One model's maps from one method: cost and additivity."""
+
+    seconds: float
+    n_images: int
+    n_background: int
+    n_classes_explained: int
+    output: str  # "logits" or "probability"
+    additivity_max_abs_error: float  # max |sum(map) - (f(x) - E[f(background)])| over images and classes
+    nsamples: int | None = field(default=None, metadata=OMIT_NONE)  # samples per image of a sampled method
+    additivity_note: str | None = field(default=None, metadata=OMIT_NONE)  # why the error is for reference only
+
+
+@dataclass
+class PairedComparison:
+    """Exact McNemar test of two models on the same test images.
+
+    Written with the arms' keys in the names of the discordant counts
+    (``only_pytorch_correct``), so a reader of the JSON needs no legend.
+    """
+
+    arm_a: str  # arm keys, in registry order
+    arm_b: str
+    mcnemar_p: float
+    only_a_correct: int
+    only_b_correct: int
+    both_correct: int
+    both_wrong: int
+    n: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mcnemar_p": self.mcnemar_p, f"only_{self.arm_a}_correct": self.only_a_correct,
+                f"only_{self.arm_b}_correct": self.only_b_correct, "both_correct": self.both_correct,
+                "both_wrong": self.both_wrong, "n": self.n}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> PairedComparison:
+        only = [(m.group(1), v) for k, v in values.items() if (m := re.fullmatch(r"only_(.+)_correct", k))]
+        if len(only) != 2:
+            raise ValueError(f"comparison: expected two only_<arm>_correct counts, got {[k for k, _ in only]}")
+        (a, only_a), (b, only_b) = only
+        return cls(a, b, values["mcnemar_p"], only_a, only_b, values["both_correct"], values["both_wrong"],
+                   values["n"])
+
+
+@dataclass
+class Agreement:
+    """Rank agreement between every pair of maps (labels such as "pytorch_deep")."""
+
+    pairs: dict[str, float | None]  # "a~b" -> mean Spearman rho over images (None: undefined everywhere)
+    n_images: dict[str, int]  # "a~b" -> images with a defined rho
+    per_image: list[dict[str, float | None]]
+    method: str  # how it was computed, in words
+
+
+@dataclass
+class SelectionSummary:
+    explain_test_positions: list[int]  # positions in the test split
+    background_train_positions: list[int]  # positions in the train split
+
+
+@dataclass
+class StageRecord:
+    stage: str  # e.g. "train pytorch", "evaluate"
+    status: str  # "ran" or "cached"
+    seconds: float  # of the run that produced the stage's artifacts
+
+
+@dataclass
+class StudyMetrics:
+    """Everything metrics.json holds; the report is rendered from this alone (and the figures)."""
+
+    dataset: DatasetSummary
+    config: dict[str, Any]  # the resolved StudyConfig.to_dict()
+    versions: dict[str, str | None]
+    models: dict[str, ModelEvaluation]  # arm name (e.g. "pytorch_cnn") -> evaluation
+    attributions: dict[str, dict[str, ExplanationSummary]]  # arm name -> method -> summary
+    fallbacks: list[str]  # where the run departed from the planned study, in words
+    selection: SelectionSummary
+    comparison: PairedComparison | None = field(default=None, metadata=OMIT_NONE)  # when exactly two models ran
+    agreement: Agreement | None = field(default=None, metadata=OMIT_NONE)  # when two or more maps exist
+    stages: list[StageRecord] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    # The order of metrics.json's keys (readers of the file see the summary first).
+    JSON_ORDER = ("schema_version", "dataset", "config", "versions", "models", "attributions", "fallbacks",
+                  "comparison", "agreement", "selection", "stages")
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+
+
+def to_json(obj: Any) -> Any:
+    """A dataclass tree as plain JSON values (dicts, lists, str, int, float, bool, None)."""
+    if hasattr(obj, "to_json") and dataclasses.is_dataclass(obj):
+        return obj.to_json()
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = to_json(value)
+        order = getattr(type(obj), "JSON_ORDER", None)
+        return {k: out[k] for k in order if k in out} if order else out
+    if isinstance(obj, Mapping):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def from_json(cls: type[T], values: Any) -> T:
+    """Read :func:`to_json`'s output back into ``cls`` (a dataclass of this module).
+
+    Raises:
+        ValueError: a required field is missing.
+    """
+    return _convert(cls, values, cls.__name__)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if hasattr(tp, "from_json"):
+            return tp.from_json(value)
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _convert(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{where}: missing field {f.name!r}")
+        return tp(**kwargs)
+    if origin is dict:
+        _, value_type = typing.get_args(tp)
+        return {k: _convert(value_type, v, f"{where}[{k}]") for k, v in value.items()}
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        return [_convert(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def read_metrics(values: Mapping[str, Any]) -> StudyMetrics:
+    """metrics.json's content as :class:`StudyMetrics`; a file without ``schema_version``
+    (written before versions existed) reads as version 0."""
+    return from_json(StudyMetrics, {**values, "schema_version": values.get("schema_version", 0)})

@@ -1,0 +1,93 @@
+"""The evaluate stage: every figure of metrics.json, computed from the arms' saved artifacts only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.arm import Explanation
+from common.attribution import agreement
+from common.config import StudyConfig, selected_arms
+from common.data import StudyData, dataset_summary
+from common.evaluation import classification_summary, mcnemar_exact
+from common.io import read_json
+from common.registry import library_versions, map_label, method_spec
+from common.results import (
+    Agreement,
+    ClassScores,
+    ExplanationSummary,
+    ModelEvaluation,
+    PairedComparison,
+    SelectionSummary,
+    StudyMetrics,
+)
+from experiments.pipeline import ArmPaths, Selection
+
+
+def evaluate_study(cfg: StudyConfig, out, data: StudyData, selection: Selection) -> StudyMetrics:
+    """metrics.json's figures (without the stage records) from the arms' saved artifacts."""
+    _, y_test = data.arrays("test")
+    classes = list(data.classes)
+    metrics = StudyMetrics(dataset=dataset_summary(data), config=cfg.to_dict(), versions=library_versions(),
+                           models={}, attributions={}, fallbacks=[],
+                           selection=SelectionSummary(selection.explain_idx.tolist(),
+                                                      selection.background_idx.tolist()))
+    predictions: dict[str, np.ndarray] = {}
+    explanations: dict[tuple[str, str], Explanation] = {}
+    for spec in selected_arms(cfg):
+        paths = ArmPaths.of(out, spec)
+        model, predictions[spec.key], fallbacks = evaluate_model(paths, y_test, classes)
+        metrics.models[spec.name] = model
+        metrics.fallbacks += fallbacks
+        metrics.attributions[spec.name] = {}
+        for method in cfg.explain.methods:
+            explanations[(spec.key, method)] = e = Explanation.load(paths.attributions(method))
+            metrics.attributions[spec.name][method] = summarise_explanation(e)
+    if cfg.explain.output != "logits":
+        metrics.fallbacks.append(
+            f"Explained quantity: {cfg.explain.output} instead of logits; shap's Deep SHAP treats softmax "
+            "differently in PyTorch and TensorFlow, so cross-framework map differences may come from the library.")
+    if len(predictions) == 2:  # the paired test of the two models, in registry order
+        (a, pred_a), (b, pred_b) = predictions.items()
+        metrics.comparison = PairedComparison(arm_a=a, arm_b=b, **mcnemar_exact(y_test, pred_a, pred_b))
+    if len(explanations) >= 2:
+        maps = {map_label(a, m): e.attributions for (a, m), e in explanations.items()}
+        classes_used = {map_label(a, m): e.probabilities.argmax(1) for (a, m), e in explanations.items()}
+        metrics.agreement = Agreement(**agreement(maps, classes_used))
+    return metrics
+
+
+def evaluate_model(paths: ArmPaths, y_test: np.ndarray, classes: list[str]) -> tuple[ModelEvaluation, np.ndarray, list[str]]:
+    """One model's test figures and training record, its predicted classes and its fallbacks."""
+    train = read_json(paths.train_json)
+    with np.load(paths.predictions) as z:
+        proba, predict_seconds = z["probabilities"], float(z["seconds"])
+    predicted = proba.argmax(1)
+    summary = classification_summary(y_test, predicted, classes)
+    model = ModelEvaluation(
+        test_accuracy=summary["test_accuracy"],
+        test_accuracy_ci95=summary["test_accuracy_ci95"],
+        per_class={name: ClassScores(**scores) for name, scores in summary["per_class"].items()},
+        confusion_matrix=summary["confusion_matrix"],
+        history=train["history"],
+        best_val_epoch=train["best_val_epoch"],
+        train_seconds=train["train_seconds"],
+        predict_seconds=predict_seconds,
+        info=train["info"],
+        backbone_weights=train["info"].get("backbone_weights"),
+    )
+    return model, predicted, list(train.get("fallbacks", []))
+
+
+def summarise_explanation(e: Explanation) -> ExplanationSummary:
+    """One explanation's cost and additivity (a note where the method is additive only in expectation)."""
+    spec = method_spec(e.method)
+    return ExplanationSummary(
+        seconds=e.seconds,
+        n_images=int(e.attributions.shape[0]),
+        n_background=e.n_background,
+        n_classes_explained=int(e.attributions.shape[1]),
+        output=e.output,
+        additivity_max_abs_error=e.additivity_max_abs_error,
+        nsamples=e.nsamples,
+        additivity_note=None if spec.additive else f"{spec.title} is additive only in expectation; shown for reference",
+    )

@@ -1,0 +1,31 @@
+"""The Keras arm's settings: the ``keras:`` section of the study config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class KerasConfig:
+    epochs: int = 10  # published: 10
+    batch_size: int = 32  # published: 32
+    lr: float = 1e-4  # Adam learning rate, published: 1e-4
+    weights: str = "imagenet"  # "imagenet", "none" (random on purpose) or a path to a no-top .h5 file
+    dense_units: int = 256  # published head: Dense(256, relu)
+    dropout: float = 0.5  # published head: Dropout(0.5)
+    augment: bool = False  # published augmentation (rotation, zoom, shift, shear, flip)
+    fine_tune: bool = False  # unfreeze the backbone (slow on a CPU)
+
+    # Settings that say where the arm runs, not what it computes: left out of its stage keys.
+    placement = ()
+
+    def problems(self) -> list[str]:
+        """What no run could use, one message per problem (empty when the section is valid)."""
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch_size must be positive")
+        w = self.weights
+        if w not in ("imagenet", "none") and not Path(w).expanduser().is_file():
+            problems.append(f"keras.weights must be 'imagenet', 'none' or an existing weights file, got {w!r}")
+        return problems

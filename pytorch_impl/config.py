@@ -1,0 +1,30 @@
+"""The PyTorch arm's settings: the ``pytorch:`` section of the study config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class PyTorchConfig:
+    epochs: int = 15  # published: 15
+    batch_size: int = 64  # published: 64
+    lr: float = 0.01  # SGD learning rate, published: 0.01
+    momentum: float = 0.9  # published: 0.9
+    weight_decay: float = 1e-3  # published: 1e-3
+    hflip: bool = False  # random horizontal flips while training (published: none)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+
+    # Settings that say where the arm runs, not what it computes: left out of its stage keys.
+    placement = ("device",)
+
+    def problems(self) -> list[str]:
+        """What no run could use, one message per problem (empty when the section is valid)."""
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch_size must be positive")
+        if self.device not in DEVICES:
+            problems.append(f"pytorch.device must be auto, cpu or cuda, got {self.device!r}")
+        return problems
