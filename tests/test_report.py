@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import registry
 from common.arm import Explanation
 from common.attribution import agreement
 from common.report import build_figures, write_reports
+from common.results import SCHEMA_VERSION, read_metrics, to_json
 
 FALLBACK = "Keras ResNet50 backbone: random (ImageNet weights unavailable) — this run is not transfer learning"
 NASTY = "<b>x</b>"
@@ -34,22 +36,21 @@ def _explanation(method: str, n: int, k: int, size: int, seed: int) -> Explanati
 
 
 def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pytorch", "keras"), epochs=3, seed=0):
-    """A metrics dict, explained images and Explanations shaped like the runner's."""
+    """Typed metrics, explained images and Explanations shaped like the runner's."""
     k = len(classes)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
     true = np.arange(n) % k
     models, explanations, attributions = {}, {}, {}
-    model_keys = {"pytorch": "pytorch_cnn", "keras": "keras_resnet50"}
     for a, arm in enumerate(arms):
-        key = model_keys[arm]
+        key = registry.ARMS[arm].name
         m = {
             "test_accuracy": 0.9 - 0.1 * a, "test_accuracy_ci95": [0.8, 0.95],
             "per_class": {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 5} for c in classes},
             "confusion_matrix": (np.eye(k, dtype=int) * 4 + 1).tolist(),
             "history": {"train_loss": list(np.linspace(2, 0.5, epochs)), "train_accuracy": list(np.linspace(0.3, 0.9, epochs)),
                         "val_loss": list(np.linspace(2.1, 0.7, epochs)), "val_accuracy": list(np.linspace(0.3, 0.85, epochs))},
-            "best_val_epoch": epochs, "train_seconds": 12.3 + a, "info": {"device": "cpu"},
+            "best_val_epoch": epochs, "train_seconds": 12.3 + a, "predict_seconds": 0.1, "info": {"device": "cpu"},
         }
         if arm == "keras":
             m["backbone_weights"] = "random (ImageNet weights unavailable)"
@@ -59,10 +60,12 @@ def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pyto
             ex = _explanation(method, n, k, size, seed=10 * a + b)
             explanations[(arm, method)] = ex
             attributions[key][method] = {"seconds": ex.seconds, "n_images": n, "n_background": 4, "output": "logits",
-                                         "nsamples": ex.nsamples, "additivity_max_abs_error": ex.additivity_max_abs_error}
+                                         "n_classes_explained": k, "nsamples": ex.nsamples,
+                                         "additivity_max_abs_error": ex.additivity_max_abs_error}
     metrics = {
+        "schema_version": SCHEMA_VERSION,
         "dataset": {"name": "synthetic <set>", "root": "/data/<weird> & path", "layout": "folders", "classes": list(classes),
-                    "image_size": size,
+                    "image_size": size, "held_out_folder": "test", "resize": "PIL.BILINEAR", "data_key": "k",
                     "counts": {s: {c: 5 for c in classes} for s in ("train", "val", "test")},
                     "skipped": [{"path": "x/.DS_Store", "reason": "not an image"}]},
         "config": {"seed": 0, "data": {"root": "/data/<weird> & path"}, "explain": {"output": "logits", "n_background": 4,
@@ -72,6 +75,7 @@ def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pyto
         "attributions": attributions,
         "fallbacks": [FALLBACK] if "keras" in arms else [],
         "stages": [{"stage": "train pytorch", "status": "ran", "seconds": 12.3}],
+        "selection": {"explain_test_positions": list(range(n)), "background_train_positions": [0, 1, 2, 3]},
     }
     if len(arms) == 2:
         metrics["comparison"] = {"mcnemar_p": 0.5, "only_pytorch_correct": 3, "only_keras_correct": 1,
@@ -79,7 +83,7 @@ def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pyto
         maps = {f"{arm}_{method}": ex.attributions for (arm, method), ex in explanations.items()}
         cls = {f"{arm}_{method}": ex.probabilities.argmax(1) for (arm, method), ex in explanations.items()}
         metrics["agreement"] = agreement(maps, cls)
-    return metrics, images, true, list(classes), explanations
+    return read_metrics(metrics), images, true, list(classes), explanations
 
 
 def _render(out: Path, **kw):
@@ -133,7 +137,7 @@ def test_same_inputs_same_report(tmp_path):
 
 def test_only_pytorch(tmp_path):
     metrics, figures, md, html = _render(tmp_path, arms=("pytorch",))
-    assert "comparison" not in metrics and "agreement" not in metrics
+    assert metrics.comparison is None and metrics.agreement is None
     assert set(figures) == {"training_curves", "confusion_matrices", "attribution_grid", "shap_pytorch_deep",
                             "shap_pytorch_gradient"}
     for text in (md, html):
@@ -145,7 +149,7 @@ def test_only_pytorch(tmp_path):
 
 def test_no_explanations(tmp_path):
     metrics, images, true, classes, _ = synthetic_run(arms=("pytorch",))
-    metrics.pop("attributions")
+    metrics.attributions = {}
     figures = build_figures(tmp_path, metrics, None, None, classes, {})
     assert set(figures) == {"training_curves", "confusion_matrices"}
     md, html = write_reports(tmp_path, metrics, figures)
@@ -178,3 +182,23 @@ def test_mcnemar_p_is_written_with_its_relation():
 
     assert _fmt_p(0.5) == "= 0.500" and _fmt_p(1e-9) == "< 0.001" and _fmt_p(None) == "= —"
 
+
+
+def test_metrics_round_trip_through_json_and_an_older_schema_is_named(tmp_path):
+    metrics, *_ = synthetic_run()
+    plain = to_json(metrics)
+    assert list(plain)[:2] == ["schema_version", "dataset"]
+    assert plain["comparison"]["only_pytorch_correct"] == 3 and plain["comparison"]["only_keras_correct"] == 1
+    assert "nsamples" not in plain["attributions"]["pytorch_cnn"]["deep"]  # empty optional fields are left out
+    assert "backbone_weights" not in plain["models"]["pytorch_cnn"]
+    again = read_metrics(plain)
+    assert again == metrics and to_json(again) == plain
+    assert again.comparison.only_a_correct == 3 and again.models["pytorch_cnn"].per_class["cat"].recall == 0.8
+
+    # A metrics.json written before schema versions existed reads as version 0, and the report says so.
+    old = {k: v for k, v in plain.items() if k != "schema_version"}
+    md, html = write_reports(tmp_path, read_metrics(old), {})
+    for text in (md.read_text(encoding="utf-8"), html.read_text(encoding="utf-8")):
+        assert "schema version 0" in text and "older version of the study" in text
+    md, _ = write_reports(tmp_path, metrics, {})
+    assert "schema version" not in md.read_text(encoding="utf-8")

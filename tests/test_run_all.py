@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.config import StudyConfig
+from common import registry
+from common.config import load_config
 from experiments.run_all import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,53 +142,62 @@ def test_end_to_end_study_and_cached_rerun(tmp_path):
     assert "&lt;b&gt;x&amp;y" in html and "<b>x" not in html
     assert "not transfer learning" in (out / "report.md").read_text()
 
-    # a second identical run retrains nothing and gives the same numbers
+    # a second identical run finds every stage current (evaluate and report included): no arm
+    # process starts, and metrics.json and the reports are left as they were
+    before = {name: (out / name).read_bytes() for name in ("metrics.json", "report.md", "report.html")}
     second = _run(data, out)
     assert second.returncode == 0, second.stderr[-3000:]
-    m2 = json.loads((out / "metrics.json").read_text())
-    statuses = {s["stage"]: s["status"] for s in m2["stages"]}
-    assert statuses["train pytorch"] == statuses["train keras"] == "cached"
-    assert all(v == "cached" for k, v in statuses.items() if k.split()[0] in {"train", "predict", "explain_deep", "explain_gradient"})
-    assert "train pytorch" in second.stderr and "cached" in second.stderr
-    assert _without_timings(m2) == _without_timings(m)
-    ran = {s["stage"]: s["seconds"] for s in m["stages"]}
-    assert all(s["seconds"] == ran[s["stage"]] for s in m2["stages"] if s["status"] == "cached")  # the original cost
-    assert "their seconds are those of the run that produced them" in (out / "report.md").read_text()
+    cached = [line for line in second.stderr.splitlines() if line.startswith("[stage]") and " cached (key " in line]
+    assert len(cached) == 2 * 4 + 2 and "starting the" not in second.stderr  # 4 stages per arm, evaluate, report
+    assert "report                   cached" in second.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before
 
-    # changing only the explained images retrains nothing
+    # changing only the explained images retrains nothing, and the report says which stages were reused
     third = _run(data, out, "--n-explain", "3")
     assert third.returncode == 0, third.stderr[-3000:]
     m3 = json.loads((out / "metrics.json").read_text())
     statuses = {s["stage"]: s["status"] for s in m3["stages"]}
     assert statuses["train pytorch"] == statuses["train keras"] == "cached"
     assert statuses["explain_deep pytorch"] == "ran" and m3["attributions"]["pytorch_cnn"]["deep"]["n_images"] == 3
+    ran = {s["stage"]: s["seconds"] for s in m["stages"]}
+    assert all(s["seconds"] == ran[s["stage"]] for s in m3["stages"] if s["status"] == "cached")  # the original cost
+    assert "their seconds are those of the run that produced them" in (out / "report.md").read_text()
+    assert _without_timings(m3["models"]) == _without_timings(m["models"])
 
 
 def test_changed_arm_code_changes_the_train_key(tmp_path, monkeypatch):
     from experiments import pipeline
+    from experiments.stages import code_digest
 
     for rel in ("pytorch_impl/model.py", "pytorch_impl/train.py", "keras_impl/model.py", *pipeline.SHARED_ARM_SOURCES):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(f"# {rel}\n")
-    first = pipeline.code_digest("pytorch", tmp_path)
-    assert pipeline.code_digest("pytorch", tmp_path) == first  # stable
-    assert pipeline.code_digest("keras", tmp_path) != first
+
+    def digest(package):
+        return code_digest([package, *pipeline.SHARED_ARM_SOURCES], tmp_path)
+
+    first = digest("pytorch_impl")
+    assert digest("pytorch_impl") == first  # stable
+    assert digest("keras_impl") != first
     (tmp_path / "keras_impl" / "model.py").write_text("# changed\n")  # the other arm's code: no effect
-    assert pipeline.code_digest("pytorch", tmp_path) == first
+    assert digest("pytorch_impl") == first
     (tmp_path / "pytorch_impl" / "train.py").write_text("# changed\n")
-    second = pipeline.code_digest("pytorch", tmp_path)
+    second = digest("pytorch_impl")
     assert second != first
     (tmp_path / "pytorch_impl" / "explain.py").write_text("")  # a new file in the package
-    assert pipeline.code_digest("pytorch", tmp_path) not in (first, second)
+    assert digest("pytorch_impl") not in (first, second)
     (tmp_path / "common" / "arm.py").write_text("# changed interface\n")
-    assert pipeline.code_digest("pytorch", tmp_path) != second
+    assert digest("pytorch_impl") != second
 
-    # The digest is part of the train key, and so of every later stage's key.
-    cfg = StudyConfig(seed=0)
+    # The digest is part of the train key, and so of every later stage's key; where the arm
+    # runs (pytorch.device) is not.
+    spec = registry.arm_spec("pytorch")
     data = SimpleNamespace(data_key="d")
     selection = SimpleNamespace(key="s")
-    monkeypatch.setattr(pipeline, "code_digest", lambda framework, root=None: "old")
-    old = pipeline.arm_keys(cfg, data, selection, "pytorch")
-    monkeypatch.setattr(pipeline, "code_digest", lambda framework, root=None: "new")
-    new = pipeline.arm_keys(cfg, data, selection, "pytorch")
+    monkeypatch.setattr(pipeline, "arm_code_digest", lambda spec: "old")
+    old = pipeline.arm_keys(load_config(overrides={"seed": 0}), data, selection, spec)
+    assert pipeline.arm_keys(load_config(overrides={"pytorch.device": "cpu"}), data, selection, spec) == old
+    assert pipeline.arm_keys(load_config(overrides={"pytorch.lr": 0.1}), data, selection, spec)["train"] != old["train"]
+    monkeypatch.setattr(pipeline, "arm_code_digest", lambda spec: "new")
+    new = pipeline.arm_keys(load_config(overrides={"seed": 0}), data, selection, spec)
     assert set(old) == set(new) and all(old[k] != new[k] for k in old)

@@ -1,0 +1,20 @@
+"""A third arm for the tests, NumPy only: a linear softmax classifier on raw pixels.
+
+It has the files every arm package has (``config.py``, ``model.py``, ``train.py``,
+``explain.py``, ``arm.py``) and joins the study through one registry entry, :data:`SPEC`,
+which ``tests/test_registry.py`` registers to run the whole pipeline through it.
+"""
+
+from common.registry import ArmSpec
+
+SPEC = ArmSpec(
+    key="fake",
+    name="fake_linear",
+    title="Fake linear model",
+    framework="NumPy",
+    package="tests.fake_arm",
+    arm_class="FakeArm",
+    config_class="FakeConfig",
+    model_filename="model.npz",
+    versions=(("numpy", ("numpy",)),),
+)

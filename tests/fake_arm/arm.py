@@ -1,0 +1,61 @@
+"""The fake arm behind the common interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.arm import Arm, Attribution, Fitted, TrainingData
+from common.config import StudyConfig
+from common.io import atomic_path
+from tests.fake_arm import SPEC
+from tests.fake_arm.explain import explain
+from tests.fake_arm.model import logits, softmax
+from tests.fake_arm.train import train
+
+
+class FakeArm(Arm):
+    spec = SPEC
+
+    def __init__(self, weights: np.ndarray, bias: np.ndarray, image_size: int, cfg: StudyConfig):
+        self.weights, self.bias, self._image_size, self.cfg = weights, bias, image_size, cfg
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.bias)
+
+    @classmethod
+    def _create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> FakeArm:
+        weights = np.random.default_rng(cfg.seed).normal(0, 0.01, (n_classes, image_size * image_size * 3))
+        return cls(weights, np.zeros(n_classes), image_size, cfg)
+
+    def _fit(self, data: TrainingData) -> Fitted:
+        history = train(self.weights, self.bias, data.x_train, data.y_train, data.x_val, data.y_val,
+                        epochs=self.settings.epochs, lr=self.settings.lr)
+        return Fitted(history, info={"device": "cpu (NumPy)"})
+
+    def _predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return softmax(logits(self.weights, self.bias, images))
+
+    def _explain(self, images, background, method, *, nsamples, seed, output) -> Attribution:
+        if output != "logits":
+            raise ValueError("the fake arm explains logits only")
+        return explain(self.weights, self.bias, images, background, method, nsamples=nsamples, seed=seed)
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            np.savez(tmp, weights=self.weights, bias=self.bias, image_size=self._image_size)
+
+    @classmethod
+    def load(cls, path: str | Path, cfg: StudyConfig) -> FakeArm:
+        with np.load(path) as z:
+            return cls(z["weights"], z["bias"], int(z["image_size"]), cfg)
+
+    def info(self) -> dict[str, Any]:
+        return {"n_parameters": int(self.weights.size + self.bias.size)}
