@@ -125,10 +125,24 @@ def discover(root: str | os.PathLike) -> Manifest:
         raise NotADirectoryDataError(f"data path is a file, not a folder: {root}")
     root = root.resolve()
 
+    layout, sources, classes, held_out = _layout(root)
+    records, skipped = _scan(root, sources, classes)
+    manifest = Manifest(root.name, root, layout, tuple(classes), tuple(records), tuple(skipped), held_out,
+                        loader=lambda r: Image.open(root / r.path))
+    _check_nonempty(manifest)
+    return manifest
+
+
+def _layout(root: Path) -> tuple[str, dict[str, Path], list[str], str | None]:
+    """The layout of a data root: ``(layout, {source: folder}, classes, held-out folder name)``.
+
+    Raises:
+        NoClassesError, ClassMismatchError: no class folders, or train/ and the held-out
+        folder disagree on them.
+    """
     subdirs = {p.name: p for p in _subfolders(root)}
     held_out = next((n for n in HELD_OUT_FOLDERS if n in subdirs), None)
     if TRAIN_FOLDER in subdirs and held_out is not None:
-        layout = "split-folders"
         sources = {"train": subdirs[TRAIN_FOLDER], "test": subdirs[held_out]}
         class_sets = {s: sorted(p.name for p in _subfolders(d)) for s, d in sources.items()}
         for s, d in sources.items():
@@ -142,19 +156,17 @@ def discover(root: str | os.PathLike) -> Manifest:
                 f"missing from {held_out}/: {', '.join(missing) or 'none'}; "
                 f"extra in {held_out}/: {', '.join(extra) or 'none'}"
             )
-        classes = class_sets["train"]
-    else:
-        if TRAIN_FOLDER in subdirs:
-            # train/ alone: its class folders are the whole data set, test split by fraction
-            root_for_classes, held_out = subdirs[TRAIN_FOLDER], None
-        else:
-            root_for_classes = root
-        layout = "class-folders"
-        sources = {"all": root_for_classes}
-        classes = sorted(p.name for p in _subfolders(root_for_classes))
-        if not classes:
-            raise NoClassesError(f"no class folders in {root_for_classes} (expected one folder per class)")
+        return "split-folders", sources, class_sets["train"], held_out
+    # train/ alone: its class folders are the whole data set, test split by fraction
+    root_for_classes = subdirs[TRAIN_FOLDER] if TRAIN_FOLDER in subdirs else root
+    classes = sorted(p.name for p in _subfolders(root_for_classes))
+    if not classes:
+        raise NoClassesError(f"no class folders in {root_for_classes} (expected one folder per class)")
+    return "class-folders", {"all": root_for_classes}, classes, None
 
+
+def _scan(root: Path, sources: dict[str, Path], classes: list[str]) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    """Every image file of every class folder, hashed, and every other file, with why it is skipped."""
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
     for source, folder in sources.items():
@@ -168,19 +180,13 @@ def discover(root: str | os.PathLike) -> Manifest:
                     skipped.append(SkippedFile(rel, _unreadable_reason(data)))
     # Files lying beside the class folders (the insects archive has a .DS_Store at each
     # level) are not data either: record them, but not the data set's own documentation.
-    levels = {root} | set(sources.values())
-    for level in levels:
+    for level in {root} | set(sources.values()):
         for path in sorted(p for p in level.iterdir() if p.is_file()):
             if level == root and path.suffix.lower() in DOC_SUFFIXES:
                 continue
             reason = "image outside a class folder" if _sniff(path.read_bytes()) else "not an image"
             skipped.append(SkippedFile(path.relative_to(root).as_posix(), reason))
-    records.sort(key=lambda r: r.path)
-    skipped.sort(key=lambda s: s.path)
-    manifest = Manifest(root.name, root, layout, tuple(classes), tuple(records), tuple(skipped), held_out,
-                        loader=lambda r: Image.open(root / r.path))
-    _check_nonempty(manifest)
-    return manifest
+    return sorted(records, key=lambda r: r.path), sorted(skipped, key=lambda s: s.path)
 
 
 def digits_manifest() -> Manifest:

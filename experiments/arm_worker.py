@@ -15,7 +15,6 @@ import logging
 import sys
 from pathlib import Path
 
-import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
 from common import registry
 from common.config import load_config
 from common.errors import StudyError

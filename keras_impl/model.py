@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from common.registry import arm_spec
 from keras_impl.config import KerasConfig
 
 # keras.applications.resnet50.preprocess_input ("caffe" mode): BGR channel means of ImageNet.
@@ -76,7 +77,7 @@ def build_model(n_classes: int, image_size: int, cfg: KerasConfig, backbone: ker
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     logits = layers.Dense(n_classes, name="logits")(x)  # linear: what the explainers see
     probabilities = layers.Softmax(name="probabilities")(logits)
-    return keras.Model(pixels, probabilities, name="keras_resnet50")
+    return keras.Model(pixels, probabilities, name=arm_spec("keras").name)
 
 
 def logits_model(model: keras.Model) -> keras.Model:
