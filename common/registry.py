@@ -161,10 +161,6 @@ def register_arm(spec: ArmSpec) -> None:
     ARMS[spec.key] = spec
 
 
-def unregister_arm(key: str) -> None:
-    ARMS.pop(key, None)
-
-
 def map_label(arm: str, method: str) -> str:
     """The label of one set of maps in metrics.json's agreement, e.g. "pytorch_deep"."""
     return f"{arm}_{method}"

@@ -16,10 +16,10 @@ from tests.fake_arm import SPEC as FAKE
 
 
 @pytest.fixture
-def fake_arm():
-    registry.register_arm(FAKE)
-    yield FAKE
-    registry.unregister_arm(FAKE.key)
+def fake_arm(monkeypatch):
+    """The fake arm registered for one test (and gone after it)."""
+    monkeypatch.setitem(registry.ARMS, FAKE.key, FAKE)
+    return FAKE
 
 
 def test_every_registered_arm_class_carries_its_own_entry():
@@ -35,22 +35,24 @@ def dataclass_fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def test_a_registered_arm_gets_a_config_section_and_a_cli_choice(fake_arm):
+def test_a_registered_arm_gets_a_config_section_and_a_cli_choice(fake_arm, monkeypatch):
     cfg = load_config(overrides={"only": "fake", "fake.epochs": 7})
     assert cfg.fake.epochs == 7 and cfg.arm("fake").lr == 0.5
     assert list(cfg.to_dict())[:6] == ["seed", "out", "only", "data", "pytorch", "keras"]
     assert cfg.to_dict()["fake"] == {"epochs": 7, "lr": 0.5}
     assert parse_args(["--only", "fake"]).only == "fake"
-    registry.unregister_arm("fake")
+    monkeypatch.delitem(registry.ARMS, "fake")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(overrides={"fake.epochs": 7})
     with pytest.raises(SystemExit):
         parse_args(["--only", "fake"])
 
 
-def test_names_are_unique_and_specs_travel_as_json(fake_arm):
+def test_names_are_unique_and_specs_travel_as_json(fake_arm, monkeypatch):
     assert registry.ArmSpec.from_json(json.loads(json.dumps(FAKE.to_json()))) == FAKE
-    registry.register_arm(FAKE)  # the same entry again: no-op
+    registry.register_arm(FAKE)  # the same entry again (as the arm worker does): no-op
+    monkeypatch.delitem(registry.ARMS, "fake")
+    registry.register_arm(FAKE)  # a new entry
     clash = registry.ArmSpec(**{**FAKE.to_json(), "key": "other", "versions": ()})
     with pytest.raises(ValueError, match="already registered"):
         registry.register_arm(clash)  # same name, other key
