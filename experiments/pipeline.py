@@ -271,7 +271,7 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
     report_key = stable_key("report", evaluate_key, code_digest([*REPORT_SOURCES, *REPORT_TEMPLATES]))
     report_outputs = [out / "metrics.json", out / "report.md", out / "report.html"]
     stages.run("report", report_key, report_outputs,
-               lambda: write_report(out, data, selection, read_json(evaluation), list(stages.records)))
+               lambda: write_report(out, data, selection, read_json(evaluation), stages.records))
     return StudyRun(out, stages.records)
 
 
@@ -308,14 +308,18 @@ def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None
 
 def write_report(out: Path, data: StudyData, selection: Selection, evaluation: dict,
                  records: list[StageRecord]) -> None:
-    """The report stage: figures, metrics.json (the evaluation and the stage records so far)
-    and the two reports."""
+    """The report stage: figures and the two reports from the evaluation and the stage
+    records so far, then metrics.json, whose records end with this stage's own (which the
+    reports, written before it ends, cannot show)."""
+    import time
+
     from common.arm import Explanation
     from common.registry import arm_by_name
     from common.report import build_figures, write_reports
 
+    start = time.perf_counter()
     metrics = from_json(StudyMetrics, evaluation)
-    metrics.stages = records
+    metrics.stages = list(records)
     x_test, y_test = data.arrays("test")
     explanations = {}
     for name, by_method in metrics.attributions.items():
@@ -324,5 +328,6 @@ def write_report(out: Path, data: StudyData, selection: Selection, evaluation: d
             explanations[(spec.key, method)] = Explanation.load(ArmPaths.of(out, spec).attributions(method))
     figures = build_figures(out, metrics, x_test[selection.explain_idx], y_test[selection.explain_idx],
                             list(data.classes), explanations)
-    write_json_atomic(out / "metrics.json", to_json(metrics))
     write_reports(out, metrics, figures)
+    metrics.stages.append(StageRecord("report", "ran", time.perf_counter() - start))
+    write_json_atomic(out / "metrics.json", to_json(metrics))

@@ -7,19 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from common.config import StudyConfig, load_config
+from common.config import from_dict, load_config
 from common.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 
-def test_defaults_are_the_published_settings():
-    cfg = StudyConfig()
-    assert (cfg.pytorch.lr, cfg.pytorch.momentum, cfg.pytorch.weight_decay) == (0.01, 0.9, 1e-3)
-    assert (cfg.pytorch.batch_size, cfg.pytorch.epochs) == (64, 15)
-    assert (cfg.keras.lr, cfg.keras.batch_size, cfg.keras.epochs, cfg.keras.weights) == (1e-4, 32, 10, "imagenet")
+def test_config_is_frozen_and_round_trips_through_its_dict():
+    cfg = load_config(CONFIGS / "insects.yaml", {"pytorch.epochs": 2, "keras.weights": "none"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
+    assert from_dict(cfg.to_dict()) == cfg
+    assert list(cfg.to_dict()) == ["seed", "out", "only", "data", "pytorch", "keras", "explain"]
+    assert cfg.pytorch is cfg.arm("pytorch") and cfg.pytorch.epochs == 2 and cfg.keras.weights == "none"
+    with pytest.raises(AttributeError, match="no attribute or arm section 'jax'"):
+        cfg.jax  # noqa: B018
 
 
 def test_shipped_configs_load_and_flags_override():
@@ -35,6 +37,9 @@ def test_shipped_configs_load_and_flags_override():
     ("data:\n  val_fraction: 1.5\n", "val_fraction"),
     ("only: tensorflow\n", "only must be"),
     ("keras:\n  weights: /no/such/file.h5\n", "keras.weights"),
+    ("pytorch:\n  device: tpu\n", "pytorch.device must be auto, cpu or cuda"),
+    ("keras:\n  epochs: 0\n", "epochs and batch_size must be positive"),
+    ("explain:\n  methods: [deep, lime]\n", "explain.methods may hold only deep, gradient, got lime"),
     ("- a list\n", "mapping"),
     ("a: [unclosed\n", "not valid YAML"),
 ])

@@ -92,7 +92,8 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, image_folder, tmp_path, 
     assert m["agreement"]["pairs"].keys() == {"fake_deep~fake_gradient"}
     assert m["versions"]["numpy"] == np.__version__
     stages = [s["stage"] for s in m["stages"]]
-    assert stages == ["data", "train fake", "predict fake", "explain_deep fake", "explain_gradient fake", "evaluate"]
+    assert stages == ["data", "train fake", "predict fake", "explain_deep fake", "explain_gradient fake", "evaluate",
+                      "report"]
     report = (out / "report.md").read_text()
     assert "Fake linear model only" in report and "NumPy Deep SHAP vs NumPy Gradient SHAP" in report
     assert (out / "figures" / "shap_fake_deep.png").is_file()
