@@ -116,7 +116,6 @@ def test_preprocess_layer_is_resnet50_preprocess_input_and_serialisable():
     assert type(restored) is km.ResNet50Preprocess
 
 
-@pytest.mark.slow
 def test_architecture_and_every_op_is_one_shap_handles(resnet_arm):
     model = resnet_arm.model
     assert resnet_arm.backbone_weights == resnet_arm.info()["backbone_weights"] == "random (none requested)"
@@ -162,7 +161,6 @@ def test_augmentation_changes_images_in_training_only():
 # --- backbone weights --------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_weights_path_loads_a_local_file(resnet_arm, tmp_path):
     path = str(tmp_path / "backbone.weights.h5")
     reference = km.backbone_of(resnet_arm.model)
