@@ -1,4 +1,34 @@
-"""Shared fixtures: one seed per test, quiet frameworks, and tiny image sets."""
+"""Shared fixtures: one seed per test, quiet frameworks, and the small image sets.
+
+The small image sets, all built here and nowhere else (every fixture is a factory, so a
+test asks for the set it needs):
+
+``tiny_images(n_per_class=10, size=32, seed=0, n_classes=3) -> (images, labels)``
+    In memory: uint8 NHWC images and int64 labels, class by class.
+``split_folders(root, *, classes=("ants", "bees", "wasps"), n_train=10, n_test=4,
+held_out="test", size=32, fmt="png", pattern="square", seed=0, junk=False) -> root``
+    On disk, the split-folder layout ``root/train/<class>/NN.<ext>`` and
+    ``root/<held_out>/<class>/NN.<ext>`` (``held_out`` may be "test", "val", ...).
+``class_folders(root, *, classes=("ants", "bees", "wasps"), n=10, size=32, fmt="png",
+pattern="square", seed=0, junk=False) -> root``
+    On disk, the class-folder layout ``root/<class>/NN.<ext>``; ``n`` is one count for
+    every class or a ``{class: count}`` mapping (then ``classes`` is its keys).
+``image_file(path, *, mode="RGB", size=(14, 20), color=(200, 30, 30), fmt=None) -> path``
+    One solid-colour image in a PIL mode ("RGB", "L", "RGBA", "CMYK", "P"), saved in
+    ``fmt`` (``None``: from the suffix, so ``fmt="PNG"`` with a ``.jpg`` name writes a
+    misnamed file).
+
+Common arguments of the folder builders:
+
+- ``size``: an int (square) or ``(height, width)``.
+- ``fmt``: ``"png"`` (lossless: files decode to exactly the drawn pixels) or ``"jpeg"``
+  (quality 95, files named ``.jpg``).
+- ``pattern``: ``"square"`` is learnable - a bright square on a dark noisy background
+  whose horizontal place (left, centre, right) and colour channel are the class (class
+  ``k`` uses place and channel ``k % 3``), the same drawing as ``tiny_images``;
+  ``"noise"`` is uniform noise, every image distinct.
+- ``junk=True`` also writes a macOS ``root/.DS_Store`` (a file the loader must skip).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +43,16 @@ try:
 except ImportError:  # PyTorch not installed: only the Keras tests can run
     pass
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from common.seeding import seed_everything
+
+DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(100)
 
 
 @pytest.fixture(autouse=True)
@@ -24,24 +60,142 @@ def _seed():
     seed_everything(0)
 
 
-@pytest.fixture
-def tiny_images():
-    """A learnable 3-class set of 32x32 uint8 RGB images: a bright square whose
-    position (left, centre, right) is the class, on a noisy background."""
+# ----------------------------------------------------------------------------- drawing
 
-    def make(n_per_class: int = 10, size: int = 32, seed: int = 0):
+
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _draw(rng: np.random.Generator, label: int, size: int | Sequence[int], pattern: str) -> np.ndarray:
+    """One (H, W, 3) uint8 image of class ``label`` (see the module docstring)."""
+    h, w = _hw(size)
+    if pattern == "noise":
+        return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    if pattern != "square":
+        raise ValueError(f"pattern must be 'square' or 'noise', got {pattern!r}")
+    img = rng.integers(0, 80, size=(h, w, 3), dtype=np.uint8)
+    s = min(h, w) // 4
+    x0 = [2, w // 2 - s // 2, w - s - 2][label % 3]
+    y0 = int(rng.integers(2, h - s - 2))
+    img[y0 : y0 + s, x0 : x0 + s, label % 3] = 255
+    return img
+
+
+def _write(folder: Path, count: int, label: int, rng, size, fmt: str, pattern: str) -> None:
+    if fmt not in ("png", "jpeg"):
+        raise ValueError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        img = Image.fromarray(_draw(rng, label, size, pattern))
+        if fmt == "png":
+            img.save(folder / f"{i:02d}.png")
+        else:
+            img.save(folder / f"{i:02d}.jpg", quality=95)
+
+
+# ----------------------------------------------------------------------------- the fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    """A learnable set of uint8 RGB images in memory (see the module docstring):
+    ``tiny_images(n_per_class=10, size=32, seed=0, n_classes=3) -> (images, labels)``."""
+
+    def make(n_per_class: int = 10, size: int = 32, seed: int = 0, n_classes: int = 3):
         rng = np.random.default_rng(seed)
-        xs, ys = [], []
-        for label in range(3):
-            for _ in range(n_per_class):
-                img = rng.integers(0, 80, size=(size, size, 3), dtype=np.uint8)
-                s = size // 4
-                x0 = [2, size // 2 - s // 2, size - s - 2][label]
-                y0 = int(rng.integers(2, size - s - 2))
-                img[y0 : y0 + s, x0 : x0 + s, label] = 255
-                xs.append(img)
-                ys.append(label)
-        return np.stack(xs), np.array(ys, dtype=np.int64)
+        labels = np.repeat(np.arange(n_classes, dtype=np.int64), n_per_class)
+        return np.stack([_draw(rng, int(k), size, "square") for k in labels]), labels
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def split_folders():
+    """Write ``root/train/<class>/`` and ``root/<held_out>/<class>/`` image folders (see
+    the module docstring) and return ``root``."""
+
+    def make(
+        root: Path,
+        *,
+        classes: Sequence[str] = ("ants", "bees", "wasps"),
+        n_train: int = 10,
+        n_test: int = 4,
+        held_out: str = "test",
+        size: int | Sequence[int] = 32,
+        fmt: str = "png",
+        pattern: str = "square",
+        seed: int = 0,
+        junk: bool = False,
+    ) -> Path:
+        root = Path(root)
+        rng = np.random.default_rng(seed)
+        for split, n in (("train", n_train), (held_out, n_test)):
+            for k, cls in enumerate(classes):
+                _write(root / split / cls, n, k, rng, size, fmt, pattern)
+        if junk:
+            (root / ".DS_Store").write_bytes(DS_STORE)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def class_folders():
+    """Write ``root/<class>/`` image folders (see the module docstring) and return ``root``."""
+
+    def make(
+        root: Path,
+        *,
+        classes: Sequence[str] = ("ants", "bees", "wasps"),
+        n: int | Mapping[str, int] = 10,
+        size: int | Sequence[int] = 32,
+        fmt: str = "png",
+        pattern: str = "square",
+        seed: int = 0,
+        junk: bool = False,
+    ) -> Path:
+        root = Path(root)
+        counts = dict(n) if isinstance(n, Mapping) else dict.fromkeys(classes, n)
+        rng = np.random.default_rng(seed)
+        for k, (cls, count) in enumerate(counts.items()):
+            _write(root / cls, count, k, rng, size, fmt, pattern)
+        if junk:
+            (root / ".DS_Store").write_bytes(DS_STORE)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def image_file():
+    """Write one solid-colour image in a given PIL mode and file format (see the module
+    docstring) and return its path."""
+
+    def make(
+        path: Path,
+        *,
+        mode: str = "RGB",
+        size: Sequence[int] = (14, 20),
+        color: tuple[int, int, int] = (200, 30, 30),
+        fmt: str | None = None,
+    ) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wh = (int(size[1]), int(size[0]))  # PIL wants (width, height)
+        if mode in ("RGB", "P"):
+            img = Image.new("RGB", wh, color)
+            img = img.convert("P") if mode == "P" else img
+        elif mode == "L":
+            img = Image.new("L", wh, 128)
+        elif mode == "RGBA":
+            img = Image.new("RGBA", wh, (*color, 100))
+        elif mode == "CMYK":
+            img = Image.new("CMYK", wh, (0, 255, 255, 0))
+        else:
+            raise ValueError(f"mode must be RGB, L, RGBA, CMYK or P, got {mode!r}")
+        img.save(path, format=fmt)
+        return path
 
     return make
 

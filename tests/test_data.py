@@ -33,42 +33,23 @@ from common.errors import (
 INSECTS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "insects"
 
 
-def _img(path: Path, mode: str = "RGB", size=(20, 14), color=(200, 30, 30), fmt: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "RGB":
-        img = Image.new("RGB", size, color)
-    elif mode == "L":
-        img = Image.new("L", size, 128)
-    elif mode == "RGBA":
-        img = Image.new("RGBA", size, (*color, 100))
-    elif mode == "CMYK":
-        img = Image.new("CMYK", size, (0, 255, 255, 0))
-    elif mode == "P":
-        img = Image.new("RGB", size, color).convert("P")
-    else:
-        raise ValueError(mode)
-    img.save(path, format=fmt)
-    return path
+@pytest.fixture
+def tree(split_folders):
+    """This module's usual split-folder set: classes ants and bees, ``n`` distinct noise
+    JPEGs (18x24) per class in train/ and in the held-out folder."""
 
+    def make(root: Path, classes=("ants", "bees"), n: int = 6, held_out: str = "test") -> Path:
+        return split_folders(root, classes=classes, n_train=n, n_test=n, held_out=held_out, size=(18, 24),
+                             fmt="jpeg", pattern="noise", seed=1)
 
-def _tree(root: Path, classes=("ants", "bees"), n=6, splits=("train", "test")) -> Path:
-    """A split-folder data set of small, distinct RGB JPEGs."""
-    rng = np.random.default_rng(1)
-    for split in splits:
-        for cls in classes:
-            for i in range(n):
-                arr = rng.integers(0, 255, (18, 24, 3), dtype=np.uint8)
-                p = root / split / cls / f"{i:02d}.jpg"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(p, quality=95)
-    return root
+    return make
 
 
 # ----------------------------------------------------------------------------- discovery and files
 
 
-def test_discovery_skips_non_images_and_corrupt_and_converts_modes(tmp_path, caplog):
-    root = _tree(tmp_path / "ds")
+def test_discovery_skips_non_images_and_corrupt_and_converts_modes(tmp_path, caplog, tree, image_file):
+    root = tree(tmp_path / "ds")
     (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
     (root / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
     (root / "train" / "ants" / "notes.txt").write_text("not an image")
@@ -77,11 +58,12 @@ def test_discovery_skips_non_images_and_corrupt_and_converts_modes(tmp_path, cap
     good = big.read_bytes()
     (root / "train" / "ants" / "broken.jpg").write_bytes(good[: len(good) // 3])  # truncated in the scan data
     (root / "train" / "ants" / "headless.jpg").write_bytes(good[:40])  # truncated in the header
-    _img(root / "train" / "bees" / "grey.png", "L")
-    _img(root / "train" / "bees" / "rgba.png", "RGBA")
-    _img(root / "train" / "bees" / "palette.png", "P")
-    _img(root / "train" / "bees" / "cmyk.jpg", "CMYK", fmt="JPEG")
-    _img(root / "train" / "bees" / "really_a_png.jpg", "RGB", fmt="PNG")  # wrong extension, real image
+    bees = root / "train" / "bees"
+    image_file(bees / "grey.png", mode="L")
+    image_file(bees / "rgba.png", mode="RGBA")
+    image_file(bees / "palette.png", mode="P")
+    image_file(bees / "cmyk.jpg", mode="CMYK", fmt="JPEG")
+    image_file(bees / "really_a_png.jpg", fmt="PNG")  # wrong extension, real image
 
     with caplog.at_level(logging.WARNING):
         data = load_study_data(root, 16, cache_dir=tmp_path / "cache")
@@ -106,19 +88,16 @@ def test_discovery_skips_non_images_and_corrupt_and_converts_modes(tmp_path, cap
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
 
 
-def test_layouts_and_class_order(tmp_path):
-    root = _tree(tmp_path / "split", classes=("zebra", "ant", "Mole"))
+def test_layouts_and_class_order(tmp_path, tree, class_folders):
+    root = tree(tmp_path / "split", classes=("zebra", "ant", "Mole"))
     m = discover(root)
     assert m.layout == "split-folders" and m.held_out_folder == "test"
     assert m.classes == tuple(sorted(("zebra", "ant", "Mole")))
-    flat = tmp_path / "flat"
-    for cls in ("b", "a"):
-        for i in range(5):
-            _img(flat / cls / f"{i}.png", color=(i * 40, 0, 0))
+    flat = class_folders(tmp_path / "flat", classes=("b", "a"), n=5)
     m2 = discover(flat)
     assert m2.layout == "class-folders" and m2.classes == ("a", "b") and m2.held_out_folder is None
     for name in ("val", "valid", "validation"):
-        alt = _tree(tmp_path / f"alt_{name}", splits=("train", name))
+        alt = tree(tmp_path / f"alt_{name}", held_out=name)
         assert discover(alt).held_out_folder == name
 
 
@@ -136,8 +115,8 @@ def test_bad_paths(tmp_path, make, error):
     assert str(tmp_path) in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_empty_class_is_named(tmp_path):
-    root = _tree(tmp_path / "ds")
+def test_empty_class_is_named(tmp_path, tree):
+    root = tree(tmp_path / "ds")
     for f in (root / "test" / "bees").iterdir():
         f.unlink()
     (root / "test" / "bees" / ".DS_Store").write_bytes(b"junk")
@@ -145,27 +124,24 @@ def test_empty_class_is_named(tmp_path):
         discover(root)
 
 
-def test_class_mismatch_names_missing_and_extra(tmp_path):
-    root = _tree(tmp_path / "ds", classes=("ants", "bees"))
+def test_class_mismatch_names_missing_and_extra(tmp_path, tree):
+    root = tree(tmp_path / "ds", classes=("ants", "bees"))
     (root / "test" / "bees").rename(root / "test" / "wasps")
     with pytest.raises(ClassMismatchError, match=r"missing from test/: bees; extra in test/: wasps"):
         discover(root)
 
 
-def test_too_few_images_to_stratify(tmp_path):
-    root = tmp_path / "flat"
-    for i in range(6):
-        _img(root / "many" / f"{i}.png", color=(i * 30, 0, 0))
-    _img(root / "lonely" / "0.png")
-    with pytest.raises(TooFewImagesError, match="'lonely'"):
+def test_too_few_images_to_stratify(tmp_path, class_folders):
+    root = class_folders(tmp_path / "flat", n={"many": 6, "lonely": 1})
+    with pytest.raises(DataError) as exc:  # one of the data errors the command line reports in one line
         load_study_data(root, 8, cache_dir=tmp_path / "c")
-    assert issubclass(TooFewImagesError, DataError)
+    assert isinstance(exc.value, TooFewImagesError) and "'lonely'" in str(exc.value)
 
 
 # ----------------------------------------------------------------------------- split
 
 
-def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch):
+def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch, class_folders):
     manifest = digits_manifest()
     a = make_split(manifest, 0.2, 0.2, seed=0)
     assert np.array_equal(a, make_split(manifest, 0.2, 0.2, seed=0))
@@ -181,10 +157,7 @@ def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch
     assert abs(n_val - 0.2 * pool.sum()) <= 1
 
     # a file system that lists files in another order gives the same split
-    root = tmp_path / "flat"
-    for cls in ("a", "b", "c"):
-        for i in range(8):
-            _img(root / cls / f"{i}.png", color=(i * 30, ord(cls), 0))
+    root = class_folders(tmp_path / "flat", classes=("a", "b", "c"), n=8, size=12)
     first = load_study_data(root, 8, cache_dir=tmp_path / "c")
     real_walk = data_mod.os.walk
     monkeypatch.setattr(data_mod.os, "walk", lambda p: ((d, ds[::-1], fs[::-1]) for d, ds, fs in real_walk(p)))
@@ -193,16 +166,16 @@ def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch
     assert np.array_equal(first.split, second.split) and first.data_key == second.data_key
 
 
-def test_held_out_folder_is_the_test_split(tmp_path):
-    root = _tree(tmp_path / "ds", n=10)
+def test_held_out_folder_is_the_test_split(tmp_path, tree):
+    root = tree(tmp_path / "ds", n=10)
     data = load_study_data(root, 8, cache_dir=tmp_path / "c")
     for rec, s in zip(data.manifest.records, data.split):
         assert (s == "test") == rec.path.startswith("test/")
     assert (data.split == "val").sum() == 4  # 20% of 20 training images, 2 per class
 
 
-def test_split_csv_columns(tmp_path):
-    root = _tree(tmp_path / "ds")
+def test_split_csv_columns(tmp_path, tree):
+    root = tree(tmp_path / "ds")
     data = load_study_data(root, 8, cache_dir=tmp_path / "c")
     write_split_csv(tmp_path / "out" / "split.csv", data)
     with open(tmp_path / "out" / "split.csv", newline="") as fh:
@@ -226,8 +199,8 @@ def test_select_stratified():
 # ----------------------------------------------------------------------------- decode cache
 
 
-def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_path, monkeypatch):
-    root = _tree(tmp_path / "ds")
+def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_path, monkeypatch, tree, image_file):
+    root = tree(tmp_path / "ds")
     cache = tmp_path / "cache"
     calls = []
     real = data_mod.decode_image
@@ -249,7 +222,7 @@ def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_
 
     # an added file too; another size is another cache entry
     calls.clear()
-    _img(root / "train" / "bees" / "new.png")
+    image_file(root / "train" / "bees" / "new.png")
     fourth = load_study_data(root, 12, cache_dir=cache)
     assert len(calls) == 25 and len(fourth.labels) == 25
     calls.clear()
@@ -257,15 +230,25 @@ def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_
     assert len(calls) == 25
 
 
-def test_decode_is_bilinear_resize_of_rgb(tmp_path):
-    root = tmp_path / "flat"
-    for cls in ("a", "b"):
-        for i in range(5):
-            _img(root / cls / f"{i}.png", size=(40, 30), color=(10 * i, 100, 200))
+def test_decode_is_bilinear_resize_of_rgb(tmp_path, class_folders):
+    root = class_folders(tmp_path / "flat", classes=("a", "b"), n=5, size=(30, 40))
     m = discover(root)
     _, images = decode_all(m, 8, tmp_path / "c")
-    expected = np.asarray(Image.open(root / m.records[0].path).convert("RGB").resize((8, 8), Image.BILINEAR))
-    assert np.array_equal(images[0], expected)
+    for i in (0, 7):
+        expected = np.asarray(Image.open(root / m.records[i].path).convert("RGB").resize((8, 8), Image.BILINEAR))
+        assert np.array_equal(images[i], expected)
+
+
+def test_png_folders_decode_to_the_in_memory_images(tmp_path, class_folders, tiny_images):
+    # The on-disk and in-memory builders draw the same images: PNG at the drawn size is lossless.
+    root = class_folders(tmp_path / "flat", n=4, size=16, seed=5)
+    manifest = discover(root)
+    _, decoded = decode_all(manifest, 16, tmp_path / "c")
+    images, labels = tiny_images(4, 16, seed=5)
+    order = [int(r.path.split("/")[1].split(".")[0]) + 4 * r.label for r in manifest.records]
+    assert manifest.classes == ("ants", "bees", "wasps") and sorted(order) == list(range(12))
+    assert np.array_equal(decoded, images[order])
+    assert [r.label for r in manifest.records] == labels[order].tolist()
 
 
 # ----------------------------------------------------------------------------- the default data set

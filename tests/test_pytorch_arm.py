@@ -1,9 +1,14 @@
-"""The PyTorch arm on tiny 32x32 images: architecture, training, save/load and SHAP maps."""
+"""The PyTorch arm on tiny 32x32 images: architecture, training, save/load and SHAP maps.
+
+The tiny CNN is trained once per test session (``trained``); the tests that only read a
+trained model share it and must not change it. Only the tests of training itself train.
+"""
 
 from __future__ import annotations
 
 import operator
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,10 +18,10 @@ shap = pytest.importorskip("shap")
 
 from torch import nn  # noqa: E402
 
-from common.arm import HISTORY_KEYS, Explanation, TrainingData, arm_class  # noqa: E402
-from common.config import PyTorchConfig, StudyConfig  # noqa: E402
+from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
+from common.config import load_config  # noqa: E402
 from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
-from pytorch_impl.explain import explain, shap_to_explanation_layout  # noqa: E402
+from pytorch_impl.explain import shap_to_explanation_layout  # noqa: E402
 from pytorch_impl.model import build_model, flatten_width, images_to_tensor  # noqa: E402
 from pytorch_impl.train import evaluate, resolve_device, train  # noqa: E402
 
@@ -26,29 +31,30 @@ SIZE = 32
 NONLINEAR = (nn.ReLU, nn.MaxPool2d, nn.Softmax)
 
 
-def _cfg(seed: int = 0, **pytorch) -> StudyConfig:
+TRAINED_EPOCHS = 6
+
+
+def _cfg(seed: int = 0, **pytorch):
     settings = {"epochs": 2, "batch_size": 16, "device": "cpu", **pytorch}
-    return StudyConfig(seed=seed, pytorch=PyTorchConfig(**settings))
+    return load_config(overrides={"seed": seed, **{f"pytorch.{k}": v for k, v in settings.items()}})
 
 
-def _data(tiny_images, n_per_class: int = 10) -> TrainingData:
+def _data(tiny_images, n_per_class: int = 10, n_val_per_class: int = 4) -> TrainingData:
     x_train, y_train = tiny_images(n_per_class, SIZE, seed=0)
-    x_val, y_val = tiny_images(4, SIZE, seed=1)
+    x_val, y_val = tiny_images(n_val_per_class, SIZE, seed=1)
     return TrainingData(x_train, y_train, x_val, y_val, data_key="tiny")
 
 
-def _trained_arm(tiny_images, epochs: int = 6) -> tuple[PyTorchArm, TrainingData]:
+@pytest.fixture(scope="session")
+def trained(tiny_images):
+    """The tiny CNN trained once per session (6 epochs on 30 images; 12 validation
+    images, 4 per class in class order): ``.arm``, ``.data``, ``.result``. Read only."""
     data = _data(tiny_images)
-    arm = PyTorchArm.create(_cfg(epochs=epochs, batch_size=8), n_classes=3, image_size=SIZE)
-    arm.fit(data)
-    return arm, data
+    arm = PyTorchArm.create(_cfg(epochs=TRAINED_EPOCHS, batch_size=8), n_classes=3, image_size=SIZE)
+    return SimpleNamespace(arm=arm, data=data, result=arm.fit(data))
 
 
 # --- model ---------------------------------------------------------------------------
-
-
-def test_flatten_width_is_the_published_one_at_224():
-    assert flatten_width(224) == 46_656
 
 
 @pytest.mark.parametrize(("size", "width"), [(12, 16), (32, 576), (64, 3_136), (224, 46_656)])
@@ -101,10 +107,8 @@ def test_every_nonlinearity_is_a_module_leaf_used_once():
     assert not [n for n in graph.nodes if n.op == "call_method"]
 
 
-def test_model_normalises_with_training_statistics(tiny_images):
-    data = _data(tiny_images)
-    arm = PyTorchArm.create(_cfg(epochs=1), n_classes=3, image_size=SIZE)
-    arm.fit(data)
+def test_model_normalises_with_training_statistics(trained):
+    arm, data = trained.arm, trained.data
     pixels = data.x_train.reshape(-1, 3).astype(np.float64)
     state = arm.model.state_dict()
     assert state["normalize.mean"].dtype == state["normalize.std"].dtype == torch.float32
@@ -141,23 +145,24 @@ def test_images_to_tensor_is_nchw_and_rejects_other_input():
 
 
 def test_one_epoch_lowers_the_training_loss(tiny_images):
+    cfg = _cfg(epochs=1, batch_size=8)
     x, y = tiny_images(20, SIZE, seed=0)
     torch.manual_seed(0)
     model = build_model(n_classes=3, image_size=SIZE)
     model.normalize.set_statistics(*channel_statistics(x))
     x_t, y_t = images_to_tensor(x), torch.as_tensor(y)
     before, _ = evaluate(model, x_t, y_t, batch_size=64)
-    history = train(model, x_t, y_t, x_t, y_t, PyTorchConfig(epochs=1, batch_size=8), seed=0)
+    history = train(model, x_t, y_t, x_t, y_t, cfg.pytorch, seed=0)
     after, _ = evaluate(model, x_t, y_t, batch_size=64)
     assert after < before
     assert history["val_loss"] == [pytest.approx(after)]  # validation ran in eval mode too
 
 
-def test_fit_history_best_epoch_and_info(tiny_images):
-    arm = PyTorchArm.create(_cfg(epochs=3), n_classes=3, image_size=SIZE)
-    result = arm.fit(_data(tiny_images))
+def test_fit_history_best_epoch_and_info(trained):
+    arm, result = trained.arm, trained.result
     assert tuple(result.history) == HISTORY_KEYS
-    assert all(len(v) == 3 and all(np.isfinite(v)) for v in result.history.values())
+    assert all(len(v) == TRAINED_EPOCHS and all(np.isfinite(v)) for v in result.history.values())
+    assert result.history["train_loss"][-1] < result.history["train_loss"][0]
     assert result.best_val_epoch == int(np.argmin(result.history["val_loss"])) + 1
     assert result.info["device"] == "cpu" and result.train_seconds > 0
     assert not arm.model.training
@@ -168,18 +173,18 @@ def test_fit_history_best_epoch_and_info(tiny_images):
 
 @pytest.mark.parametrize("hflip", [False, True])
 def test_same_seed_gives_identical_weights_and_history(tiny_images, hflip):
-    data = _data(tiny_images)
+    data = _data(tiny_images, n_per_class=4, n_val_per_class=2)  # 12 images: 3 batches of 4
     runs = []
     for _ in range(2):
         torch.manual_seed(123)  # what ran before must not matter
-        arm = PyTorchArm.create(_cfg(seed=7, hflip=hflip), n_classes=3, image_size=SIZE)
+        arm = PyTorchArm.create(_cfg(seed=7, hflip=hflip, batch_size=4), n_classes=3, image_size=SIZE)
         runs.append((arm.fit(data).history, arm.model.state_dict()))
     (h1, s1), (h2, s2) = runs
     assert h1 == h2
     assert s1.keys() == s2.keys()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
-    other = PyTorchArm.create(_cfg(seed=8, hflip=hflip), n_classes=3, image_size=SIZE)
+    other = PyTorchArm.create(_cfg(seed=8, hflip=hflip, batch_size=4), n_classes=3, image_size=SIZE)
     other.fit(data)
     assert not torch.equal(other.model.state_dict()["features.0.weight"], s1["features.0.weight"])
 
@@ -196,11 +201,9 @@ def test_resolve_device():
 # --- save / load / predict ---------------------------------------------------------------
 
 
-def test_save_then_load_predicts_identical_probabilities(tiny_images, tmp_path):
-    arm = PyTorchArm.create(_cfg(), n_classes=3, image_size=SIZE)
-    data = _data(tiny_images)
-    arm.fit(data)
-    path = tmp_path / PyTorchArm.model_filename
+def test_save_then_load_predicts_identical_probabilities(trained, tmp_path):
+    arm, data = trained.arm, trained.data
+    path = tmp_path / "model.pt"
     arm.save(path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
@@ -213,11 +216,6 @@ def test_save_then_load_predicts_identical_probabilities(tiny_images, tmp_path):
     assert all(torch.equal(state[k], loaded_state[k]) for k in state)  # mean/std buffers included
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["model_args"] == {"n_classes": 3, "image_size": SIZE}
-
-
-def test_arm_is_registered_with_its_names():
-    assert arm_class("pytorch") is PyTorchArm
-    assert (PyTorchArm.name, PyTorchArm.framework, PyTorchArm.model_filename) == ("pytorch_cnn", "pytorch", "model.pt")
 
 
 # --- shap's layout and our conversion ------------------------------------------------------
@@ -260,16 +258,16 @@ def test_shap_returns_n_c_h_w_k_for_an_nchw_model(method):
 # --- explanations -----------------------------------------------------------------------------
 
 
-def test_deep_shap_is_additive_for_every_image_and_class(tiny_images):
-    arm, data = _trained_arm(tiny_images)
-    images, background = data.x_val[::2], data.x_train[::3]  # 6 images, 10 background
+def test_deep_shap_is_additive_for_every_image_and_class(trained):
+    arm, data = trained.arm, trained.data
+    images, background = data.x_val[::4], data.x_train[::5]  # 3 images (one per class), 6 background
     state_before = {k: v.clone() for k, v in arm.model.state_dict().items()}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. shap's "unrecognized nn.Module"
         e = arm.explain(images, background, "deep", nsamples=0, seed=0)
     assert (e.method, e.output, e.nsamples, e.n_background) == ("deep", "logits", None, len(background))
-    assert e.attributions.shape == (6, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
-    assert e.additivity_errors.shape == (6, 3)
+    assert e.attributions.shape == (3, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
+    assert e.additivity_errors.shape == (3, 3)
     assert e.additivity_max_abs_error < 1e-4
     assert np.abs(e.outputs).max() > 0.5  # a trained model, not a near-constant one
 
@@ -287,23 +285,23 @@ def test_deep_shap_is_additive_for_every_image_and_class(tiny_images):
     assert all(torch.equal(state_before[k], state_after[k]) for k in state_after)
 
 
-def test_gradient_shap_shape_determinism_and_signal(tiny_images):
-    arm, data = _trained_arm(tiny_images)
-    images, background = data.x_val[:3], data.x_train[::3]
+def test_gradient_shap_shape_determinism_and_signal(trained):
+    arm, data = trained.arm, trained.data
+    images, background = data.x_val[::4], data.x_train[::5]
     np.random.seed(99)
     numpy_state = np.random.get_state()[1].copy()
-    e = arm.explain(images, background, "gradient", nsamples=16, seed=3)
+    e = arm.explain(images, background, "gradient", nsamples=8, seed=3)
     assert np.array_equal(np.random.get_state()[1], numpy_state)  # shap's reseeding undone
-    assert isinstance(e, Explanation) and (e.method, e.nsamples) == ("gradient", 16)
+    assert isinstance(e, Explanation) and (e.method, e.nsamples) == ("gradient", 8)
     assert e.attributions.shape == (3, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
     assert np.isfinite(e.attributions).all()
     predicted = e.probabilities.argmax(1)
     for i, k in enumerate(predicted):
         assert np.abs(e.attributions[i, k]).max() > 0
 
-    again = arm.explain(images, background, "gradient", nsamples=16, seed=3)
+    again = arm.explain(images, background, "gradient", nsamples=8, seed=3)
     assert np.array_equal(e.attributions, again.attributions)
-    other_seed = arm.explain(images, background, "gradient", nsamples=16, seed=4)
+    other_seed = arm.explain(images, background, "gradient", nsamples=8, seed=4)
     assert not np.array_equal(e.attributions, other_seed.attributions)
 
     with torch.no_grad():
@@ -311,18 +309,18 @@ def test_gradient_shap_shape_determinism_and_signal(tiny_images):
     np.testing.assert_allclose(e.base_values, expected, atol=1e-5)
 
 
-def test_probability_output_explains_the_softmax(tiny_images):
-    arm, data = _trained_arm(tiny_images, epochs=2)
-    e = explain(arm.model, data.x_val[:2], data.x_train[::5], "gradient", nsamples=4, seed=0, output="probability")
-    assert e.output == "probability"
+def test_probability_output_explains_the_softmax(trained):
+    arm, data = trained.arm, trained.data
+    e = arm.explain(data.x_val[::4], data.x_train[::5], "gradient", nsamples=4, seed=0, output="probability")
+    assert e.output == "probability" and e.attributions.shape == (3, 3, SIZE, SIZE, 3)
     np.testing.assert_allclose(e.outputs, e.probabilities, atol=1e-6)
     np.testing.assert_allclose(e.base_values.sum(), 1, atol=1e-5)
 
 
 def test_explain_rejects_unknown_method_and_output(tiny_images):
-    model = build_model(n_classes=3, image_size=SIZE)
+    arm = PyTorchArm.create(_cfg(), n_classes=3, image_size=SIZE)
     x, _ = tiny_images(1, SIZE)
     with pytest.raises(ValueError, match="method"):
-        explain(model, x, x, "kernel", nsamples=1, seed=0)
+        arm.explain(x, x, "kernel", nsamples=1, seed=0)
     with pytest.raises(ValueError, match="output"):
-        explain(model, x, x, "deep", nsamples=1, seed=0, output="softmax")
+        arm.explain(x, x, "deep", nsamples=1, seed=0, output="softmax")
