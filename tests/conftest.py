@@ -199,28 +199,3 @@ def image_file():
 
     return make
 
-
-@pytest.fixture
-def image_folder():
-    """Write a ``train/`` + ``test/`` folder of small learnable PNGs (a bright square whose
-    position is the class) and a ``.DS_Store``; returns a function ``(root, classes, n_train,
-    n_test, size) -> root``."""
-    from PIL import Image
-
-    def make(root, classes=("ants", "bees", "wasps"), n_train=10, n_test=4, size=32):
-        rng = np.random.default_rng(0)
-        for split, n in (("train", n_train), ("test", n_test)):
-            for k, cls in enumerate(classes):
-                for i in range(n):
-                    img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-                    s = size // 4
-                    x0 = [2, size // 2 - s // 2, size - s - 2][k % 3]
-                    y0 = int(rng.integers(2, size - s - 2))
-                    img[y0 : y0 + s, x0 : x0 + s, k % 3] = 255
-                    p = root / split / cls / f"{i:02d}.png"
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(img).save(p)
-        (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-        return root
-
-    return make

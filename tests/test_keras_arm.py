@@ -282,7 +282,8 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     assert cached.info["feature_cache"] == "miss" and cached.info["training_route"] == "cached features"
 
     e2e_arm = stand_in_arm(_cfg())  # the same initial weights as the shared arm's
-    e2e = kt.fit(e2e_arm.model, data, e2e_arm.cfg, backbone_weights=e2e_arm.backbone_weights, use_features=False)
+    e2e = kt.fit(e2e_arm.model, data, e2e_arm.settings, seed=e2e_arm.cfg.seed,
+                 backbone_weights=e2e_arm.backbone_weights, use_features=False)
     assert e2e.info["training_route"] == "end to end" and e2e.info["feature_cache"] == "off"
     for key in HISTORY_KEYS:
         np.testing.assert_allclose(e2e.history[key], cached.history[key], rtol=1e-5, atol=1e-6)
@@ -340,7 +341,7 @@ def test_augmentation_trains_end_to_end_outside_the_saved_model(tiny_images):
     assert all(len(v) == 1 and np.isfinite(v[0]) for v in result.history.values())
     assert "augmentation" not in [layer.name for layer in arm.model.layers]
     with pytest.raises(ValueError, match="frozen backbone"):
-        kt.fit(arm.model, _data(tiny_images), arm.cfg, backbone_weights="x", use_features=True)
+        kt.fit(arm.model, _data(tiny_images), arm.settings, seed=0, backbone_weights="x", use_features=True)
 
 
 # --- save / load / predict ----------------------------------------------------------------------

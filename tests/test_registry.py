@@ -71,10 +71,10 @@ def test_pass_counts_follow_shap():
         registry.method_spec("lime")
 
 
-def test_a_third_arm_runs_through_every_stage(fake_arm, image_folder, tmp_path, caplog):
+def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path, caplog):
     """The fake arm is a package plus one registry entry: the runner starts its worker,
     trains, predicts, explains, evaluates and reports it like any other arm."""
-    data = image_folder(tmp_path / "ds", classes=("ants", "bees", "wasps"), n_train=10, n_test=4)
+    data = split_folders(tmp_path / "ds")
     out = tmp_path / "out"
     args = ["--data", str(data), "--out", str(out), "--only", "fake", "--image-size", "32", "--n-explain", "3",
             "--n-background", "4", "--nsamples", "8"]

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from common import registry
 from common.config import load_config
@@ -18,26 +17,8 @@ from experiments.run_all import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_folder_dataset(root: Path, classes=("ants", "bees", "wasps"), n_train=10, n_test=4, size=32) -> Path:
-    """train/ and test/ folders of small, learnable images (a bright square whose position is the class)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for k, cls in enumerate(classes):
-            for i in range(n):
-                img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-                s = size // 4
-                x0 = [2, size // 2 - s // 2, size - s - 2][k % 3]
-                y0 = int(rng.integers(2, size - s - 2))
-                img[y0 : y0 + s, x0 : x0 + s, k % 3] = 255
-                p = root / split / cls / f"{i:02d}.png"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(p)
-    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    return root
-
-
-def test_dry_run_writes_split_and_prints_counts(tmp_path, capsys):
-    data = make_folder_dataset(tmp_path / "ds")
+def test_dry_run_writes_split_and_prints_counts(tmp_path, capsys, split_folders):
+    data = split_folders(tmp_path / "ds", junk=True)
     out = tmp_path / "out"
     rc = main(["--data", str(data), "--out", str(out), "--dry-run", "--image-size", "32"])
     assert rc == 0
@@ -99,12 +80,12 @@ def _without_timings(obj):
 @pytest.mark.slow
 @pytest.mark.pytorch
 @pytest.mark.keras
-def test_end_to_end_study_and_cached_rerun(tmp_path):
+def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
     import json
 
     # A folder name cannot hold "/", so the markup in this class name is an unclosed tag and an ampersand;
     # test_report.py checks a class literally named <b>x</b>.
-    data = make_folder_dataset(tmp_path / "ds", classes=("<b>x&y", "bees", "wasps"), n_train=10, n_test=4)
+    data = split_folders(tmp_path / "ds", classes=("<b>x&y", "bees", "wasps"), junk=True)
     out = tmp_path / "out"
     first = _run(data, out)
     assert first.returncode == 0, first.stderr[-3000:]
