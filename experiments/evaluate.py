@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from common.arm import Explanation
@@ -23,7 +25,7 @@ from common.results import (
 from experiments.pipeline import ArmPaths, Selection
 
 
-def evaluate_study(cfg: StudyConfig, out, data: StudyData, selection: Selection) -> StudyMetrics:
+def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Selection) -> StudyMetrics:
     """metrics.json's figures (without the stage records) from the arms' saved artifacts."""
     _, y_test = data.arrays("test")
     classes = list(data.classes)
@@ -56,7 +58,9 @@ def evaluate_study(cfg: StudyConfig, out, data: StudyData, selection: Selection)
     return metrics
 
 
-def evaluate_model(paths: ArmPaths, y_test: np.ndarray, classes: list[str]) -> tuple[ModelEvaluation, np.ndarray, list[str]]:
+def evaluate_model(
+    paths: ArmPaths, y_test: np.ndarray, classes: list[str]
+) -> tuple[ModelEvaluation, np.ndarray, list[str]]:
     """One model's test figures and training record, its predicted classes and its fallbacks."""
     train = read_json(paths.train_json)
     with np.load(paths.predictions) as z:

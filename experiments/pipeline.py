@@ -19,17 +19,28 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
 
+from common.arm import Explanation, TrainingData
 from common.config import StudyConfig, selected_arms
-from common.data import StudyData, dataset_summary, load_study_data, select_stratified, write_split_csv
+from common.data import (
+    StudyData,
+    dataset_summary,
+    default_cache_dir,
+    load_study_data,
+    select_stratified,
+    write_split_csv,
+)
 from common.errors import StudyError
 from common.io import read_json, stable_key, write_json_atomic, write_npz_atomic, write_text_atomic
-from common.registry import ArmSpec, library_versions
+from common.registry import ArmSpec, arm_by_name, library_versions, method_spec
 from common.results import SCHEMA_VERSION, StageRecord, StudyMetrics, from_json, to_json
 from experiments.stages import REPO_ROOT, Stages, code_digest
 
@@ -132,8 +143,6 @@ def arm_code_digest(spec: ArmSpec) -> str:
 
 def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, spec: ArmSpec) -> dict[str, str]:
     """The input key of each of an arm's stages."""
-    from common.registry import method_spec
-
     settings = cfg.arm(spec.key)
     section = {k: v for k, v in dataclasses.asdict(settings).items() if k not in settings.placement}
     train = stable_key(PIPELINE_VERSION, "train", spec.key, arm_code_digest(spec), data.data_key, cfg.seed, section)
@@ -166,11 +175,16 @@ class ArmStages:
 
     def run(self) -> list[StageRecord]:
         stages = Stages(self.out, self.force)
-        actions = {"train": self.train, "predict": self.predict}
         for step in arm_steps(self.cfg):
-            action = actions.get(step) or (lambda m=step.removeprefix("explain_"): self.explain(m))
-            stages.run(stage_name(self.spec, step), self.keys[step], self.paths.outputs(step), action)
+            stages.run(stage_name(self.spec, step), self.keys[step], self.paths.outputs(step), self.action(step))
         return stages.records
+
+    def action(self, step: str) -> Callable[[], None]:
+        if step == "train":
+            return self.train
+        if step == "predict":
+            return self.predict
+        return partial(self.explain, step.removeprefix("explain_"))
 
     @property
     def arm(self):
@@ -180,9 +194,6 @@ class ArmStages:
         return self._arm
 
     def train(self) -> None:
-        from common.arm import TrainingData
-        from common.data import default_cache_dir
-
         (x_tr, y_tr), (x_va, y_va) = self.data.arrays("train"), self.data.arrays("val")
         self._arm = self.arm_class.create(self.cfg, len(self.data.classes), self.data.image_size)
         cache_dir = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else default_cache_dir()
@@ -193,8 +204,6 @@ class ArmStages:
             "train_seconds": result.train_seconds, "info": result.info, "fallbacks": result.fallbacks})
 
     def predict(self) -> None:
-        import time
-
         x_test, _ = self.data.arrays("test")
         t0 = time.perf_counter()
         proba = self.arm.predict_proba(x_test)
@@ -223,8 +232,6 @@ def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
     Raises:
         StudyError: for a user's mistake (bad data, bad config); nothing is written then.
     """
-    import time
-
     t0 = time.perf_counter()
     data = prepare_data(cfg)  # validates the data set before anything is written
     out = Path(cfg.out) if cfg.out else default_out(data.manifest.name)
@@ -262,7 +269,7 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
     evaluation = out / "evaluation.json"
 
     def evaluate() -> None:
-        from experiments.evaluate import evaluate_study
+        from experiments.evaluate import evaluate_study  # it imports this module
 
         write_json_atomic(evaluation, to_json(evaluate_study(cfg, out, data, selection)))
 
@@ -311,11 +318,7 @@ def write_report(out: Path, data: StudyData, selection: Selection, evaluation: d
     """The report stage: figures and the two reports from the evaluation and the stage
     records so far, then metrics.json, whose records end with this stage's own (which the
     reports, written before it ends, cannot show)."""
-    import time
-
-    from common.arm import Explanation
-    from common.registry import arm_by_name
-    from common.report import build_figures, write_reports
+    from common.report import build_figures, write_reports  # matplotlib: only the report stage needs it
 
     start = time.perf_counter()
     metrics = from_json(StudyMetrics, evaluation)
