@@ -259,19 +259,43 @@ def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], e
     }
 
 
-def _environment(html: bool) -> Environment:
-    common = dict(loader=FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True,
+def _code_span(text: Any) -> _Verbatim:
+    """Inline Markdown code whose backtick fence is longer than any backtick run inside (— for None)."""
+    if text is None:
+        return _Verbatim("—")
+    text = " ".join(str(text).split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return _Verbatim(f"{fence}{pad}{text}{pad}{fence}")
+
+
+def _environment(html: bool, templates: str | Path = TEMPLATES) -> Environment:
+    common = dict(loader=FileSystemLoader(str(templates)), trim_blocks=True, lstrip_blocks=True,
                   keep_trailing_newline=True, undefined=StrictUndefined)
     if html:
         env = Environment(autoescape=True, **common)
     else:
         env = Environment(autoescape=False, finalize=_md_escape, **common)
         env.filters["verbatim"] = _Verbatim  # for macro output, whose values are escaped already
+        env.filters["code"] = _code_span
     env.filters["num"] = _fmt
     env.filters["pval"] = _fmt_p
     env.filters["dash"] = lambda v: "—" if v is None else v
     env.filters["pair_title"] = _map_pair_title
     return env
+
+
+def markdown_environment(templates: str | Path) -> Environment:
+    """The report's Markdown environment for the templates in another folder (the benchmark's):
+    every ``{{ value }}`` escaped for Markdown, and the filters ``num``, ``pval``, ``dash``,
+    ``code`` (an inline code span) and ``verbatim`` (text already safe for Markdown)."""
+    return _environment(html=False, templates=templates)
+
+
+def verbatim(text: str) -> str:
+    """``text`` marked as safe Markdown, so the Markdown environment prints it unescaped."""
+    return _Verbatim(text)
 
 
 def write_reports(out_dir: str | Path, metrics: StudyMetrics, figures: Mapping[str, str]) -> tuple[Path, Path]:

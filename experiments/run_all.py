@@ -3,7 +3,7 @@ same test images with Deep SHAP and Gradient SHAP in both frameworks, and write
 side-by-side accuracy and attribution reports.
 
 With no arguments it runs the quick default study on scikit-learn's bundled digits set
-(offline; its measured time is in experiments/BENCHMARKS.md). Example on the insects data:
+(offline; its measured time is in benchmarks/BENCHMARKS.md). Example on the insects data:
 
     python experiments/run_all.py --data ../shared/datasets/insects --config experiments/configs/insects.yaml
 """

@@ -9,11 +9,10 @@ it), so it must come before anything imports ``keras`` or ``tensorflow``:
 
 - ``KERAS_BACKEND=tensorflow``: Keras 3 picks its backend once, at import;
 - ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow 2.21 turns its oneDNN kernels on by itself
-  only on CPUs with newer instruction sets; on the 2-core AVX2 machine this study was
-  built on they were off, and there ResNet50's forward+backward pass (what both SHAP
-  explainers run) was 12x faster at 32x32 and 1.8x faster at 224x224 with them on
-  (experiments/keras_pass_bench.py, experiments/BENCHMARKS.md). Results differ from the Eigen kernels' only in float
-  rounding. Set ``TF_ENABLE_ONEDNN_OPTS=0`` to compare;
+  only on CPUs with newer instruction sets; where it leaves them off, turning them on makes
+  ResNet50's forward+backward pass (what both SHAP explainers run) much faster (measured
+  figures: benchmarks/BENCHMARKS.md, ``python -m benchmarks.keras_pass_bench``). Results
+  differ from the Eigen kernels' only in float rounding. Set ``TF_ENABLE_ONEDNN_OPTS=0`` to compare;
 - ``TF_CPP_MIN_LOG_LEVEL=2``: TensorFlow's C++ start-up chatter off.
 """
 

@@ -87,9 +87,9 @@ def build_model(n_classes: int, image_size: int) -> CNN:
 
     Its normalisation starts as the identity (mean 0, std 1); set it from the training
     split with ``model.normalize.set_statistics``. Weights are in channels-last memory
-    (``torch.channels_last``), as the images are: on 2 CPU cores a training step was
-    1.1-1.3x faster (experiments/BENCHMARKS.md); the results are the same up to float
-    rounding.
+    (``torch.channels_last``), as the images are: a training step is faster on a CPU
+    (measured figures: benchmarks/BENCHMARKS.md, ``python -m benchmarks.cnn_step_bench``);
+    the results are the same up to float rounding.
     """
     return CNN(n_classes, image_size).to(memory_format=torch.channels_last)
 

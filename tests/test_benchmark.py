@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.benchmark import (
+from benchmarks.bench_worker import background_like_batch, pass_formula
+from benchmarks.benchmark import (
     BENCHMARK_VERSION,
     BenchmarkFile,
     parse_args,
     render_markdown,
     seed_summary,
 )
-from experiments.bench_worker import background_like_batch, deep_passes, gradient_passes
+from common.registry import ARMS, METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +44,17 @@ def make_jpeg_dataset(root: Path, n_train: int = 12, n_test: int = 4) -> Path:
 
 
 def test_pass_counts_follow_shap():
-    assert deep_passes(6, 3, 16) == 6 * 3 * 2 * 16  # shap doubles the background (tiled image + background rows)
-    assert gradient_passes(6, 3, 64) == 6 * 3 * 64
+    # Deep SHAP: shap doubles the background (tiled image + background rows); Gradient SHAP: nsamples rows
+    assert METHODS["deep"].passes(6, 3, 16, 64) == 6 * 3 * 2 * 16
+    assert METHODS["gradient"].passes(6, 3, 16, 64) == 6 * 3 * 64
+    assert pass_formula("deep", 6, 3, 16, 64) == "6 images x 3 classes x 2 x 16 background"
+    assert pass_formula("gradient", 6, 3, 16, 64) == "6 images x 3 classes x 64 samples"
+
+
+def test_arm_choices_come_from_the_registry():
+    assert parse_args(["--only", next(iter(ARMS))]).only == next(iter(ARMS))
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "jax"])
 
 
 def test_background_like_batch_cycles_background_then_images():
@@ -65,7 +75,8 @@ def test_seed_summary_mean_spread_and_published():
             for s, a in ((0, 1.0), (1, 0.9), (2, 0.95))}
     s = seed_summary(runs)
     assert s["pytorch_cnn"]["n_seeds"] == 3 and s["pytorch_cnn"]["mean"] == pytest.approx(0.95)
-    assert s["pytorch_cnn"]["std"] == pytest.approx(0.05) and (s["pytorch_cnn"]["min"], s["pytorch_cnn"]["max"]) == (0.9, 1.0)
+    assert s["pytorch_cnn"]["std"] == pytest.approx(0.05)
+    assert (s["pytorch_cnn"]["min"], s["pytorch_cnn"]["max"]) == (0.9, 1.0)
     assert s["pytorch_cnn"]["published"] == 1.0 and s["keras_resnet50"]["published"] == 0.972
     assert s["keras_resnet50"]["backbone_weights"] == ["imagenet"] and s["keras_resnet50"]["std"] == 0.0
 
@@ -79,9 +90,19 @@ def test_finished_parts_are_kept_for_the_same_config_only(tmp_path):
     assert again.doc["parts"]["stages"]["error"] == "boom" and again.doc["parts"]["seeds"] == {"status": "pending"}
     md = (tmp_path / "benchmark.md").read_text()
     assert md.startswith("# Benchmark") and "**failed**: boom" in md and "## Seeds" in md and "not finished" in md
+    assert "- command: `c`" in md
     other = BenchmarkFile(tmp_path, {**header, "config": {"seed": 1}}, ["seeds"])  # another config: start afresh
     assert "stages" not in other.doc["parts"]
     assert render_markdown({"parts": {}}).startswith("# Benchmark")
+
+
+def test_markdown_escapes_text_and_survives_a_broken_part():
+    doc = {"command": "python -m benchmarks.benchmark", "data": "a|b",
+           "parts": {"stages": {"status": "failed", "error": "bad | *cell*"},
+                     "published": {"status": "done", "speedup": {}}}}  # no "published" record: cannot render
+    md = render_markdown(doc)
+    assert "**failed**: bad \\| \\*cell\\*" in md and "- data: a\\|b;" in md
+    assert "## Published" in md and "could not render this part" in md
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -92,7 +113,7 @@ def test_finished_parts_are_kept_for_the_same_config_only(tmp_path):
 def test_benchmark_end_to_end_pytorch(tmp_path):
     data = make_jpeg_dataset(tmp_path / "ds")
     out = tmp_path / "bench"
-    cmd = [sys.executable, "experiments/benchmark.py", "--data", str(data), "--out", str(out), "--only", "pytorch",
+    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--data", str(data), "--out", str(out), "--only", "pytorch",
            "--image-size", "32", "--epochs-pytorch", "1", "--n-explain", "2", "--n-background", "4", "--nsamples", "4",
            "--published-nsamples", "4", "--raw-seconds", "0.05", "--explain-repeats", "1", "--seeds", "0", "-q"]
     env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}  # keep the repository's cache clean
@@ -101,11 +122,12 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
 
     doc = json.loads((out / "benchmark.json").read_text())
     assert {"benchmark_version", "date", "command", "machine", "config", "parts"} <= set(doc)
-    assert doc["command"].startswith("python experiments/benchmark.py --data")
+    assert doc["command"].startswith("python -m benchmarks.benchmark --data")
     assert {"platform", "cpu_count", "torch_num_threads", "versions"} <= set(doc["machine"])
     assert {"torch", "tensorflow", "shap"} <= set(doc["machine"]["versions"])
     parts = doc["parts"]
-    assert {k: v["status"] for k, v in parts.items()} == dict.fromkeys(("stages", "efficiency", "published", "seeds"), "done")
+    assert {k: v["status"] for k, v in parts.items()} == dict.fromkeys(
+        ("stages", "efficiency", "published", "seeds"), "done")
 
     stages = {s["stage"]: s for s in parts["stages"]["stages"]}
     assert set(stages) == {"data", "train pytorch", "predict pytorch", "explain_deep pytorch",
@@ -137,5 +159,6 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
     for heading in ("## Stages", "## Efficiency", "## Published", "## Seeds"):
         assert heading in md
     assert "| explain_deep pytorch | ran |" in md and "| pytorch_cnn | deep |" in md
+    assert "| **total** |" in md and "| pytorch_cnn | 1 |" in md  # the published way's and the seeds' tables
     assert not (out / "cache").exists()  # the timed run's own cache is removed
     assert list(out.glob("**/.*.tmp*")) == []

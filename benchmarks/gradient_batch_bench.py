@@ -7,9 +7,9 @@ explains the study's images against its background with each batch size in turn,
 checks that the maps do not depend on the batch size (the same samples, only grouped
 differently).
 
-    python experiments/gradient_batch_bench.py [--study reports/benchmark/study] [--sizes 64 50 32 16 8]
+    python -m benchmarks.gradient_batch_bench [--study reports/benchmark/study] [--sizes 64 50 32 16 8]
 
-Results are recorded in experiments/BENCHMARKS.md; this is a benchmark, not a test.
+Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.bench_worker import load_study
+from common import registry
+from experiments.pipeline import ArmPaths
 
-from experiments.bench_worker import gradient_passes, load_study  # noqa: E402
-from experiments.pipeline import MODEL_FILENAMES, arm_dir  # noqa: E402
+ARM = "pytorch"  # the arm measured (a key of common.registry.ARMS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,14 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
 
-    model_path = arm_dir(args.study, "pytorch") / MODEL_FILENAMES["pytorch"]
+    spec = registry.arm_spec(ARM)
+    model_path = ArmPaths.of(args.study, spec).model
     if not (args.study / "config.yaml").is_file() or not model_path.is_file():
-        print(f"error: {args.study} holds no finished PyTorch study (config.yaml and {model_path.name}); "
-              "run `make benchmark ARGS='--only pytorch'` first, or pass --study", file=sys.stderr)
+        print(f"error: {args.study} holds no finished {spec.framework} study (config.yaml and {model_path.name}); "
+              f"run `make benchmark ARGS='--only {spec.key}'` first, or pass --study", file=sys.stderr)
         return 2
-    cfg, data, images, background, arm, _ = load_study(args.study, "pytorch")
+    cfg, data, images, background, arm, _ = load_study(args.study, spec)
     nsamples = cfg.explain.nsamples
-    passes = gradient_passes(len(images), len(data.classes), nsamples)
+    passes = registry.METHODS["gradient"].passes(len(images), len(data.classes), len(background), nsamples)
 
     seconds: dict[int, list[float]] = {b: [] for b in args.sizes}
     reference, max_diff = None, {}

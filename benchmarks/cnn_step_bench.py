@@ -5,26 +5,21 @@ of random 224x224 images, back to back in one process, in four variants: NCHW an
 channels-last memory, each plain and under ``torch.compile``. The best of the repeats
 after the first is reported; the first (which includes compiling) separately.
 
-    python experiments/cnn_step_bench.py [--batch 64] [--size 224] [--repeats 6] [--no-compile] [--threads N]
+    python -m benchmarks.cnn_step_bench [--batch 64] [--size 224] [--repeats 6] [--no-compile] [--threads N]
 
-Results are recorded in experiments/BENCHMARKS.md; this is a benchmark, not a test.
+Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from pytorch_impl.model import build_model  # noqa: E402
+from pytorch_impl.model import build_model
 
 
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -56,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.randint(0, 3, (args.batch,))
     variants = [("nchw", torch.contiguous_format, False), ("channels_last", torch.channels_last, False)]
     if not args.no_compile:
-        variants += [("nchw+compile", torch.contiguous_format, True), ("channels_last+compile", torch.channels_last, True)]
+        variants += [("nchw+compile", torch.contiguous_format, True),
+                     ("channels_last+compile", torch.channels_last, True)]
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "size": args.size}
     for name, fmt, compiled in variants:
         torch.manual_seed(0)

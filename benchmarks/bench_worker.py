@@ -1,7 +1,7 @@
 """The benchmark's framework-specific measurements, in a process of its own (one framework).
 
-Started by ``experiments/benchmark.py`` as
-``python -m experiments.bench_worker --study OUT/study --framework F --result R.json``,
+Started by ``benchmarks.benchmark`` as
+``python -m benchmarks.bench_worker --study OUT/study --arm KEY --result R.json``,
 like the study's ``arm_worker``: it reads the study's resolved ``config.yaml``, loads the
 trained model with ``<Arm>.load`` and, in this one process:
 
@@ -15,7 +15,8 @@ trained model with ``<Arm>.load`` and, in this one process:
    selection, seed, nsamples and output) and times it; the first call is what the study
    paid (Keras builds its explainer and TensorFlow graphs then), later calls
    (``--explain-repeats``) reuse what the arm caches;
-3. counts the passes each explainer really makes and writes rates and efficiencies.
+3. counts the passes each explainer really makes (``common.registry.MethodSpec.passes``) and
+   writes rates and efficiencies.
 """
 
 from __future__ import annotations
@@ -26,31 +27,21 @@ import logging
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
-
-import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from common.arm import Arm, Explanation, arm_class
+import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
+from common import registry
+from common.arm import Arm, Explanation
 from common.config import StudyConfig, load_config
 from common.io import write_json_atomic
 from common.seeding import seed_everything
-from experiments.pipeline import MODEL_FILENAMES, arm_dir, make_selection, prepare_data
+from experiments.pipeline import ArmPaths, make_selection, prepare_data
 
 log = logging.getLogger("bench_worker")
-
-
-def deep_passes(n_images: int, n_classes: int, n_background: int) -> int:
-    """Images through the model in Deep SHAP: per image and class one pass over the image
-    tiled B times stacked on the B background rows (shap's ``joint_x``), i.e. 2 x B."""
-    return n_images * n_classes * 2 * n_background
-
-
-def gradient_passes(n_images: int, n_classes: int, nsamples: int) -> int:
-    """Images through the model in Gradient SHAP: per image and class ``nsamples`` interpolated samples."""
-    return n_images * n_classes * nsamples
 
 
 def background_like_batch(background: np.ndarray, images: np.ndarray, size: int) -> np.ndarray:
@@ -114,21 +105,23 @@ def keras_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
     return lambda k: forward_backward(x, tf.constant(k, tf.int32)).numpy()
 
 
-def explain_batch_size(framework: str) -> int:
-    """Gradient SHAP samples per forward/backward pass in the arm's explain."""
-    return int(arm_class(framework).explain_batch_size)
+def torch_threads() -> dict[str, Any]:
+    import torch
+
+    return {"torch_num_threads": torch.get_num_threads(), "torch_num_interop_threads": torch.get_num_interop_threads()}
 
 
-def threads(framework: str) -> dict[str, Any]:
-    if framework == "pytorch":
-        import torch
-
-        return {"torch_num_threads": torch.get_num_threads(), "torch_num_interop_threads": torch.get_num_interop_threads()}
+def tensorflow_threads() -> dict[str, Any]:
     import tensorflow as tf
 
     return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "note": "0 = TensorFlow picks (all cores)"}
+
+
+# Per arm key: its raw forward+backward step and the threads its framework uses.
+STEPS: dict[str, Callable[[Arm, np.ndarray], Callable[[int], Any]]] = {"pytorch": pytorch_step, "keras": keras_step}
+THREADS: dict[str, Callable[[], dict[str, Any]]] = {"pytorch": torch_threads, "keras": tensorflow_threads}
 
 
 class StudyInputs(NamedTuple):
@@ -142,8 +135,8 @@ class StudyInputs(NamedTuple):
     load_seconds: float  # loading the arm's model
 
 
-def load_study(study: Path, framework: str) -> StudyInputs:
-    """The study's config, data, explained images, background and ``framework``'s trained arm.
+def load_study(study: Path, spec: registry.ArmSpec) -> StudyInputs:
+    """The study's config, data, explained images, background and the trained arm of ``spec``.
 
     Raises:
         RuntimeError: if the selection made now differs from the one the study saved.
@@ -158,21 +151,15 @@ def load_study(study: Path, framework: str) -> StudyInputs:
     x_test, _ = data.arrays("test")
     x_train, _ = data.arrays("train")
     t0 = time.perf_counter()
-    arm = arm_class(framework).load(arm_dir(study, framework) / MODEL_FILENAMES[framework], cfg)
+    arm = spec.load_arm_class().load(ArmPaths.of(study, spec).model, cfg)
     return StudyInputs(cfg, data, x_test[selection.explain_idx], x_train[selection.background_idx], arm,
                        time.perf_counter() - t0)
 
 
-def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: int, min_reps: int = 3) -> dict[str, Any]:
-    """Raw rates, explainer rates and efficiencies of one framework's arm of the study in ``study``."""
-    cfg, data, images, background, arm, load_seconds = load_study(study, framework)
-    d = arm_dir(study, framework)
-    n, b, k = len(images), len(background), len(data.classes)
-    nsamples = cfg.explain.nsamples
-    grad_batch = min(explain_batch_size(framework), nsamples)
-    batch_sizes = {"deep": 2 * b, "gradient": grad_batch}
-    make_step = pytorch_step if framework == "pytorch" else keras_step
-
+def raw_rates(arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.ndarray,
+              batch_sizes: dict[str, int], raw_seconds: float, min_reps: int) -> dict[str, Any]:
+    """The raw forward+backward rate at each method's batch size (one measurement per distinct size)."""
+    make_step = STEPS[arm.spec.key]
     raw: dict[str, Any] = {}
     for method in cfg.explain.methods:
         size = batch_sizes[method]
@@ -180,36 +167,61 @@ def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: in
         if same is not None:  # same batch size: one measurement serves both
             raw[method] = same
             continue
-        log.info("%s: raw forward+backward rate at batch %d", framework, size)
-        raw[method] = timed_rate(make_step(arm, background_like_batch(background, images, size)), size, k,
-                                 raw_seconds, min_reps)
+        log.info("%s: raw forward+backward rate at batch %d", arm.spec.title, size)
+        raw[method] = timed_rate(make_step(arm, background_like_batch(background, images, size)), size,
+                                 arm.n_classes, raw_seconds, min_reps)
+    return raw
+
+
+def pass_formula(method: str, n: int, k: int, b: int, nsamples: int) -> str:
+    """How :meth:`common.registry.MethodSpec.passes` counted, with the numbers, in words."""
+    if registry.METHODS[method].sampled:
+        return f"{n} images x {k} classes x {nsamples} samples"
+    return f"{n} images x {k} classes x 2 x {b} background"
+
+
+def time_explainer(arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.ndarray, method: str,
+                   repeats: int, saved: Path) -> tuple[list[float], float | None]:
+    """Seconds of ``repeats`` calls of the arm's explain, and the max |difference| of the first
+    call's maps from the study's saved ones (None when the study saved none)."""
+    runs, max_diff = [], None
+    for _ in range(repeats):
+        seed_everything(cfg.seed)
+        t0 = time.perf_counter()
+        e = arm.explain(images, background, method, nsamples=cfg.explain.nsamples, seed=cfg.seed,
+                        output=cfg.explain.output)
+        runs.append(time.perf_counter() - t0)
+        if saved.exists() and max_diff is None:
+            max_diff = float(np.max(np.abs(e.attributions.astype(np.float64) - Explanation.load(saved).attributions)))
+    return runs, max_diff
+
+
+def measure(study: Path, spec: registry.ArmSpec, raw_seconds: float, explain_repeats: int,
+            min_reps: int = 3) -> dict[str, Any]:
+    """Raw rates, explainer rates and efficiencies of the arm ``spec`` of the study in ``study``."""
+    cfg, data, images, background, arm, load_seconds = load_study(study, spec)
+    paths = ArmPaths.of(study, spec)
+    n, b, k = len(images), len(background), len(data.classes)
+    nsamples = cfg.explain.nsamples
+    batch_sizes = {m: min(arm.explain_batch_size, nsamples) if registry.METHODS[m].sampled else 2 * b
+                   for m in cfg.explain.methods}
+    raw = raw_rates(arm, cfg, images, background, batch_sizes, raw_seconds, min_reps)
 
     explainers: dict[str, Any] = {}
     for method in cfg.explain.methods:
-        passes = deep_passes(n, k, b) if method == "deep" else gradient_passes(n, k, nsamples)
-        saved_path = d / f"attributions_{method}.npz"
-        study_seconds = Explanation.load(saved_path).seconds if saved_path.exists() else None
-        runs, max_diff = [], None
-        for _ in range(explain_repeats):
-            log.info("%s: %s explainer, %d passes", framework, method, passes)
-            seed_everything(cfg.seed)
-            t0 = time.perf_counter()
-            e = arm.explain(images, background, method, nsamples=nsamples, seed=cfg.seed, output=cfg.explain.output)
-            runs.append(time.perf_counter() - t0)
-            if saved_path.exists() and max_diff is None:
-                max_diff = float(np.max(np.abs(e.attributions.astype(np.float64)
-                                               - Explanation.load(saved_path).attributions)))
+        passes = registry.METHODS[method].passes(n, k, b, nsamples)
+        saved = paths.attributions(method)
+        study_seconds = Explanation.load(saved).seconds if saved.exists() else None
+        log.info("%s: %s explainer, %d passes", spec.title, method, passes)
+        runs, max_diff = time_explainer(arm, cfg, images, background, method, explain_repeats, saved)
         raw_rate = raw[method]["images_per_second"]
-        rate = passes / runs[0]
         entry: dict[str, Any] = {
-            "passes": passes,
-            "pass_formula": (f"{n} images x {k} classes x 2 x {b} background" if method == "deep"
-                             else f"{n} images x {k} classes x {nsamples} samples"),
+            "passes": passes, "pass_formula": pass_formula(method, n, k, b, nsamples),
             "pass_batch_size": batch_sizes[method],
             "seconds": runs[0], "seconds_runs": runs,
-            "images_per_second": rate,
+            "images_per_second": passes / runs[0],
             "raw_images_per_second": raw_rate,
-            "efficiency": rate / raw_rate,
+            "efficiency": passes / runs[0] / raw_rate,
             "study_seconds": study_seconds,
             "efficiency_study_time": passes / study_seconds / raw_rate if study_seconds else None,
             "max_abs_diff_vs_study": max_diff,
@@ -219,10 +231,10 @@ def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: in
             entry["efficiency_warm"] = passes / entry["seconds_warm"] / raw_rate
         explainers[method] = entry
     return {
-        "framework": framework, "arm": arm.name, "model_load_seconds": load_seconds,
+        "framework": spec.framework, "arm": spec.name, "model_load_seconds": load_seconds,
         "n_images": n, "n_classes": k, "n_background": b, "nsamples": nsamples, "output": cfg.explain.output,
-        "explain_batch_size": explain_batch_size(framework), "image_size": data.image_size,
-        "threads": threads(framework), "raw": raw, "explainers": explainers,
+        "explain_batch_size": arm.explain_batch_size, "image_size": data.image_size,
+        "threads": THREADS[spec.key](), "raw": raw, "explainers": explainers,
         "explainer_time": "re-run of the arm's explain in this process (first call: what the study paid)",
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -231,13 +243,15 @@ def measure(study: Path, framework: str, raw_seconds: float, explain_repeats: in
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, type=Path, help="a finished study's output folder")
-    p.add_argument("--framework", required=True, choices=["pytorch", "keras"], help="which arm to measure")
+    p.add_argument("--arm", required=True, choices=list(registry.ARMS), help="which arm to measure")
     p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
     p.add_argument("--raw-seconds", type=float, default=10.0, help="least seconds of timed raw passes (default: 10)")
-    p.add_argument("--explain-repeats", type=int, default=2, help="explainer calls per method; the first is cold (default: 2)")
+    p.add_argument("--explain-repeats", type=int, default=2,
+                   help="explainer calls per method; the first is cold (default: 2)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    write_json_atomic(args.result, measure(args.study, args.framework, args.raw_seconds, max(1, args.explain_repeats)))
+    result = measure(args.study, registry.arm_spec(args.arm), args.raw_seconds, max(1, args.explain_repeats))
+    write_json_atomic(args.result, result)
     return 0
 
 

@@ -5,13 +5,13 @@ Each variant runs in a fresh process, because TensorFlow reads ``TF_ENABLE_ONEDN
 once, at import. The model is the one the Keras arm explains (``KerasArm.create`` with a
 random backbone, ``weights: none``; the weights do not change the cost; 10 classes):
 forward = its logits through ``keras_impl.model.predictor``, forward+backward = the
-benchmark's raw pass (``experiments.bench_worker.keras_step``: the gradient of one class's
+benchmark's raw pass (``benchmarks.bench_worker.keras_step``: the gradient of one class's
 summed logits w.r.t. the input pixels, as both SHAP explainers take it). Best of
 ``--repeats`` calls after a warm-up.
 
-    python experiments/keras_pass_bench.py [--sizes 32:64 224:16] [--variants eigen onednn] [--intra-op N]
+    python -m benchmarks.keras_pass_bench [--sizes 32:64 224:16] [--variants eigen onednn] [--intra-op N]
 
-Results are recorded in experiments/BENCHMARKS.md; this is a benchmark, not a test.
+Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"eigen": "0", "onednn": "1"}  # TF_ENABLE_ONEDNN_OPTS
 
 
@@ -41,18 +39,20 @@ def best_seconds(fn, repeats: int) -> float:
 
 
 def child(size: int, batch: int, repeats: int, intra_op: int) -> dict:
-    import keras_impl  # TensorFlow's environment (the parent has set TF_ENABLE_ONEDNN_OPTS)
-
+    # isort: off
+    import keras_impl  # TensorFlow's environment (the parent has set TF_ENABLE_ONEDNN_OPTS), before TensorFlow
     import numpy as np
     import tensorflow as tf
+    # isort: on
 
-    from common.config import KerasConfig, StudyConfig
-    from experiments.bench_worker import keras_step
+    from benchmarks.bench_worker import keras_step
+    from common.config import load_config
     from keras_impl import model as km
     from keras_impl.arm import KerasArm
 
     tf.config.threading.set_intra_op_parallelism_threads(intra_op)  # 0: TensorFlow's choice (all cores)
-    arm = KerasArm.create(StudyConfig(keras=KerasConfig(weights="none")), n_classes=10, image_size=size)
+    cfg = load_config(None, {f"{KerasArm.spec.key}.weights": "none"})
+    arm = KerasArm.create(cfg, n_classes=10, image_size=size)
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     forward = km.predictor(km.logits_model(arm.model))
     forward_backward = keras_step(arm, images)
@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.sizes:
         size, batch = (int(v) for v in spec.split(":"))
         for variant in args.variants:
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": VARIANTS[variant]}
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(size), str(batch),
-                                   "--repeats", str(args.repeats), "--intra-op", str(args.intra_op)],
-                                  env=env, capture_output=True, text=True, check=True)
+            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": VARIANTS[variant],
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+            cmd = [sys.executable, "-m", "benchmarks.keras_pass_bench", "--child", str(size), str(batch),
+                   "--repeats", str(args.repeats), "--intra-op", str(args.intra_op)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = {"variant": variant, **json.loads(proc.stdout.strip().splitlines()[-1])}
             results.append(r)
             print(f"{variant:7s} {size:4d} px batch {batch:3d}: forward {r['forward_img_per_s']:7.1f} img/s, "

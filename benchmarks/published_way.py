@@ -25,8 +25,8 @@ How the published notebook ran, and how this file reproduces it on a finished st
   leaves Deep SHAP attributions unchanged (multipliers scale by ``s``, input differences
   by ``1 / s``), and Gradient SHAP's too when its random draws are the same.
 
-Run by ``experiments/benchmark.py`` as
-``python -m experiments.published_way --study OUT/study --result R.json``; it writes one
+Run by ``benchmarks.benchmark`` as
+``python -m benchmarks.published_way --study OUT/study --result R.json``; it writes one
 JSON file of measurements and imports PyTorch only.
 """
 
@@ -50,10 +50,14 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from torchvision import datasets, transforms
 
 from common.arm import Explanation
-from common.config import PyTorchConfig, StudyConfig, load_config
+from common.config import StudyConfig, load_config
 from common.data import read_split_csv
 from common.io import read_json, write_json_atomic
-from experiments.pipeline import arm_dir, prepare_data
+from common.registry import METHODS
+from common.results import StudyMetrics, read_metrics
+from experiments.pipeline import ArmPaths, prepare_data
+from pytorch_impl.arm import PyTorchArm
+from pytorch_impl.config import PyTorchConfig
 from pytorch_impl.explain import shap_to_explanation_layout
 from pytorch_impl.model import CNN, build_model, images_to_tensor
 
@@ -105,7 +109,7 @@ def split_subsets(root: Path, rows: list[dict[str, str]], classes: list[str],
             raise RuntimeError(f"the {split} split spans {len(folders)} top folders; expected one")
         folder = index[os.path.normpath(root / picked[0]["path"])][0]
         idx = [index[os.path.normpath(root / r["path"])][1] for r in picked]
-        for r, i in zip(picked, idx):
+        for r, i in zip(picked, idx, strict=True):
             if folder.targets[i] != classes.index(r["label"]):
                 raise RuntimeError(f"label of {r['path']} differs between ImageFolder and split.csv")
         subsets[split] = Subset(folder, idx)
@@ -149,7 +153,8 @@ def train_published(model: nn.Module, train_set: Subset, val_set: Subset, cfg: P
     """
     torch.manual_seed(seed)  # as the project's train(); the CNN itself draws nothing while training
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=RandomSampler(train_set, generator=generator))
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size,
+                              sampler=RandomSampler(train_set, generator=generator))
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -244,88 +249,88 @@ def compare_maps(published: np.ndarray, project: np.ndarray) -> dict[str, float]
 
 # ----------------------------------------------------------------------------- the whole comparison
 
+DIFFERENCES = [
+    "normalisation outside the model (transforms.Normalize on [0, 1] tensors) vs inside it (Normalize layer "
+    "on 0..255 pixels): equal up to float32 rounding (inputs_max_abs_diff)",
+    "resize: both are Pillow's bilinear resize of the RGB image to uint8 (torchvision's Resize on a PIL "
+    "image calls Image.resize), then a float cast: no extra uint8 round trip on either side (pixels check)",
+    "RGB conversion: torchvision's loader converts straight to RGB, the project goes through RGBA for "
+    "palette images with transparency; the same for RGB JPEGs",
+    "validation: the study's validation files here (the published notebook validated on test/); "
+    "it does not change training",
+    "shuffling: a RandomSampler with a seeded generator (the project's order); the published notebook's "
+    "shuffle was unseeded",
+    "normalisation constants: the study's training-split statistics; the published values are not used",
+]
 
-def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str, Any]:
-    """Train, evaluate and explain the published way on the study in ``study``; return the measurements."""
-    cfg: StudyConfig = load_config(study / "config.yaml")
-    if cfg.data.root is None:
-        raise ValueError("the published way reads image files: the study must use an image folder, not digits")
-    root = Path(cfg.data.root).expanduser().resolve()
-    rows = read_split_csv(study / "split.csv")
-    metrics = read_json(study / "metrics.json")
-    classes = list(metrics["dataset"]["classes"])
-    image_size = int(metrics["dataset"]["image_size"])
-    d = arm_dir(study, "pytorch")
-    study_model, mean255, std255 = study_model_on_normalised_inputs(d / "model.pt")
-    mean, std = (mean255 / 255.0).tolist(), (std255 / 255.0).tolist()
-    transform = published_transform(image_size, mean, std)
-    subsets = split_subsets(root, rows, classes, transform)
-    out: dict[str, Any] = {
-        "how": "torchvision ImageFolder + Compose([Resize((S,S)), ToTensor(), Normalize(mean, std)]) decoded every "
-               f"epoch through a DataLoader (batch {cfg.pytorch.batch_size}, num_workers 0, seeded RandomSampler); "
-               "the same CNN and SGD settings; shap explainers with their defaults, one call per image batch",
-        "normalize": {"mean": mean, "std": std,
-                      "source": "the study's training-split statistics (the trained model's Normalize buffers) / 255"},
-        "counts": {s: len(v) for s, v in subsets.items()},
-        "torch_num_threads": torch.get_num_threads(),
-    }
 
-    # --- the same pixels? (torchvision's Resize on PIL images vs common/data.py's decode)
-    data = prepare_data(cfg)
-    x_test_project, _ = data.arrays("test")
+def check_pixels(test_set: Subset, x_test_project: np.ndarray, image_size: int) -> dict[str, Any]:
+    """torchvision's Resize on every test image's PIL image vs the project's decoded uint8 pixels."""
     resize = transforms.Resize((image_size, image_size))
-    test_folder: datasets.ImageFolder = subsets["test"].dataset  # type: ignore[assignment]
+    folder: datasets.ImageFolder = test_set.dataset  # type: ignore[assignment]
     worst, n_diff = 0, 0
-    for k, i in enumerate(subsets["test"].indices):
-        pixels = np.asarray(resize(test_folder.loader(test_folder.samples[i][0])), dtype=np.int16)
+    for k, i in enumerate(test_set.indices):
+        pixels = np.asarray(resize(folder.loader(folder.samples[i][0])), dtype=np.int16)
         delta = int(np.max(np.abs(pixels - x_test_project[k].astype(np.int16))))
         worst, n_diff = max(worst, delta), n_diff + (delta > 0)
-    out["pixels"] = {"checked": "every test image: torchvision Resize((S,S)) on default_loader's image vs the "
-                                "project's decoded uint8 pixels",
-                     "n_images": len(subsets["test"]), "n_images_differing": n_diff, "max_abs_diff": worst,
-                     "identical": worst == 0}
+    return {"checked": "every test image: torchvision Resize((S,S)) on default_loader's image vs the "
+                       "project's decoded uint8 pixels",
+            "n_images": len(test_set), "n_images_differing": n_diff, "max_abs_diff": worst, "identical": worst == 0}
 
-    # --- train and test the published way
-    log.info("published way: training %d epochs on %d images, decoding every epoch", cfg.pytorch.epochs,
+
+def train_and_compare(cfg: StudyConfig, subsets: dict[str, Subset], n_classes: int, image_size: int,
+                      study_model: CNN, paths: ArmPaths, metrics: StudyMetrics) -> dict[str, Any]:
+    """Train and test the published way; compare accuracy, predictions and weights with the study's arm."""
+    settings: PyTorchConfig = cfg.arm(PyTorchArm.spec.key)
+    log.info("published way: training %d epochs on %d images, decoding every epoch", settings.epochs,
              len(subsets["train"]))
     torch.manual_seed(cfg.seed)  # as PyTorchArm.create: the initial weights depend on the seed alone
-    model = published_model(len(classes), image_size)
-    fit = train_published(model, subsets["train"], subsets["val"], cfg.pytorch, cfg.seed)
+    model = published_model(n_classes, image_size)
+    fit = train_published(model, subsets["train"], subsets["val"], settings, cfg.seed)
     t0 = time.perf_counter()
     test_loader = DataLoader(subsets["test"], batch_size=PUBLISHED_BATCH_SIZE, shuffle=False)
     _, test_acc, test_pred, _ = evaluate_loader(model, test_loader)
     test_seconds = time.perf_counter() - t0
-    with np.load(d / "predictions.npz") as z:
+    with np.load(paths.predictions) as z:
         project_pred = z["probabilities"].argmax(1)
     project_params = dict(study_model.named_parameters())
     param_diff = max(float((p.detach() - project_params[n].detach()).abs().max()) for n, p in model.named_parameters())
-    out["train"] = {**fit, "epochs": cfg.pytorch.epochs, "test_seconds": test_seconds}
-    out["test_accuracy"] = test_acc
-    out["same_results"] = {
-        "project_test_accuracy": metrics["models"]["pytorch_cnn"]["test_accuracy"],
-        "published_test_accuracy": test_acc,
-        "n_test": len(test_pred),
-        "n_test_predictions_differing": int(np.sum(test_pred != project_pred)),
-        "max_abs_weight_diff": param_diff,
-        "note": "same files, seed, initial weights, batches and SGD settings; the inputs differ only by float "
-                "rounding (ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on "
-                "0..255 pixels), which training may amplify",
-        "differences": [
-            "normalisation outside the model (transforms.Normalize on [0, 1] tensors) vs inside it (Normalize layer "
-            "on 0..255 pixels): equal up to float32 rounding (inputs_max_abs_diff)",
-            "resize: both are Pillow's bilinear resize of the RGB image to uint8 (torchvision's Resize on a PIL "
-            "image calls Image.resize), then a float cast: no extra uint8 round trip on either side (pixels check)",
-            "RGB conversion: torchvision's loader converts straight to RGB, the project goes through RGBA for "
-            "palette images with transparency; the same for RGB JPEGs",
-            "validation: the study's validation files here (the published notebook validated on test/); "
-            "it does not change training",
-            "shuffling: a RandomSampler with a seeded generator (the project's order); the published notebook's "
-            "shuffle was unseeded",
-            "normalisation constants: the study's training-split statistics; the published values are not used",
-        ],
+    return {
+        "train": {**fit, "epochs": settings.epochs, "test_seconds": test_seconds},
+        "test_accuracy": test_acc,
+        "same_results": {
+            "project_test_accuracy": metrics.models[PyTorchArm.spec.name].test_accuracy,
+            "published_test_accuracy": test_acc,
+            "n_test": len(test_pred),
+            "n_test_predictions_differing": int(np.sum(test_pred != project_pred)),
+            "max_abs_weight_diff": param_diff,
+            "note": "same files, seed, initial weights, batches and SGD settings; the inputs differ only by float "
+                    "rounding (ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on "
+                    "0..255 pixels), which training may amplify",
+            "differences": DIFFERENCES,
+        },
     }
 
-    # --- explain the study's model the published way, on the same images and background
+
+def gradient_with_project_draws(model: nn.Module, background: torch.Tensor, x: torch.Tensor, project: Explanation,
+                                seed: int) -> dict[str, Any]:
+    """Gradient SHAP draws at random: explain again with the project's draws (its nsamples and rseed) and compare."""
+    import shap
+
+    state = np.random.get_state()
+    try:
+        values = shap.GradientExplainer(model, background).shap_values(x, nsamples=project.nsamples, rseed=seed)
+    finally:
+        np.random.set_state(state)
+    return {"nsamples": project.nsamples, "rseed": seed,
+            **compare_maps(shap_to_explanation_layout(values), project.attributions)}
+
+
+def explain_and_compare(study: Path, subsets: dict[str, Subset], x_test_project: np.ndarray, study_model: CNN,
+                        mean255: np.ndarray, std255: np.ndarray, paths: ArmPaths, nsamples: int,
+                        seed: int) -> dict[str, Any]:
+    """Explain the study's model the published way on the study's images and background; compare the
+    inputs and the maps with the project's."""
     with np.load(study / "data" / "selection.npz") as sel:
         explain_idx, background_idx = sel["explain_idx"], sel["background_idx"]
     x_norm = stack(subsets["test"], explain_idx)  # (N, C, H, W) normalised
@@ -334,45 +339,63 @@ def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str
     with torch.no_grad():
         project_norm = (x_raw - torch.as_tensor(mean255, dtype=torch.float32)[:, None, None]) / torch.as_tensor(
             std255, dtype=torch.float32)[:, None, None]
-    out["inputs_max_abs_diff"] = float((x_norm - project_norm).abs().max())
     log.info("published way: explaining %d images against %d background images (GradientExplainer nsamples %d)",
              len(x_norm), len(bg_norm), nsamples)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="shap")
         explained = explain_published(study_model, x_norm, bg_norm, nsamples)
-    n, k = len(x_norm), len(classes)
+    n, k, b = len(x_norm), study_model.n_classes, len(bg_norm)
     deep, grad = explained["deep"], explained["gradient"]
-    out["explain"] = {
+    out: dict[str, Any] = {
         "model": "the study's trained CNN with Normalize swapped for nn.Identity, on normalised inputs",
-        "n_images": n, "n_classes": k, "n_background": len(bg_norm),
-        "deep": {"seconds": deep["seconds"], "passes": n * k * 2 * len(bg_norm)},
-        "gradient": {"seconds": grad["seconds"], "nsamples": nsamples, "passes": n * k * nsamples},
+        "n_images": n, "n_classes": k, "n_background": b,
+        "deep": {"seconds": deep["seconds"], "passes": METHODS["deep"].passes(n, k, b, nsamples)},
+        "gradient": {"seconds": grad["seconds"], "nsamples": nsamples,
+                     "passes": METHODS["gradient"].passes(n, k, b, nsamples)},
     }
-    project_deep = Explanation.load(d / "attributions_deep.npz") if (d / "attributions_deep.npz").exists() else None
     if "error" in deep:
-        out["explain"]["deep"]["error"] = deep["error"]
-    elif project_deep is not None:
-        out["explain"]["deep"]["vs_project"] = {
+        out["deep"]["error"] = deep["error"]
+    elif paths.attributions("deep").exists():
+        project_deep = Explanation.load(paths.attributions("deep"))
+        out["deep"]["vs_project"] = {
             **compare_maps(deep["values"], project_deep.attributions),
             "expected_value_max_abs_diff": float(np.max(np.abs(deep["expected_value"] - project_deep.base_values))),
         }
-    project_grad_path = d / "attributions_gradient.npz"
-    if project_grad_path.exists():
-        # Gradient SHAP draws at random: compare with the project's draws (its nsamples and rseed).
-        import shap
+    if paths.attributions("gradient").exists():
+        out["gradient"]["vs_project_same_draws"] = gradient_with_project_draws(
+            study_model, bg_norm, x_norm, Explanation.load(paths.attributions("gradient")), seed)
+    return {"inputs_max_abs_diff": float((x_norm - project_norm).abs().max()), "explain": out}
 
-        project_grad = Explanation.load(project_grad_path)
-        state = np.random.get_state()
-        try:
-            values = shap.GradientExplainer(study_model, bg_norm).shap_values(
-                x_norm, nsamples=project_grad.nsamples, rseed=cfg.seed)
-        finally:
-            np.random.set_state(state)
-        out["explain"]["gradient"]["vs_project_same_draws"] = {
-            "nsamples": project_grad.nsamples, "rseed": cfg.seed,
-            **compare_maps(shap_to_explanation_layout(values), project_grad.attributions)}
-    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+
+def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str, Any]:
+    """Train, evaluate and explain the published way on the study in ``study``; return the measurements."""
+    cfg: StudyConfig = load_config(study / "config.yaml")
+    if cfg.data.root is None:
+        raise ValueError("the published way reads image files: the study must use an image folder, not digits")
+    root = Path(cfg.data.root).expanduser().resolve()
+    metrics = read_metrics(read_json(study / "metrics.json"))
+    classes, image_size = list(metrics.dataset.classes), int(metrics.dataset.image_size)
+    paths = ArmPaths.of(study, PyTorchArm.spec)
+    study_model, mean255, std255 = study_model_on_normalised_inputs(paths.model)
+    mean, std = (mean255 / 255.0).tolist(), (std255 / 255.0).tolist()
+    subsets = split_subsets(root, read_split_csv(study / "split.csv"), classes,
+                            published_transform(image_size, mean, std))
+    x_test_project, _ = prepare_data(cfg).arrays("test")
+    settings: PyTorchConfig = cfg.arm(PyTorchArm.spec.key)
+    return {
+        "how": "torchvision ImageFolder + Compose([Resize((S,S)), ToTensor(), Normalize(mean, std)]) decoded every "
+               f"epoch through a DataLoader (batch {settings.batch_size}, num_workers 0, seeded RandomSampler); "
+               "the same CNN and SGD settings; shap explainers with their defaults, one call per image batch",
+        "normalize": {"mean": mean, "std": std,
+                      "source": "the study's training-split statistics (the trained model's Normalize buffers) / 255"},
+        "counts": {s: len(v) for s, v in subsets.items()},
+        "torch_num_threads": torch.get_num_threads(),
+        "pixels": check_pixels(subsets["test"], x_test_project, image_size),
+        **train_and_compare(cfg, subsets, len(classes), image_size, study_model, paths, metrics),
+        **explain_and_compare(study, subsets, x_test_project, study_model, mean255, std255, paths, nsamples,
+                              cfg.seed),
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study", required=True, type=Path, help="a finished study's output folder (with the PyTorch arm)")
     p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
     p.add_argument("--nsamples", type=int, default=SHAP_GRADIENT_DEFAULT_NSAMPLES,
-                   help=f"GradientExplainer samples per image (default: shap's default, {SHAP_GRADIENT_DEFAULT_NSAMPLES})")
+                   help="GradientExplainer samples per image "
+                        f"(default: shap's default, {SHAP_GRADIENT_DEFAULT_NSAMPLES})")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     write_json_atomic(args.result, run(args.study, args.nsamples))
