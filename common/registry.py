@@ -28,7 +28,7 @@ class ArmSpec:
     """One arm of the study: a framework's model, and every name it goes by."""
 
     key: str  # CLI choice (--only), config section and stage names, e.g. "pytorch"
-    name: str  # metrics.json key and output folder, e.g. "pytorch_cnn"
+    name: str  # metrics.json key and output folder, e.g. pytorch_cnn
     title: str  # the model in reports, e.g. "PyTorch CNN"
     framework: str  # the framework in map names ("PyTorch Deep SHAP")
     package: str  # holds config.py and arm.py; its .py files make the arm's code digest
@@ -128,7 +128,7 @@ def arm_spec(key: str) -> ArmSpec:
 
 
 def arm_by_name(name: str) -> ArmSpec:
-    """The registered arm whose metrics key / folder is ``name`` (e.g. "pytorch_cnn")."""
+    """The registered arm whose metrics key / folder is ``name`` (e.g. pytorch_cnn)."""
     for spec in ARMS.values():
         if spec.name == name:
             return spec

@@ -46,7 +46,7 @@ MAX_SKIPPED_LISTED = 50  # longer lists are cut, with a count of the rest
 
 
 def _model_title(name: str) -> str:
-    """ "pytorch_cnn" -> "PyTorch CNN"; names of unregistered arms as given."""
+    """An arm name (pytorch_cnn) as its title (PyTorch CNN); names of unregistered arms as given."""
     try:
         return registry.arm_by_name(name).title
     except KeyError:

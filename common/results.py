@@ -155,7 +155,7 @@ class StudyMetrics:
     dataset: DatasetSummary
     config: dict[str, Any]  # the resolved StudyConfig.to_dict()
     versions: dict[str, str | None]
-    models: dict[str, ModelEvaluation]  # arm name (e.g. "pytorch_cnn") -> evaluation
+    models: dict[str, ModelEvaluation]  # arm name (e.g. pytorch_cnn) -> evaluation
     attributions: dict[str, dict[str, ExplanationSummary]]  # arm name -> method -> summary
     fallbacks: list[str]  # where the run departed from the planned study, in words
     selection: SelectionSummary
