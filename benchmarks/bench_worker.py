@@ -50,8 +50,9 @@ def background_like_batch(background: np.ndarray, images: np.ndarray, size: int)
     return pool[np.arange(size) % len(pool)]
 
 
-def timed_rate(step: Callable[[int], Any], batch_size: int, n_classes: int, seconds: float,
-               min_reps: int = 3) -> dict[str, Any]:
+def timed_rate(
+    step: Callable[[int], Any], batch_size: int, n_classes: int, seconds: float, min_reps: int = 3
+) -> dict[str, Any]:
     """Images per second of ``step(class_index)`` on one batch: one warm-up call, then at least
     ``min_reps`` calls and ``seconds`` of them; the rate is images over their total time."""
     t0 = time.perf_counter()
@@ -62,9 +63,14 @@ def timed_rate(step: Callable[[int], Any], batch_size: int, n_classes: int, seco
         t0 = time.perf_counter()
         step(len(times) % n_classes)
         times.append(time.perf_counter() - t0)
-    return {"batch_size": batch_size, "images_per_second": batch_size * len(times) / sum(times),
-            "best_images_per_second": batch_size / min(times), "reps": len(times),
-            "seconds": sum(times), "warmup_seconds": warmup}
+    return {
+        "batch_size": batch_size,
+        "images_per_second": batch_size * len(times) / sum(times),
+        "best_images_per_second": batch_size / min(times),
+        "reps": len(times),
+        "seconds": sum(times),
+        "warmup_seconds": warmup,
+    }
 
 
 def pytorch_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
@@ -93,8 +99,9 @@ def keras_step(arm: Arm, batch: np.ndarray) -> Callable[[int], Any]:
 
     logits = km.logits_model(arm.model)  # the model the arm's explainers see
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *logits.input_shape[1:]), tf.float32),
-                                  tf.TensorSpec((), tf.int32)])
+    @tf.function(
+        input_signature=[tf.TensorSpec((None, *logits.input_shape[1:]), tf.float32), tf.TensorSpec((), tf.int32)]
+    )
     def forward_backward(x, k):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -114,9 +121,11 @@ def torch_threads() -> dict[str, Any]:
 def tensorflow_threads() -> dict[str, Any]:
     import tensorflow as tf
 
-    return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "note": "0 = TensorFlow picks (all cores)"}
+    return {
+        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "note": "0 = TensorFlow picks (all cores)",
+    }
 
 
 # Per arm key: its raw forward+backward step and the threads its framework uses.
@@ -145,19 +154,29 @@ def load_study(study: Path, spec: registry.ArmSpec) -> StudyInputs:
     data = prepare_data(cfg)
     selection = make_selection(cfg, data)
     with np.load(study / "data" / "selection.npz") as saved:
-        if not (np.array_equal(saved["explain_idx"], selection.explain_idx)
-                and np.array_equal(saved["background_idx"], selection.background_idx)):
+        if not (
+            np.array_equal(saved["explain_idx"], selection.explain_idx)
+            and np.array_equal(saved["background_idx"], selection.background_idx)
+        ):
             raise RuntimeError("the explained images or background differ from the study's; rerun the study")
     x_test, _ = data.arrays("test")
     x_train, _ = data.arrays("train")
     t0 = time.perf_counter()
     arm = spec.load_arm_class().load(ArmPaths.of(study, spec).model, cfg)
-    return StudyInputs(cfg, data, x_test[selection.explain_idx], x_train[selection.background_idx], arm,
-                       time.perf_counter() - t0)
+    return StudyInputs(
+        cfg, data, x_test[selection.explain_idx], x_train[selection.background_idx], arm, time.perf_counter() - t0
+    )
 
 
-def raw_rates(arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.ndarray,
-              batch_sizes: dict[str, int], raw_seconds: float, min_reps: int) -> dict[str, Any]:
+def raw_rates(
+    arm: Arm,
+    cfg: StudyConfig,
+    images: np.ndarray,
+    background: np.ndarray,
+    batch_sizes: dict[str, int],
+    raw_seconds: float,
+    min_reps: int,
+) -> dict[str, Any]:
     """The raw forward+backward rate at each method's batch size (one measurement per distinct size)."""
     make_step = STEPS[arm.spec.key]
     raw: dict[str, Any] = {}
@@ -168,8 +187,9 @@ def raw_rates(arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.nda
             raw[method] = same
             continue
         log.info("%s: raw forward+backward rate at batch %d", arm.spec.title, size)
-        raw[method] = timed_rate(make_step(arm, background_like_batch(background, images, size)), size,
-                                 arm.n_classes, raw_seconds, min_reps)
+        raw[method] = timed_rate(
+            make_step(arm, background_like_batch(background, images, size)), size, arm.n_classes, raw_seconds, min_reps
+        )
     return raw
 
 
@@ -180,31 +200,35 @@ def pass_formula(method: str, n: int, k: int, b: int, nsamples: int) -> str:
     return f"{n} images x {k} classes x 2 x {b} background"
 
 
-def time_explainer(arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.ndarray, method: str,
-                   repeats: int, saved: Path) -> tuple[list[float], float | None]:
+def time_explainer(
+    arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.ndarray, method: str, repeats: int, saved: Path
+) -> tuple[list[float], float | None]:
     """Seconds of ``repeats`` calls of the arm's explain, and the max |difference| of the first
     call's maps from the study's saved ones (None when the study saved none)."""
     runs, max_diff = [], None
     for _ in range(repeats):
         seed_everything(cfg.seed)
         t0 = time.perf_counter()
-        e = arm.explain(images, background, method, nsamples=cfg.explain.nsamples, seed=cfg.seed,
-                        output=cfg.explain.output)
+        e = arm.explain(
+            images, background, method, nsamples=cfg.explain.nsamples, seed=cfg.seed, output=cfg.explain.output
+        )
         runs.append(time.perf_counter() - t0)
         if saved.exists() and max_diff is None:
             max_diff = float(np.max(np.abs(e.attributions.astype(np.float64) - Explanation.load(saved).attributions)))
     return runs, max_diff
 
 
-def measure(study: Path, spec: registry.ArmSpec, raw_seconds: float, explain_repeats: int,
-            min_reps: int = 3) -> dict[str, Any]:
+def measure(
+    study: Path, spec: registry.ArmSpec, raw_seconds: float, explain_repeats: int, min_reps: int = 3
+) -> dict[str, Any]:
     """Raw rates, explainer rates and efficiencies of the arm ``spec`` of the study in ``study``."""
     cfg, data, images, background, arm, load_seconds = load_study(study, spec)
     paths = ArmPaths.of(study, spec)
     n, b, k = len(images), len(background), len(data.classes)
     nsamples = cfg.explain.nsamples
-    batch_sizes = {m: min(arm.explain_batch_size, nsamples) if registry.METHODS[m].sampled else 2 * b
-                   for m in cfg.explain.methods}
+    batch_sizes = {
+        m: min(arm.explain_batch_size, nsamples) if registry.METHODS[m].sampled else 2 * b for m in cfg.explain.methods
+    }
     raw = raw_rates(arm, cfg, images, background, batch_sizes, raw_seconds, min_reps)
 
     explainers: dict[str, Any] = {}
@@ -216,9 +240,11 @@ def measure(study: Path, spec: registry.ArmSpec, raw_seconds: float, explain_rep
         runs, max_diff = time_explainer(arm, cfg, images, background, method, explain_repeats, saved)
         raw_rate = raw[method]["images_per_second"]
         entry: dict[str, Any] = {
-            "passes": passes, "pass_formula": pass_formula(method, n, k, b, nsamples),
+            "passes": passes,
+            "pass_formula": pass_formula(method, n, k, b, nsamples),
             "pass_batch_size": batch_sizes[method],
-            "seconds": runs[0], "seconds_runs": runs,
+            "seconds": runs[0],
+            "seconds_runs": runs,
             "images_per_second": passes / runs[0],
             "raw_images_per_second": raw_rate,
             "efficiency": passes / runs[0] / raw_rate,
@@ -231,10 +257,19 @@ def measure(study: Path, spec: registry.ArmSpec, raw_seconds: float, explain_rep
             entry["efficiency_warm"] = passes / entry["seconds_warm"] / raw_rate
         explainers[method] = entry
     return {
-        "framework": spec.framework, "arm": spec.name, "model_load_seconds": load_seconds,
-        "n_images": n, "n_classes": k, "n_background": b, "nsamples": nsamples, "output": cfg.explain.output,
-        "explain_batch_size": arm.explain_batch_size, "image_size": data.image_size,
-        "threads": THREADS[spec.key](), "raw": raw, "explainers": explainers,
+        "framework": spec.framework,
+        "arm": spec.name,
+        "model_load_seconds": load_seconds,
+        "n_images": n,
+        "n_classes": k,
+        "n_background": b,
+        "nsamples": nsamples,
+        "output": cfg.explain.output,
+        "explain_batch_size": arm.explain_batch_size,
+        "image_size": data.image_size,
+        "threads": THREADS[spec.key](),
+        "raw": raw,
+        "explainers": explainers,
         "explainer_time": "re-run of the arm's explain in this process (first call: what the study paid)",
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -246,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arm", required=True, choices=list(registry.ARMS), help="which arm to measure")
     p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
     p.add_argument("--raw-seconds", type=float, default=10.0, help="least seconds of timed raw passes (default: 10)")
-    p.add_argument("--explain-repeats", type=int, default=2,
-                   help="explainer calls per method; the first is cold (default: 2)")
+    p.add_argument(
+        "--explain-repeats", type=int, default=2, help="explainer calls per method; the first is cold (default: 2)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     result = measure(args.study, registry.arm_spec(args.arm), args.raw_seconds, max(1, args.explain_repeats))

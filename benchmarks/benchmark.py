@@ -65,23 +65,25 @@ BENCHMARK_VERSION = 1
 PUBLISHED_WAY_ARM = "pytorch"  # the arm benchmarks.published_way re-implements (a key of common.registry.ARMS)
 # Published headline accuracies on exactly the insects files (../shared/datasets/insects/SOURCE.md), by arm key.
 PUBLISHED_ACCURACY = {"pytorch": 1.0, "keras": 0.972}
-PUBLISHED_NOTE = ("published: custom CNN 100% (test/ used as validation), ResNet50 with ImageNet weights (frozen) "
-                  "+ augmentation 97.2%, one run each")
+PUBLISHED_NOTE = (
+    "published: custom CNN 100% (test/ used as validation), ResNet50 with ImageNet weights (frozen) "
+    "+ augmentation 97.2%, one run each"
+)
 
 # How the passes are counted (the count itself: common.registry.MethodSpec.passes), as shap makes them.
 PASS_COUNTING = {
     "deep": {
         "formula": "images x explained outputs x 2 x background",
         "why": "for every explained output and image, shap's DeepExplainer (PyTorch and TensorFlow alike) tiles "
-               "the image B times, stacks the B background rows under it and runs one forward+backward over "
-               "those 2B rows",
+        "the image B times, stacks the B background rows under it and runs one forward+backward over "
+        "those 2B rows",
         "not_counted": "set-up: one forward over the background for expected_value, and the arm's forward of "
-                       "the explained images for f(x)",
+        "the explained images for f(x)",
     },
     "gradient": {
         "formula": "images x explained outputs x nsamples",
         "why": "for every explained output and image, shap's GradientExplainer draws nsamples points "
-               "t*x + (1-t)*background[r] and takes their gradients in batches of the arm's explain batch size",
+        "t*x + (1-t)*background[r] and takes their gradients in batches of the arm's explain batch size",
         "not_counted": "the arm's forwards of the background (E[f(background)]) and of the explained images",
     },
 }
@@ -94,32 +96,57 @@ log = logging.getLogger("benchmark")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(DEFAULT_DATA),
-                   help=f"data folder, or 'digits' for scikit-learn's bundled set (default: {DEFAULT_DATA})")
+    p.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help=f"data folder, or 'digits' for scikit-learn's bundled set (default: {DEFAULT_DATA})",
+    )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="seeds of the seeds part; the first also seeds the other parts (default: 0 1 2)")
-    p.add_argument("--parts", default=",".join(PARTS),
-                   help=f"comma-separated parts to run (default: {','.join(PARTS)})")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="seeds of the seeds part; the first also seeds the other parts (default: 0 1 2)",
+    )
+    p.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default: {','.join(PARTS)})"
+    )
     p.add_argument("--only", choices=list(registry.ARMS), help="one arm only (default: every arm)")
     p.add_argument("--image-size", type=int, help="square image side in pixels (default: from the config)")
     p.add_argument("--epochs-pytorch", type=int, help="PyTorch CNN epochs (default: from the config)")
     p.add_argument("--epochs-keras", type=int, help="Keras ResNet50 head epochs (default: from the config)")
     p.add_argument("--n-explain", type=int, help="explained test images (default: from the config)")
     p.add_argument("--n-background", type=int, help="SHAP background images (default: from the config)")
-    p.add_argument("--nsamples", type=int,
-                   help="the project's Gradient SHAP samples per image (default: from the config)")
+    p.add_argument(
+        "--nsamples", type=int, help="the project's Gradient SHAP samples per image (default: from the config)"
+    )
     p.add_argument("--keras-weights", help="imagenet, none or a weights file (default: from the config)")
-    p.add_argument("--published-nsamples", type=int, default=200,
-                   help="GradientExplainer samples per image in the published way (default: shap's default, 200)")
-    p.add_argument("--raw-seconds", type=float, default=10.0,
-                   help="least seconds of timed raw forward+backward passes per batch size (default: 10)")
-    p.add_argument("--explain-repeats", type=int, default=2,
-                   help="explainer calls per method in the efficiency part: the first is cold (set-up included), "
-                        "the best later one warm (default: 2)")
-    p.add_argument("--warm-cache", action="store_true",
-                   help="time the stages with the usual decode/feature cache instead of an empty one (default: empty)")
+    p.add_argument(
+        "--published-nsamples",
+        type=int,
+        default=200,
+        help="GradientExplainer samples per image in the published way (default: shap's default, 200)",
+    )
+    p.add_argument(
+        "--raw-seconds",
+        type=float,
+        default=10.0,
+        help="least seconds of timed raw forward+backward passes per batch size (default: 10)",
+    )
+    p.add_argument(
+        "--explain-repeats",
+        type=int,
+        default=2,
+        help="explainer calls per method in the efficiency part: the first is cold (set-up included), "
+        "the best later one warm (default: 2)",
+    )
+    p.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="time the stages with the usual decode/feature cache instead of an empty one (default: empty)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     args = p.parse_args(argv)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
@@ -138,10 +165,16 @@ def study_config(args: argparse.Namespace, out: Path) -> StudyConfig:
     """
     overrides = {
         "data.root": None if args.data == "digits" else str(Path(args.data).expanduser().resolve()),
-        "out": str(out / "study"), "seed": args.seeds[0], "only": args.only,
-        "data.image_size": args.image_size, "pytorch.epochs": args.epochs_pytorch, "keras.epochs": args.epochs_keras,
-        "explain.n_explain": args.n_explain, "explain.n_background": args.n_background,
-        "explain.nsamples": args.nsamples, "keras.weights": args.keras_weights,
+        "out": str(out / "study"),
+        "seed": args.seeds[0],
+        "only": args.only,
+        "data.image_size": args.image_size,
+        "pytorch.epochs": args.epochs_pytorch,
+        "keras.epochs": args.epochs_keras,
+        "explain.n_explain": args.n_explain,
+        "explain.n_background": args.n_background,
+        "explain.nsamples": args.nsamples,
+        "keras.weights": args.keras_weights,
     }
     cfg = load_config(args.config, overrides)
     if args.data == "digits" and cfg.data.root is not None:
@@ -171,13 +204,19 @@ def with_cache(cfg: StudyConfig, cache_dir: str | None) -> StudyConfig:
 
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor() or None,
-        "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": registry.library_versions(),
-        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                                                  "TF_NUM_INTEROP_THREADS") if k in os.environ},
+        "thread_env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+            if k in os.environ
+        },
     }
     try:
         with open("/proc/meminfo", encoding="utf-8") as fh:
@@ -186,8 +225,11 @@ def machine_info() -> dict[str, Any]:
     except (OSError, StopIteration, ValueError):
         info["memory_total_gb"] = None
     # The threads PyTorch uses by default, asked in a child so this process stays free of PyTorch.
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads(), "
-                            "torch.get_num_interop_threads())"], capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads(), torch.get_num_interop_threads())"],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode == 0:
         intra, inter = probe.stdout.split()
         info["torch_num_threads"], info["torch_num_interop_threads"] = int(intra), int(inter)
@@ -196,9 +238,11 @@ def machine_info() -> dict[str, Any]:
 
 def memory() -> dict[str, Any]:
     """Peak resident memory so far (Linux ru_maxrss is in KiB)."""
-    return {"self_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "children_max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-            "note": "ru_maxrss: this process, and the largest single child process finished so far"}
+    return {
+        "self_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children_max_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "note": "ru_maxrss: this process, and the largest single child process finished so far",
+    }
 
 
 def now() -> str:
@@ -290,16 +334,31 @@ def part_stages(ctx: Context) -> dict[str, Any]:
     stages = [dataclasses.asdict(r) for r in run.records]
     total = sum(s["seconds"] or 0.0 for s in stages)
     metrics = study_metrics(run.out)
-    arms = {name: {"test_accuracy": m.test_accuracy, "train_seconds": m.train_seconds,
-                   "predict_seconds": m.predict_seconds, "info": m.info,
-                   "explain_seconds": {k: v.seconds for k, v in metrics.attributions.get(name, {}).items()}}
-            for name, m in metrics.models.items()}
-    return {"study": str(run.out),
-            "cache": ("empty at the start (decoded images and Keras features computed in this run)"
-                      if ctx.cold_cache is not None else "the usual cache (may hold decoded images and features)"),
-            "wall_seconds": wall, "stages": stages, "sum_stage_seconds": total,
-            "other_seconds": wall - total, "other_note": "arm processes' start-up and imports, selection",
-            "arms": arms, "memory": memory()}
+    arms = {
+        name: {
+            "test_accuracy": m.test_accuracy,
+            "train_seconds": m.train_seconds,
+            "predict_seconds": m.predict_seconds,
+            "info": m.info,
+            "explain_seconds": {k: v.seconds for k, v in metrics.attributions.get(name, {}).items()},
+        }
+        for name, m in metrics.models.items()
+    }
+    return {
+        "study": str(run.out),
+        "cache": (
+            "empty at the start (decoded images and Keras features computed in this run)"
+            if ctx.cold_cache is not None
+            else "the usual cache (may hold decoded images and features)"
+        ),
+        "wall_seconds": wall,
+        "stages": stages,
+        "sum_stage_seconds": total,
+        "other_seconds": wall - total,
+        "other_note": "arm processes' start-up and imports, selection",
+        "arms": arms,
+        "memory": memory(),
+    }
 
 
 def part_efficiency(ctx: Context) -> dict[str, Any]:
@@ -308,9 +367,21 @@ def part_efficiency(ctx: Context) -> dict[str, Any]:
     for spec in selected_arms(ctx.cfg):
         result = ctx.out / "efficiency" / f"{spec.key}.json"
         result.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "benchmarks.bench_worker", "--study", str(study_dir(ctx)), "--arm", spec.key,
-               "--result", str(result), "--raw-seconds", str(ctx.args.raw_seconds),
-               "--explain-repeats", str(ctx.args.explain_repeats)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_worker",
+            "--study",
+            str(study_dir(ctx)),
+            "--arm",
+            spec.key,
+            "--result",
+            str(result),
+            "--raw-seconds",
+            str(ctx.args.raw_seconds),
+            "--explain-repeats",
+            str(ctx.args.explain_repeats),
+        ]
         log.info("benchmark: efficiency of the %s arm in its own process", spec.title)
         try:
             run_child(cmd, f"the {spec.title} benchmark worker")
@@ -320,8 +391,13 @@ def part_efficiency(ctx: Context) -> dict[str, Any]:
     failed = [key for key, r in results.items() if "error" in r]
     if failed and len(failed) == len(results):
         raise RuntimeError("; ".join(results[key]["error"] for key in failed))
-    return {"study_from": source, "goal": EFFICIENCY_GOAL, "frameworks": results, "pass_counting": PASS_COUNTING,
-            "memory": memory()}
+    return {
+        "study_from": source,
+        "goal": EFFICIENCY_GOAL,
+        "frameworks": results,
+        "pass_counting": PASS_COUNTING,
+        "memory": memory(),
+    }
 
 
 def project_seconds(metrics: StudyMetrics, spec: registry.ArmSpec) -> dict[str, Any]:
@@ -329,10 +405,13 @@ def project_seconds(metrics: StudyMetrics, spec: registry.ArmSpec) -> dict[str, 
     from experiments.pipeline import stage_name
 
     by_stage = {s.stage: s for s in metrics.stages}
-    names = {"data": "data", "train": stage_name(spec, "train"), "predict": stage_name(spec, "predict"),
-             **{f"explain_{m}": stage_name(spec, f"explain_{m}") for m in registry.METHODS}}
-    seconds: dict[str, Any] = {key: by_stage[name].seconds if name in by_stage else None
-                               for key, name in names.items()}
+    names = {
+        "data": "data",
+        "train": stage_name(spec, "train"),
+        "predict": stage_name(spec, "predict"),
+        **{f"explain_{m}": stage_name(spec, f"explain_{m}") for m in registry.METHODS},
+    }
+    seconds: dict[str, Any] = {key: by_stage[name].seconds if name in by_stage else None for key, name in names.items()}
     seconds["statuses"] = {name: by_stage[name].status for name in names.values() if name in by_stage}
     return seconds
 
@@ -344,30 +423,48 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def speedup(pub: dict[str, Any], proj: dict[str, Any], project_nsamples: int) -> dict[str, Any]:
     """Published seconds / project seconds per step, and in total."""
     e, train = pub["explain"], pub["train"]
-    proj_grad_passes = registry.METHODS["gradient"].passes(e["n_images"], e["n_classes"], e["n_background"],
-                                                           project_nsamples)
+    proj_grad_passes = registry.METHODS["gradient"].passes(
+        e["n_images"], e["n_classes"], e["n_background"], project_nsamples
+    )
     pub_total = train["seconds"] + train["test_seconds"] + e["deep"]["seconds"] + e["gradient"]["seconds"]
     steps = [proj[k] for k in ("data", "train", "predict", "explain_deep", "explain_gradient")]
     proj_total = sum(steps) if all(p is not None for p in steps) else None
     with_data = proj["train"] + proj["data"] if proj["train"] is not None and proj["data"] is not None else None
     return {
-        "training": {"published": train["seconds"], "project": proj["train"],
-                     "ratio": _ratio(train["seconds"], proj["train"]),
-                     "note": "published fit (decoding every epoch) / the project's 'train' stage"},
+        "training": {
+            "published": train["seconds"],
+            "project": proj["train"],
+            "ratio": _ratio(train["seconds"], proj["train"]),
+            "note": "published fit (decoding every epoch) / the project's 'train' stage",
+        },
         "training_with_decoding": {
-            "published": train["seconds"], "project": with_data,
+            "published": train["seconds"],
+            "project": with_data,
             "ratio": _ratio(train["seconds"], (proj["train"] or 0) + (proj["data"] or 0)),
-            "note": "the project's data stage (hash, decode once, split; shared by both arms) counted in"},
-        "test_predictions": {"published": train["test_seconds"], "project": proj["predict"],
-                             "ratio": _ratio(train["test_seconds"], proj["predict"])},
-        "deep_shap": {"published": e["deep"]["seconds"], "project": proj["explain_deep"],
-                      "ratio": _ratio(e["deep"]["seconds"], proj["explain_deep"]), "note": "the same passes"},
+            "note": "the project's data stage (hash, decode once, split; shared by both arms) counted in",
+        },
+        "test_predictions": {
+            "published": train["test_seconds"],
+            "project": proj["predict"],
+            "ratio": _ratio(train["test_seconds"], proj["predict"]),
+        },
+        "deep_shap": {
+            "published": e["deep"]["seconds"],
+            "project": proj["explain_deep"],
+            "ratio": _ratio(e["deep"]["seconds"], proj["explain_deep"]),
+            "note": "the same passes",
+        },
         "gradient_shap": {
-            "published": e["gradient"]["seconds"], "project": proj["explain_gradient"],
+            "published": e["gradient"]["seconds"],
+            "project": proj["explain_gradient"],
             "ratio": _ratio(e["gradient"]["seconds"], proj["explain_gradient"]),
-            "published_nsamples": e["gradient"]["nsamples"], "project_nsamples": project_nsamples,
-            "ratio_per_pass": _ratio(_ratio(e["gradient"]["seconds"], e["gradient"]["passes"]),
-                                     _ratio(proj["explain_gradient"], proj_grad_passes))},
+            "published_nsamples": e["gradient"]["nsamples"],
+            "project_nsamples": project_nsamples,
+            "ratio_per_pass": _ratio(
+                _ratio(e["gradient"]["seconds"], e["gradient"]["passes"]),
+                _ratio(proj["explain_gradient"], proj_grad_passes),
+            ),
+        },
         "total": {"published": pub_total, "project": proj_total, "ratio": _ratio(pub_total, proj_total)},
     }
 
@@ -377,36 +474,62 @@ def part_published(ctx: Context) -> dict[str, Any]:
     if ctx.cfg.data.root is None:
         return {"status": "skipped", "reason": "the published way reads image files; the digits set has none"}
     if spec not in selected_arms(ctx.cfg):
-        return {"status": "skipped", "reason": f"the published way is measured for the {spec.title} arm "
-                                               f"(--only {ctx.cfg.only})"}
+        return {
+            "status": "skipped",
+            "reason": f"the published way is measured for the {spec.title} arm (--only {ctx.cfg.only})",
+        }
     source = ensure_study(ctx)
     result = ctx.out / "published" / "result.json"
     result.unlink(missing_ok=True)
-    run_child([sys.executable, "-m", "benchmarks.published_way", "--study", str(study_dir(ctx)), "--result",
-               str(result), "--nsamples", str(ctx.args.published_nsamples)], "the published way")
+    run_child(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.published_way",
+            "--study",
+            str(study_dir(ctx)),
+            "--result",
+            str(result),
+            "--nsamples",
+            str(ctx.args.published_nsamples),
+        ],
+        "the published way",
+    )
     pub = read_json(result)
     metrics = study_metrics(study_dir(ctx))
     proj = project_seconds(metrics, spec)
-    return {"study_from": source, "project_seconds": proj, "published": pub,
-            "speedup": speedup(pub, proj, int(metrics.config["explain"]["nsamples"])),
-            "ratio_definition": "published seconds / project seconds (> 1: the project is faster)",
-            "memory": memory()}
+    return {
+        "study_from": source,
+        "project_seconds": proj,
+        "published": pub,
+        "speedup": speedup(pub, proj, int(metrics.config["explain"]["nsamples"])),
+        "ratio_definition": "published seconds / project seconds (> 1: the project is faster)",
+        "memory": memory(),
+    }
 
 
 def _training_signature(config: dict[str, Any]) -> dict[str, Any]:
     """What decides the trained models and test predictions (not where outputs, caches or arms run)."""
     data = {k: v for k, v in config["data"].items() if k != "cache_dir"}
-    arms = {key: {k: v for k, v in config[key].items() if k not in spec.settings_class().placement}
-            for key, spec in registry.ARMS.items() if key in config}
+    arms = {
+        key: {k: v for k, v in config[key].items() if k not in spec.settings_class().placement}
+        for key, spec in registry.ARMS.items()
+        if key in config
+    }
     return {"seed": config["seed"], "only": config["only"], "data": data, **arms}
 
 
 def seed_run(metrics: StudyMetrics) -> dict[str, Any]:
     """Each model's test accuracy in one seed's study."""
-    return {name: {"test_accuracy": m.test_accuracy, "test_accuracy_ci95": m.test_accuracy_ci95,
-                   "n_test": int(sum(sum(row) for row in m.confusion_matrix)),
-                   **({"backbone_weights": m.backbone_weights} if m.backbone_weights is not None else {})}
-            for name, m in metrics.models.items()}
+    return {
+        name: {
+            "test_accuracy": m.test_accuracy,
+            "test_accuracy_ci95": m.test_accuracy_ci95,
+            "n_test": int(sum(sum(row) for row in m.confusion_matrix)),
+            **({"backbone_weights": m.backbone_weights} if m.backbone_weights is not None else {}),
+        }
+        for name, m in metrics.models.items()
+    }
 
 
 def part_seeds(ctx: Context) -> dict[str, Any]:
@@ -414,24 +537,38 @@ def part_seeds(ctx: Context) -> dict[str, Any]:
 
     base_cache = load_config(ctx.args.config).data.cache_dir  # the usual cache, not the stages part's empty one
     runs: dict[str, Any] = {}
-    result: dict[str, Any] = {"status": "running", "seeds": ctx.args.seeds, "runs": runs,
-                              "explainers": "off (accuracy only; the explainers do not change the models)"}
+    result: dict[str, Any] = {
+        "status": "running",
+        "seeds": ctx.args.seeds,
+        "runs": runs,
+        "explainers": "off (accuracy only; the explainers do not change the models)",
+    }
     for seed in ctx.args.seeds:
-        cfg = dataclasses.replace(with_cache(ctx.cfg, base_cache), seed=seed,
-                                  out=str(ctx.out / "seeds" / f"seed-{seed}"),
-                                  explain=dataclasses.replace(ctx.cfg.explain, methods=()))
+        cfg = dataclasses.replace(
+            with_cache(ctx.cfg, base_cache),
+            seed=seed,
+            out=str(ctx.out / "seeds" / f"seed-{seed}"),
+            explain=dataclasses.replace(ctx.cfg.explain, methods=()),
+        )
         study_json = study_dir(ctx) / "metrics.json"
         t0 = time.perf_counter()
-        if (study_json.is_file()
-                and _training_signature(read_json(study_json)["config"]) == _training_signature(cfg.to_dict())):
+        if study_json.is_file() and _training_signature(read_json(study_json)["config"]) == _training_signature(
+            cfg.to_dict()
+        ):
             metrics, source = study_metrics(study_dir(ctx)), str(study_dir(ctx))
         else:
             log.info("benchmark: the study for seed %d (explainers off)", seed)
             metrics, source = study_metrics(run_study(cfg, force=False).out), cfg.out
         runs[str(seed)] = {"from": source, "seconds": time.perf_counter() - t0, "models": seed_run(metrics)}
         ctx.bench.set_part("seeds", {**result, "summary": seed_summary(runs)})
-    return {**result, "status": "done", "summary": seed_summary(runs), "published": published_accuracy(),
-            "published_note": PUBLISHED_NOTE, "memory": memory()}
+    return {
+        **result,
+        "status": "done",
+        "summary": seed_summary(runs),
+        "published": published_accuracy(),
+        "published_note": PUBLISHED_NOTE,
+        "memory": memory(),
+    }
 
 
 def published_accuracy() -> dict[str, float]:
@@ -446,11 +583,22 @@ def seed_summary(runs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name in names:
         acc = [r["models"][name]["test_accuracy"] for r in runs.values() if name in r["models"]]
-        weights = sorted({str(r["models"][name].get("backbone_weights")) for r in runs.values()
-                          if name in r["models"] and "backbone_weights" in r["models"][name]})
-        out[name] = {"n_seeds": len(acc), "mean": statistics.fmean(acc),
-                     "std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "min": min(acc), "max": max(acc),
-                     "published": published.get(name), **({"backbone_weights": weights} if weights else {})}
+        weights = sorted(
+            {
+                str(r["models"][name].get("backbone_weights"))
+                for r in runs.values()
+                if name in r["models"] and "backbone_weights" in r["models"][name]
+            }
+        )
+        out[name] = {
+            "n_seeds": len(acc),
+            "mean": statistics.fmean(acc),
+            "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "min": min(acc),
+            "max": max(acc),
+            "published": published.get(name),
+            **({"backbone_weights": weights} if weights else {}),
+        }
     return out
 
 
@@ -490,9 +638,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for name, p in doc.get("parts", {}).items():
         if name not in PARTS:
             continue
-        part = {"name": name, "p": p, "body": None, "error": None,
-                "measured_by": p.get("status") == "done" and "measured_at" in p
-                and p.get("command") != doc.get("command")}
+        part = {
+            "name": name,
+            "p": p,
+            "body": None,
+            "error": None,
+            "measured_by": p.get("status") == "done" and "measured_at" in p and p.get("command") != doc.get("command"),
+        }
         if p.get("status") not in ("pending", "failed", "skipped"):
             try:
                 part["body"] = verbatim(str(getattr(macros, name)(p)).strip("\n"))
@@ -504,18 +656,26 @@ def render_markdown(doc: dict[str, Any]) -> str:
     versions = machine.get("versions") or {}
     text = env.get_template("benchmark.md.j2").render(
         doc={k: doc.get(k) for k in ("date", "command", "data")},
-        machine={k: machine.get(k) for k in ("platform", "cpus_available", "cpu_count", "memory_total_gb",
-                                             "torch_num_threads")},
+        machine={
+            k: machine.get(k)
+            for k in ("platform", "cpus_available", "cpu_count", "memory_total_gb", "torch_num_threads")
+        },
         load_average=(machine.get("load_average_at_start") or [None])[0],
         versions={k: versions.get(k) for k in ("python", "torch", "tensorflow", "keras", "shap")},
-        image_size=(doc.get("config") or {}).get("data", {}).get("image_size"), parts=parts)
+        image_size=(doc.get("config") or {}).get("data", {}).get("image_size"),
+        parts=parts,
+    )
     return text.rstrip() + "\n"
 
 
 # ----------------------------------------------------------------------------- main
 
 RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "stages": part_stages, "efficiency": part_efficiency, "published": part_published, "seeds": part_seeds}
+    "stages": part_stages,
+    "efficiency": part_efficiency,
+    "published": part_published,
+    "seeds": part_seeds,
+}
 
 
 def run_part(ctx: Context, part: str, command: str) -> bool:
@@ -533,14 +693,28 @@ def run_part(ctx: Context, part: str, command: str) -> bool:
         raise
     except Exception as exc:  # noqa: BLE001  (recorded; the other parts still run)
         log.error("benchmark: part %s failed: %s", part, exc)
-        ctx.bench.set_part(part, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                  "traceback": traceback.format_exc().splitlines()[-12:],
-                                  "measured_at": now(), "command": command})
+        ctx.bench.set_part(
+            part,
+            {
+                "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc().splitlines()[-12:],
+                "measured_at": now(),
+                "command": command,
+            },
+        )
         return False
     result.setdefault("status", "done")
-    ctx.bench.set_part(part, {**result, "part_seconds": time.perf_counter() - t0, "measured_at": now(),
-                              "command": command,
-                              "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None})
+    ctx.bench.set_part(
+        part,
+        {
+            **result,
+            "part_seconds": time.perf_counter() - t0,
+            "measured_at": now(),
+            "command": command,
+            "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+    )
     return True
 
 
@@ -560,10 +734,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     command = shlex.join(["python", "-m", "benchmarks.benchmark", *argv])
-    header = {"benchmark_version": BENCHMARK_VERSION, "date": now(), "command": command,
-              "executable": sys.executable, "cwd": os.getcwd(),
-              "machine": machine_info(), "data": cfg.data.root or "digits (scikit-learn)", "config": cfg.to_dict(),
-              "parts_requested": args.parts}
+    header = {
+        "benchmark_version": BENCHMARK_VERSION,
+        "date": now(),
+        "command": command,
+        "executable": sys.executable,
+        "cwd": os.getcwd(),
+        "machine": machine_info(),
+        "data": cfg.data.root or "digits (scikit-learn)",
+        "config": cfg.to_dict(),
+        "parts_requested": args.parts,
+    }
     bench = BenchmarkFile(out, header, args.parts)
     ctx = Context(args, cfg, out, bench, cold_cache if "stages" in args.parts else None)
     failed = []

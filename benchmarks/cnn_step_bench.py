@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.randint(0, 3, (args.batch,))
     variants = [("nchw", torch.contiguous_format, False), ("channels_last", torch.channels_last, False)]
     if not args.no_compile:
-        variants += [("nchw+compile", torch.contiguous_format, True),
-                     ("channels_last+compile", torch.channels_last, True)]
+        variants += [
+            ("nchw+compile", torch.contiguous_format, True),
+            ("channels_last+compile", torch.channels_last, True),
+        ]
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "size": args.size}
     for name, fmt, compiled in variants:
         torch.manual_seed(0)

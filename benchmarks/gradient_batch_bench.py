@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = registry.arm_spec(ARM)
     model_path = ArmPaths.of(args.study, spec).model
     if not (args.study / "config.yaml").is_file() or not model_path.is_file():
-        print(f"error: {args.study} holds no finished {spec.framework} study (config.yaml and {model_path.name}); "
-              f"run `make benchmark ARGS='--only {spec.key}'` first, or pass --study", file=sys.stderr)
+        print(
+            f"error: {args.study} holds no finished {spec.framework} study (config.yaml and {model_path.name}); "
+            f"run `make benchmark ARGS='--only {spec.key}'` first, or pass --study",
+            file=sys.stderr,
+        )
         return 2
     cfg, data, images, background, arm, _ = load_study(args.study, spec)
     nsamples = cfg.explain.nsamples
@@ -58,10 +61,21 @@ def main(argv: list[str] | None = None) -> int:
                 reference = e.attributions
             max_diff[b] = float(np.max(np.abs(e.attributions - reference)))
             print(f"batch {b:4d}: {seconds[b][-1]:6.2f} s", flush=True)
-    result = {"study": str(args.study), "passes": passes, "nsamples": nsamples, "image_size": data.image_size,
-              "sizes": {b: {"seconds": [round(s, 2) for s in v], "median_s": round(float(np.median(v)), 2),
-                            "passes_per_s": round(passes / float(np.median(v)), 1), "max_abs_diff": max_diff[b]}
-                        for b, v in seconds.items()}}
+    result = {
+        "study": str(args.study),
+        "passes": passes,
+        "nsamples": nsamples,
+        "image_size": data.image_size,
+        "sizes": {
+            b: {
+                "seconds": [round(s, 2) for s in v],
+                "median_s": round(float(np.median(v)), 2),
+                "passes_per_s": round(passes / float(np.median(v)), 1),
+                "max_abs_diff": max_diff[b],
+            }
+            for b, v in seconds.items()
+        },
+    }
     print(json.dumps(result, indent=1))
     return 0
 

@@ -80,15 +80,31 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.sizes:
         size, batch = (int(v) for v in spec.split(":"))
         for variant in args.variants:
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": VARIANTS[variant],
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-            cmd = [sys.executable, "-m", "benchmarks.keras_pass_bench", "--child", str(size), str(batch),
-                   "--repeats", str(args.repeats), "--intra-op", str(args.intra_op)]
+            env = {
+                **os.environ,
+                "TF_ENABLE_ONEDNN_OPTS": VARIANTS[variant],
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            }
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.keras_pass_bench",
+                "--child",
+                str(size),
+                str(batch),
+                "--repeats",
+                str(args.repeats),
+                "--intra-op",
+                str(args.intra_op),
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = {"variant": variant, **json.loads(proc.stdout.strip().splitlines()[-1])}
             results.append(r)
-            print(f"{variant:7s} {size:4d} px batch {batch:3d}: forward {r['forward_img_per_s']:7.1f} img/s, "
-                  f"forward+backward {r['forward_backward_img_per_s']:7.1f} img/s", flush=True)
+            print(
+                f"{variant:7s} {size:4d} px batch {batch:3d}: forward {r['forward_img_per_s']:7.1f} img/s, "
+                f"forward+backward {r['forward_backward_img_per_s']:7.1f} img/s",
+                flush=True,
+            )
     print(json.dumps(results))
     return 0
 

@@ -72,15 +72,18 @@ PUBLISHED_BATCH_SIZE = 64  # the published DataLoader's batch size
 
 def published_transform(image_size: int, mean: list[float], std: list[float]) -> transforms.Compose:
     """The published transform: Pillow bilinear resize, [0, 1] tensor, per-channel normalisation."""
-    return transforms.Compose([
-        transforms.Resize((image_size, image_size)),  # PIL input: Image.resize(..., BILINEAR), as common/data.py
-        transforms.ToTensor(),  # uint8 HWC -> float32 CHW / 255
-        transforms.Normalize(mean, std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((image_size, image_size)),  # PIL input: Image.resize(..., BILINEAR), as common/data.py
+            transforms.ToTensor(),  # uint8 HWC -> float32 CHW / 255
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
-def split_subsets(root: Path, rows: list[dict[str, str]], classes: list[str],
-                  transform: transforms.Compose) -> dict[str, Subset]:
+def split_subsets(
+    root: Path, rows: list[dict[str, str]], classes: list[str], transform: transforms.Compose
+) -> dict[str, Subset]:
     """One ``Subset`` of ``ImageFolder`` per split, holding exactly ``split.csv``'s files in its order.
 
     An ``ImageFolder`` is built on each folder that holds class folders (``train/``,
@@ -95,8 +98,9 @@ def split_subsets(root: Path, rows: list[dict[str, str]], classes: list[str],
         by_top[Path(path).parent.parent].add(path)
     index: dict[str, tuple[datasets.ImageFolder, int]] = {}
     for top, wanted in by_top.items():
-        folder = datasets.ImageFolder(str(top), transform=transform,
-                                      is_valid_file=lambda p, w=wanted: os.path.normpath(p) in w)
+        folder = datasets.ImageFolder(
+            str(top), transform=transform, is_valid_file=lambda p, w=wanted: os.path.normpath(p) in w
+        )
         if folder.classes != classes:
             raise RuntimeError(f"ImageFolder({top}) found classes {folder.classes}, the study {classes}")
         for i, (path, _) in enumerate(folder.samples):
@@ -143,8 +147,9 @@ def study_model_on_normalised_inputs(path: Path) -> tuple[CNN, np.ndarray, np.nd
     return model.to(memory_format=torch.contiguous_format).eval(), mean, std
 
 
-def train_published(model: nn.Module, train_set: Subset, val_set: Subset, cfg: PyTorchConfig,
-                    seed: int) -> dict[str, Any]:
+def train_published(
+    model: nn.Module, train_set: Subset, val_set: Subset, cfg: PyTorchConfig, seed: int
+) -> dict[str, Any]:
     """The published loop: DataLoader batches (decoded every epoch), SGD, validation after each epoch.
 
     Returns:
@@ -153,8 +158,9 @@ def train_published(model: nn.Module, train_set: Subset, val_set: Subset, cfg: P
     """
     torch.manual_seed(seed)  # as the project's train(); the CNN itself draws nothing while training
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size,
-                              sampler=RandomSampler(train_set, generator=generator))
+    train_loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, sampler=RandomSampler(train_set, generator=generator)
+    )
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -188,11 +194,16 @@ def train_published(model: nn.Module, train_set: Subset, val_set: Subset, cfg: P
         history["val_loss"].append(val_loss)
         history["val_accuracy"].append(val_acc)
         epoch_seconds.append(time.perf_counter() - t_epoch)
-        log.info("published way: epoch %d/%d, val accuracy %.3f, %.1f s", epoch + 1, cfg.epochs, val_acc,
-                 epoch_seconds[-1])
+        log.info(
+            "published way: epoch %d/%d, val accuracy %.3f, %.1f s", epoch + 1, cfg.epochs, val_acc, epoch_seconds[-1]
+        )
     model.eval()
-    return {"history": history, "seconds": time.perf_counter() - start, "epoch_seconds": epoch_seconds,
-            "data_seconds": data_seconds}
+    return {
+        "history": history,
+        "seconds": time.perf_counter() - start,
+        "epoch_seconds": epoch_seconds,
+        "data_seconds": data_seconds,
+    }
 
 
 @torch.no_grad()
@@ -228,15 +239,21 @@ def explain_published(model: nn.Module, x: torch.Tensor, background: torch.Tenso
     try:
         deep = shap.DeepExplainer(model, background)
         values = deep.shap_values(x)  # check_additivity=True, as published
-        result["deep"] = {"seconds": time.perf_counter() - t0, "values": shap_to_explanation_layout(values),
-                          "expected_value": np.asarray(deep.expected_value, dtype=np.float64)}
+        result["deep"] = {
+            "seconds": time.perf_counter() - t0,
+            "values": shap_to_explanation_layout(values),
+            "expected_value": np.asarray(deep.expected_value, dtype=np.float64),
+        }
     except AssertionError as exc:  # shap's additivity check (tolerance 1e-2) failed
         result["deep"] = {"seconds": time.perf_counter() - t0, "error": str(exc).splitlines()[0]}
     t0 = time.perf_counter()
     grad = shap.GradientExplainer(model, background)  # batch_size=50, local_smoothing=0
     values = grad.shap_values(x, nsamples=nsamples)  # no rseed: as published
-    result["gradient"] = {"seconds": time.perf_counter() - t0, "values": shap_to_explanation_layout(values),
-                          "nsamples": nsamples}
+    result["gradient"] = {
+        "seconds": time.perf_counter() - t0,
+        "values": shap_to_explanation_layout(values),
+        "nsamples": nsamples,
+    }
     return result
 
 
@@ -273,17 +290,30 @@ def check_pixels(test_set: Subset, x_test_project: np.ndarray, image_size: int) 
         pixels = np.asarray(resize(folder.loader(folder.samples[i][0])), dtype=np.int16)
         delta = int(np.max(np.abs(pixels - x_test_project[k].astype(np.int16))))
         worst, n_diff = max(worst, delta), n_diff + (delta > 0)
-    return {"checked": "every test image: torchvision Resize((S,S)) on default_loader's image vs the "
-                       "project's decoded uint8 pixels",
-            "n_images": len(test_set), "n_images_differing": n_diff, "max_abs_diff": worst, "identical": worst == 0}
+    return {
+        "checked": "every test image: torchvision Resize((S,S)) on default_loader's image vs the "
+        "project's decoded uint8 pixels",
+        "n_images": len(test_set),
+        "n_images_differing": n_diff,
+        "max_abs_diff": worst,
+        "identical": worst == 0,
+    }
 
 
-def train_and_compare(cfg: StudyConfig, subsets: dict[str, Subset], n_classes: int, image_size: int,
-                      study_model: CNN, paths: ArmPaths, metrics: StudyMetrics) -> dict[str, Any]:
+def train_and_compare(
+    cfg: StudyConfig,
+    subsets: dict[str, Subset],
+    n_classes: int,
+    image_size: int,
+    study_model: CNN,
+    paths: ArmPaths,
+    metrics: StudyMetrics,
+) -> dict[str, Any]:
     """Train and test the published way; compare accuracy, predictions and weights with the study's arm."""
     settings: PyTorchConfig = cfg.arm(PyTorchArm.spec.key)
-    log.info("published way: training %d epochs on %d images, decoding every epoch", settings.epochs,
-             len(subsets["train"]))
+    log.info(
+        "published way: training %d epochs on %d images, decoding every epoch", settings.epochs, len(subsets["train"])
+    )
     torch.manual_seed(cfg.seed)  # as PyTorchArm.create: the initial weights depend on the seed alone
     model = published_model(n_classes, image_size)
     fit = train_published(model, subsets["train"], subsets["val"], settings, cfg.seed)
@@ -305,15 +335,16 @@ def train_and_compare(cfg: StudyConfig, subsets: dict[str, Subset], n_classes: i
             "n_test_predictions_differing": int(np.sum(test_pred != project_pred)),
             "max_abs_weight_diff": param_diff,
             "note": "same files, seed, initial weights, batches and SGD settings; the inputs differ only by float "
-                    "rounding (ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on "
-                    "0..255 pixels), which training may amplify",
+            "rounding (ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on "
+            "0..255 pixels), which training may amplify",
             "differences": DIFFERENCES,
         },
     }
 
 
-def gradient_with_project_draws(model: nn.Module, background: torch.Tensor, x: torch.Tensor, project: Explanation,
-                                seed: int) -> dict[str, Any]:
+def gradient_with_project_draws(
+    model: nn.Module, background: torch.Tensor, x: torch.Tensor, project: Explanation, seed: int
+) -> dict[str, Any]:
     """Gradient SHAP draws at random: explain again with the project's draws (its nsamples and rseed) and compare."""
     import shap
 
@@ -322,13 +353,24 @@ def gradient_with_project_draws(model: nn.Module, background: torch.Tensor, x: t
         values = shap.GradientExplainer(model, background).shap_values(x, nsamples=project.nsamples, rseed=seed)
     finally:
         np.random.set_state(state)
-    return {"nsamples": project.nsamples, "rseed": seed,
-            **compare_maps(shap_to_explanation_layout(values), project.attributions)}
+    return {
+        "nsamples": project.nsamples,
+        "rseed": seed,
+        **compare_maps(shap_to_explanation_layout(values), project.attributions),
+    }
 
 
-def explain_and_compare(study: Path, subsets: dict[str, Subset], x_test_project: np.ndarray, study_model: CNN,
-                        mean255: np.ndarray, std255: np.ndarray, paths: ArmPaths, nsamples: int,
-                        seed: int) -> dict[str, Any]:
+def explain_and_compare(
+    study: Path,
+    subsets: dict[str, Subset],
+    x_test_project: np.ndarray,
+    study_model: CNN,
+    mean255: np.ndarray,
+    std255: np.ndarray,
+    paths: ArmPaths,
+    nsamples: int,
+    seed: int,
+) -> dict[str, Any]:
     """Explain the study's model the published way on the study's images and background; compare the
     inputs and the maps with the project's."""
     with np.load(study / "data" / "selection.npz") as sel:
@@ -338,9 +380,14 @@ def explain_and_compare(study: Path, subsets: dict[str, Subset], x_test_project:
     x_raw = images_to_tensor(x_test_project[explain_idx]).float()
     with torch.no_grad():
         project_norm = (x_raw - torch.as_tensor(mean255, dtype=torch.float32)[:, None, None]) / torch.as_tensor(
-            std255, dtype=torch.float32)[:, None, None]
-    log.info("published way: explaining %d images against %d background images (GradientExplainer nsamples %d)",
-             len(x_norm), len(bg_norm), nsamples)
+            std255, dtype=torch.float32
+        )[:, None, None]
+    log.info(
+        "published way: explaining %d images against %d background images (GradientExplainer nsamples %d)",
+        len(x_norm),
+        len(bg_norm),
+        nsamples,
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="shap")
         explained = explain_published(study_model, x_norm, bg_norm, nsamples)
@@ -348,10 +395,15 @@ def explain_and_compare(study: Path, subsets: dict[str, Subset], x_test_project:
     deep, grad = explained["deep"], explained["gradient"]
     out: dict[str, Any] = {
         "model": "the study's trained CNN with Normalize swapped for nn.Identity, on normalised inputs",
-        "n_images": n, "n_classes": k, "n_background": b,
+        "n_images": n,
+        "n_classes": k,
+        "n_background": b,
         "deep": {"seconds": deep["seconds"], "passes": METHODS["deep"].passes(n, k, b, nsamples)},
-        "gradient": {"seconds": grad["seconds"], "nsamples": nsamples,
-                     "passes": METHODS["gradient"].passes(n, k, b, nsamples)},
+        "gradient": {
+            "seconds": grad["seconds"],
+            "nsamples": nsamples,
+            "passes": METHODS["gradient"].passes(n, k, b, nsamples),
+        },
     }
     if "error" in deep:
         out["deep"]["error"] = deep["error"]
@@ -363,7 +415,8 @@ def explain_and_compare(study: Path, subsets: dict[str, Subset], x_test_project:
         }
     if paths.attributions("gradient").exists():
         out["gradient"]["vs_project_same_draws"] = gradient_with_project_draws(
-            study_model, bg_norm, x_norm, Explanation.load(paths.attributions("gradient")), seed)
+            study_model, bg_norm, x_norm, Explanation.load(paths.attributions("gradient")), seed
+        )
     return {"inputs_max_abs_diff": float((x_norm - project_norm).abs().max()), "explain": out}
 
 
@@ -378,22 +431,25 @@ def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str
     paths = ArmPaths.of(study, PyTorchArm.spec)
     study_model, mean255, std255 = study_model_on_normalised_inputs(paths.model)
     mean, std = (mean255 / 255.0).tolist(), (std255 / 255.0).tolist()
-    subsets = split_subsets(root, read_split_csv(study / "split.csv"), classes,
-                            published_transform(image_size, mean, std))
+    subsets = split_subsets(
+        root, read_split_csv(study / "split.csv"), classes, published_transform(image_size, mean, std)
+    )
     x_test_project, _ = prepare_data(cfg).arrays("test")
     settings: PyTorchConfig = cfg.arm(PyTorchArm.spec.key)
     return {
         "how": "torchvision ImageFolder + Compose([Resize((S,S)), ToTensor(), Normalize(mean, std)]) decoded every "
-               f"epoch through a DataLoader (batch {settings.batch_size}, num_workers 0, seeded RandomSampler); "
-               "the same CNN and SGD settings; shap explainers with their defaults, one call per image batch",
-        "normalize": {"mean": mean, "std": std,
-                      "source": "the study's training-split statistics (the trained model's Normalize buffers) / 255"},
+        f"epoch through a DataLoader (batch {settings.batch_size}, num_workers 0, seeded RandomSampler); "
+        "the same CNN and SGD settings; shap explainers with their defaults, one call per image batch",
+        "normalize": {
+            "mean": mean,
+            "std": std,
+            "source": "the study's training-split statistics (the trained model's Normalize buffers) / 255",
+        },
         "counts": {s: len(v) for s, v in subsets.items()},
         "torch_num_threads": torch.get_num_threads(),
         "pixels": check_pixels(subsets["test"], x_test_project, image_size),
         **train_and_compare(cfg, subsets, len(classes), image_size, study_model, paths, metrics),
-        **explain_and_compare(study, subsets, x_test_project, study_model, mean255, std255, paths, nsamples,
-                              cfg.seed),
+        **explain_and_compare(study, subsets, x_test_project, study_model, mean255, std255, paths, nsamples, cfg.seed),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -402,9 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, type=Path, help="a finished study's output folder (with the PyTorch arm)")
     p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
-    p.add_argument("--nsamples", type=int, default=SHAP_GRADIENT_DEFAULT_NSAMPLES,
-                   help="GradientExplainer samples per image "
-                        f"(default: shap's default, {SHAP_GRADIENT_DEFAULT_NSAMPLES})")
+    p.add_argument(
+        "--nsamples",
+        type=int,
+        default=SHAP_GRADIENT_DEFAULT_NSAMPLES,
+        help=f"GradientExplainer samples per image (default: shap's default, {SHAP_GRADIENT_DEFAULT_NSAMPLES})",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     write_json_atomic(args.result, run(args.study, args.nsamples))

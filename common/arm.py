@@ -199,7 +199,14 @@ class Arm(abc.ABC):
         return np.asarray(self._predict_proba(images), dtype=np.float32)
 
     def explain(
-        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str = "logits"
+        self,
+        images: np.ndarray,
+        background: np.ndarray,
+        method: str,
+        *,
+        nsamples: int,
+        seed: int,
+        output: str = "logits",
     ) -> Explanation:
         """Explain every class for uint8 ``images`` against uint8 ``background`` with
         ``method`` (a key of ``common.registry.METHODS``).
@@ -220,8 +227,9 @@ class Arm(abc.ABC):
             result = self._explain(images, background, method, nsamples=nsamples, seed=seed, output=output)
         expected = (len(images), self.n_classes, *images.shape[1:])
         if result.attributions.shape != expected:
-            raise RuntimeError(f"{type(self).__name__}._explain gave attributions {result.attributions.shape}, "
-                               f"expected {expected}")
+            raise RuntimeError(
+                f"{type(self).__name__}._explain gave attributions {result.attributions.shape}, expected {expected}"
+            )
         return Explanation(
             method=method,
             output=output,
@@ -239,8 +247,10 @@ class Arm(abc.ABC):
         expected = (self.image_size, self.image_size, 3)
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"{what}: expected uint8 (N, {', '.join(map(str, expected))}) NHWC images, "
-                             f"got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"{what}: expected uint8 (N, {', '.join(map(str, expected))}) NHWC images, "
+                f"got {images.dtype} {images.shape}"
+            )
 
     def _check_labels(self, labels: np.ndarray, n: int, what: str) -> None:
         labels = np.asarray(labels)

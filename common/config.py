@@ -9,9 +9,10 @@ settings dataclass lives in its own package, ``<package>/config.py``) and ``expl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -64,8 +65,12 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as YAML/JSON holds it: arm sections at the top level, between data and explain."""
-        d: dict[str, Any] = {"seed": self.seed, "out": self.out, "only": self.only,
-                             "data": dataclasses.asdict(self.data)}
+        d: dict[str, Any] = {
+            "seed": self.seed,
+            "out": self.out,
+            "only": self.only,
+            "data": dataclasses.asdict(self.data),
+        }
         d.update({key: dataclasses.asdict(section) for key, section in self.arms.items()})
         d["explain"] = {**dataclasses.asdict(self.explain), "methods": list(self.explain.methods)}
         return d

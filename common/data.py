@@ -20,10 +20,10 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -127,8 +127,16 @@ def discover(root: str | os.PathLike) -> Manifest:
 
     layout, sources, classes, held_out = _layout(root)
     records, skipped = _scan(root, sources, classes)
-    manifest = Manifest(root.name, root, layout, tuple(classes), tuple(records), tuple(skipped), held_out,
-                        loader=lambda r: Image.open(root / r.path))
+    manifest = Manifest(
+        root.name,
+        root,
+        layout,
+        tuple(classes),
+        tuple(records),
+        tuple(skipped),
+        held_out,
+        loader=lambda r: Image.open(root / r.path),
+    )
     _check_nonempty(manifest)
     return manifest
 
@@ -199,13 +207,21 @@ def digits_manifest() -> Manifest:
     bunch = load_digits()
     pixels = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
     records, by_path = [], {}
-    for i, (img, label) in enumerate(zip(pixels, bunch.target)):
+    for i, (img, label) in enumerate(zip(pixels, bunch.target, strict=True)):
         rec = ImageRecord(f"digits/{i:04d}", int(label), hashlib.sha256(img.tobytes()).hexdigest(), "all")
         records.append(rec)
         by_path[rec.path] = img
     classes = tuple(str(c) for c in bunch.target_names)
-    return Manifest(DIGITS_NAME, None, "bundled", classes, tuple(records), (), None,
-                    loader=lambda r: Image.fromarray(by_path[r.path], mode="L"))
+    return Manifest(
+        DIGITS_NAME,
+        None,
+        "bundled",
+        classes,
+        tuple(records),
+        (),
+        None,
+        loader=lambda r: Image.fromarray(by_path[r.path], mode="L"),
+    )
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -242,7 +258,6 @@ def _unreadable_reason(data: bytes) -> str:
 
 
 def _check_nonempty(manifest: Manifest) -> None:
-    where = manifest.root if manifest.root is not None else manifest.name
     for label, cls in enumerate(manifest.classes):
         for source in sorted({r.source for r in manifest.records} or {"all"}):
             if not any(r.label == label and r.source == source for r in manifest.records):
@@ -285,12 +300,14 @@ def default_cache_dir() -> Path:
 
 def decode_key(manifest: Manifest, size: int) -> str:
     """Key of the decoded pixels: every file's path and hash, the size, the resize method."""
-    return stable_key("decode", DECODE_VERSION, manifest.name, size, RESIZE_METHOD,
-                      [(r.path, r.sha256) for r in manifest.records])
+    return stable_key(
+        "decode", DECODE_VERSION, manifest.name, size, RESIZE_METHOD, [(r.path, r.sha256) for r in manifest.records]
+    )
 
 
-def decode_all(manifest: Manifest, size: int, cache_dir: str | os.PathLike | None = None,
-               workers: int | None = None) -> tuple[Manifest, np.ndarray]:
+def decode_all(
+    manifest: Manifest, size: int, cache_dir: str | os.PathLike | None = None, workers: int | None = None
+) -> tuple[Manifest, np.ndarray]:
     """Decode every record once to uint8 (N, size, size, 3), or read it from the cache.
 
     Corrupt images are dropped from ``records`` and added to ``skipped``. The cache file
@@ -313,14 +330,30 @@ def decode_all(manifest: Manifest, size: int, cache_dir: str | os.PathLike | Non
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(npy) as tmp:
             np.save(tmp, images)
-        write_json_atomic(meta, {"key": key, "size": size, "resize": RESIZE_METHOD,
-                                 "corrupt": [{"path": p, "reason": r} for p, r in sorted(corrupt.items())]})
+        write_json_atomic(
+            meta,
+            {
+                "key": key,
+                "size": size,
+                "resize": RESIZE_METHOD,
+                "corrupt": [{"path": p, "reason": r} for p, r in sorted(corrupt.items())],
+            },
+        )
     if corrupt:
         records = tuple(r for r in manifest.records if r.path not in corrupt)
-        skipped = tuple(sorted(manifest.skipped + tuple(SkippedFile(p, r) for p, r in corrupt.items()),
-                               key=lambda s: s.path))
-        manifest = Manifest(manifest.name, manifest.root, manifest.layout, manifest.classes, records, skipped,
-                            manifest.held_out_folder, manifest.loader)
+        skipped = tuple(
+            sorted(manifest.skipped + tuple(SkippedFile(p, r) for p, r in corrupt.items()), key=lambda s: s.path)
+        )
+        manifest = Manifest(
+            manifest.name,
+            manifest.root,
+            manifest.layout,
+            manifest.classes,
+            records,
+            skipped,
+            manifest.held_out_folder,
+            manifest.loader,
+        )
         _check_nonempty(manifest)
     if len(images) != len(manifest.records):
         raise RuntimeError(f"decode cache {npy} does not match the data set; delete it and rerun")
@@ -339,9 +372,16 @@ def _decode_records(manifest: Manifest, size: int, workers: int | None) -> tuple
 
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
-        results = list(tqdm(pool.map(one, manifest.records), total=len(manifest.records),
-                            desc=f"decode {manifest.name} @{size}px", unit="img", leave=False))
-    corrupt = {r.path: res for r, res in zip(manifest.records, results) if isinstance(res, str)}
+        results = list(
+            tqdm(
+                pool.map(one, manifest.records),
+                total=len(manifest.records),
+                desc=f"decode {manifest.name} @{size}px",
+                unit="img",
+                leave=False,
+            )
+        )
+    corrupt = {r.path: res for r, res in zip(manifest.records, results, strict=True) if isinstance(res, str)}
     good = [res for res in results if not isinstance(res, str)]
     images = np.stack(good) if good else np.zeros((0, size, size, 3), np.uint8)
     return images, corrupt
@@ -354,8 +394,7 @@ def _safe(name: str) -> str:
 # ----------------------------------------------------------------------------- split
 
 
-def make_split(manifest: Manifest, val_fraction: float = 0.2, test_fraction: float = 0.2,
-               seed: int = 0) -> np.ndarray:
+def make_split(manifest: Manifest, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
     """Assign every record to "train", "val" or "test", stratified by class and seeded.
 
     Test is the held-out folder when the data set has one, else a stratified
@@ -374,8 +413,9 @@ def make_split(manifest: Manifest, val_fraction: float = 0.2, test_fraction: flo
         split[[i for i, r in enumerate(manifest.records) if r.source == "test"]] = "test"
     else:
         _stratify_check(manifest, np.arange(len(labels)), labels, test_fraction, "test")
-        _, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
-                                       stratify=labels, random_state=seed)
+        _, test_idx = train_test_split(
+            np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed
+        )
         split[test_idx] = "test"
     pool = np.flatnonzero(split == "train")
     _stratify_check(manifest, pool, labels, val_fraction, "validation")
@@ -390,14 +430,18 @@ def _stratify_check(manifest: Manifest, pool: np.ndarray, labels: np.ndarray, fr
     n_out = int(np.ceil(fraction * len(pool)))
     for k, n in enumerate(counts):
         if n < 2:
-            folder = _class_folder(manifest, manifest.classes[k], "train" if manifest.layout == "split-folders" else "all")
+            folder = _class_folder(
+                manifest, manifest.classes[k], "train" if manifest.layout == "split-folders" else "all"
+            )
             raise TooFewImagesError(
                 f"class '{manifest.classes[k]}' has {n} image(s), too few for a stratified {what} split "
-                f"(need at least 2): {folder}")
+                f"(need at least 2): {folder}"
+            )
     if n_out < len(counts) or len(pool) - n_out < len(counts):
         raise TooFewImagesError(
             f"{len(pool)} images are too few for a stratified {what} split of {fraction:g} over "
-            f"{len(counts)} classes: {manifest.root or manifest.name}")
+            f"{len(counts)} classes: {manifest.root or manifest.name}"
+        )
 
 
 def write_split_csv(path: str | os.PathLike, data: StudyData) -> None:
@@ -406,7 +450,7 @@ def write_split_csv(path: str | os.PathLike, data: StudyData) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["path", "label", "split", "sha256"])
-            for rec, s in zip(data.manifest.records, data.split):
+            for rec, s in zip(data.manifest.records, data.split, strict=True):
                 w.writerow([rec.path, data.classes[rec.label], s, rec.sha256])
 
 
@@ -418,9 +462,15 @@ def read_split_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- all together
 
 
-def load_study_data(root: str | os.PathLike | None, image_size: int | None = None, *, val_fraction: float = 0.2,
-                    test_fraction: float = 0.2, seed: int = 0,
-                    cache_dir: str | os.PathLike | None = None) -> StudyData:
+def load_study_data(
+    root: str | os.PathLike | None,
+    image_size: int | None = None,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> StudyData:
     """Discover, decode (cached) and split a data set; ``root=None`` = bundled digits.
 
     Logs one warning that counts and lists the skipped files.

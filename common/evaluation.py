@@ -8,7 +8,8 @@ binomial test on the discordant pairs) for "do the two models differ?".
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -63,9 +64,7 @@ def classification_summary(y_true: Any, y_pred: Any, class_names: Sequence[str])
     y_true, y_pred = _labels(y_true, y_pred)
     labels = list(range(len(class_names)))
     accuracy, (low, high) = accuracy_with_ci(y_true, y_pred)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {
         str(name): {
             "precision": float(precision[k]),

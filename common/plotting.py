@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -117,10 +117,11 @@ def plot_confusion_matrices(
     axes = fig.subplots(1, n, squeeze=False)[0]
     names = [_text(c, 12) for c in class_names]
     rotate = 45 if max((len(c) for c in names), default=0) > 3 else "horizontal"
-    for ax, (model, matrix) in zip(axes, matrices.items()):
+    for ax, (model, matrix) in zip(axes, matrices.items(), strict=False):
         display = ConfusionMatrixDisplay(np.asarray(matrix, dtype=int), display_labels=names)
-        display.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d", include_values=k <= 25,
-                     xticks_rotation=rotate)
+        display.plot(
+            ax=ax, cmap="Blues", colorbar=False, values_format="d", include_values=k <= 25, xticks_rotation=rotate
+        )
         if rotate != "horizontal":
             for label in ax.get_xticklabels():
                 label.set_horizontalalignment("right")
@@ -245,14 +246,13 @@ def plot_shap_image(
     else:  # per image, its most probable classes, most probable first
         order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
         attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
-    labels = np.array(
-        [[f"{_text(class_names[c], 12)} ({probs[i, c]:.2f})" for c in order[i]] for i in range(len(idx))]
-    )
+    labels = np.array([[f"{_text(class_names[c], 12)} ({probs[i, c]:.2f})" for c in order[i]] for i in range(len(idx))])
     if pixels.dtype == np.uint8:
         pixels = pixels.astype(np.float32) / 255.0  # image_plot shows [0, 1] floats as they are
     # hspace="auto": tight layout, so a row's class titles do not run into the row above
-    shap.image_plot(to_image_plot_lists(attr), pixel_values=pixels, labels=labels, width=width, hspace="auto",
-                    show=False)
+    shap.image_plot(
+        to_image_plot_lists(attr), pixel_values=pixels, labels=labels, width=width, hspace="auto", show=False
+    )
     fig = plt.gcf()
     try:
         if title:  # above the laid-out axes; the tight bounding box below makes room for it

@@ -111,8 +111,12 @@ METHODS: dict[str, MethodSpec] = {
 OUTPUTS = ("logits", "probability")  # what the maps explain: pre-softmax scores, or probabilities
 
 # Libraries every arm uses, recorded after the arms' own.
-COMMON_VERSIONS = (("shap", ("shap",)), ("numpy", ("numpy",)), ("scikit-learn", ("scikit-learn",)),
-                   ("scipy", ("scipy",)))
+COMMON_VERSIONS = (
+    ("shap", ("shap",)),
+    ("numpy", ("numpy",)),
+    ("scikit-learn", ("scikit-learn",)),
+    ("scipy", ("scipy",)),
+)
 
 
 def arm_spec(key: str) -> ArmSpec:

@@ -18,8 +18,9 @@ import base64
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -28,13 +29,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from common import registry
 from common.arm import Explanation
 from common.io import write_text_atomic
-from common.results import SCHEMA_VERSION, StudyMetrics
 from common.plotting import (
     plot_attribution_grid,
     plot_confusion_matrices,
     plot_shap_image,
     plot_training_curves,
 )
+from common.results import SCHEMA_VERSION, StudyMetrics
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -57,8 +58,12 @@ def _explanation_order(key: tuple[str, str]) -> tuple:
     """Report order: registry order of arms, then of methods; unknown keys last."""
     arm, method = key
     arms, methods = list(registry.ARMS), list(registry.METHODS)
-    return (arms.index(arm) if arm in arms else len(arms), arm,
-            methods.index(method) if method in methods else len(methods), method)
+    return (
+        arms.index(arm) if arm in arms else len(arms),
+        arm,
+        methods.index(method) if method in methods else len(methods),
+        method,
+    )
 
 
 def build_figures(
@@ -106,8 +111,14 @@ def build_figures(
         columns = {registry.map_title(arm, method): explanations[(arm, method)] for arm, method in ordered}
         plot_attribution_grid(images, true_labels, class_names, columns, target("attribution_grid"))
         for arm, method in ordered:
-            plot_shap_image(images, explanations[(arm, method)], class_names, target(f"shap_{arm}_{method}"),
-                            max_images=max_shap_images, title=_shap_title(arm, method))
+            plot_shap_image(
+                images,
+                explanations[(arm, method)],
+                class_names,
+                target(f"shap_{arm}_{method}"),
+                max_images=max_shap_images,
+                title=_shap_title(arm, method),
+            )
     return figures
 
 
@@ -190,9 +201,11 @@ def _schema_note(version: int) -> str | None:
     if version == SCHEMA_VERSION:
         return None
     when = "an older" if version < SCHEMA_VERSION else "a newer"
-    return (f"This report was built from a metrics.json of schema version {version}, written by {when} version of "
-            f"the study (this code writes version {SCHEMA_VERSION}); figures it lacks are shown as —. Rerun the "
-            "study to regenerate it.")
+    return (
+        f"This report was built from a metrics.json of schema version {version}, written by {when} version of "
+        f"the study (this code writes version {SCHEMA_VERSION}); figures it lacks are shown as —. Rerun the "
+        "study to regenerate it."
+    )
 
 
 def _figure(out_dir: Path, figures: Mapping[str, str], key: str, caption: str, embed: bool) -> dict | None:
@@ -221,37 +234,50 @@ def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], e
     """The typed results and what the templates cannot derive themselves (titles, figures)."""
     explain = metrics.config.get("explain") or {}
     output = explain.get("output") or next(
-        (a.output for by in metrics.attributions.values() for a in by.values()), "logits")
+        (a.output for by in metrics.attributions.values() for a in by.values()), "logits"
+    )
     model_titles = [_model_title(k) for k in metrics.models]
     shap_figures = []
     for key in figures:
         if key.startswith("shap_"):
-            arm, _, method = key[len("shap_"):].partition("_")
+            arm, _, method = key[len("shap_") :].partition("_")
             caption = f"{_shap_title(arm, method)}: shap.image_plot (red raises the class score, blue lowers it)"
             shap_figures.append(_figure(out_dir, figures, key, caption, embed))
     config_json = json.dumps(metrics.config, indent=2, sort_keys=False, default=str)
     comparison = metrics.comparison if len(metrics.models) >= 2 else None
     dataset = metrics.dataset
     return {
-        "title": f"Framework comparison on {dataset.name}: " + (
-            " vs ".join(model_titles) if len(model_titles) > 1
-            else f"{model_titles[0]} only" if model_titles else "no model"),
+        "title": f"Framework comparison on {dataset.name}: "
+        + (
+            " vs ".join(model_titles)
+            if len(model_titles) > 1
+            else f"{model_titles[0]} only"
+            if model_titles
+            else "no model"
+        ),
         "schema_note": _schema_note(metrics.schema_version),
         "m": metrics,
         "models": [(_model_title(k), e) for k, e in metrics.models.items()],
         "model_titles": model_titles,
         "comparison": comparison,
-        "comparison_titles": [registry.ARMS[a].framework if a in registry.ARMS else a
-                              for a in ((comparison.arm_a, comparison.arm_b) if comparison else ())],
+        "comparison_titles": [
+            registry.ARMS[a].framework if a in registry.ARMS else a
+            for a in ((comparison.arm_a, comparison.arm_b) if comparison else ())
+        ],
         "verdict": _comparison_verdict(comparison.mcnemar_p) if comparison else None,
         "splits": [s for s in SPLITS if s in dataset.counts] + [s for s in dataset.counts if s not in SPLITS],
         "skipped": dataset.skipped[:MAX_SKIPPED_LISTED],
         "skipped_more": max(0, len(dataset.skipped) - MAX_SKIPPED_LISTED),
         "output": output,
-        "methods": ", ".join(registry.METHODS[k].title if k in registry.METHODS else k
-                             for k in explain.get("methods") or []) or "—",
-        "explainers": [(_model_title(name), registry.METHODS[k].title if k in registry.METHODS else k, a)
-                       for name, by_method in metrics.attributions.items() for k, a in by_method.items()],
+        "methods": ", ".join(
+            registry.METHODS[k].title if k in registry.METHODS else k for k in explain.get("methods") or []
+        )
+        or "—",
+        "explainers": [
+            (_model_title(name), registry.METHODS[k].title if k in registry.METHODS else k, a)
+            for name, by_method in metrics.attributions.items()
+            for k, a in by_method.items()
+        ],
         "config_json": config_json,
         "config_block": _code_block(config_json, "json"),
         "fig": {key: _figure(out_dir, figures, key, caption, embed) for key, caption in FIGURE_CAPTIONS.items()},
@@ -271,8 +297,13 @@ def _code_span(text: Any) -> _Verbatim:
 
 
 def _environment(html: bool, templates: str | Path = TEMPLATES) -> Environment:
-    common = dict(loader=FileSystemLoader(str(templates)), trim_blocks=True, lstrip_blocks=True,
-                  keep_trailing_newline=True, undefined=StrictUndefined)
+    common = dict(
+        loader=FileSystemLoader(str(templates)),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=StrictUndefined,
+    )
     if html:
         env = Environment(autoescape=True, **common)
     else:

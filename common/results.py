@@ -17,8 +17,9 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -111,9 +112,14 @@ class PairedComparison:
     n: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"mcnemar_p": self.mcnemar_p, f"only_{self.arm_a}_correct": self.only_a_correct,
-                f"only_{self.arm_b}_correct": self.only_b_correct, "both_correct": self.both_correct,
-                "both_wrong": self.both_wrong, "n": self.n}
+        return {
+            "mcnemar_p": self.mcnemar_p,
+            f"only_{self.arm_a}_correct": self.only_a_correct,
+            f"only_{self.arm_b}_correct": self.only_b_correct,
+            "both_correct": self.both_correct,
+            "both_wrong": self.both_wrong,
+            "n": self.n,
+        }
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> PairedComparison:
@@ -121,8 +127,7 @@ class PairedComparison:
         if len(only) != 2:
             raise ValueError(f"comparison: expected two only_<arm>_correct counts, got {[k for k, _ in only]}")
         (a, only_a), (b, only_b) = only
-        return cls(a, b, values["mcnemar_p"], only_a, only_b, values["both_correct"], values["both_wrong"],
-                   values["n"])
+        return cls(a, b, values["mcnemar_p"], only_a, only_b, values["both_correct"], values["both_wrong"], values["n"])
 
 
 @dataclass
@@ -165,8 +170,19 @@ class StudyMetrics:
     schema_version: int = SCHEMA_VERSION
 
     # The order of metrics.json's keys (readers of the file see the summary first).
-    JSON_ORDER = ("schema_version", "dataset", "config", "versions", "models", "attributions", "fallbacks",
-                  "comparison", "agreement", "selection", "stages")
+    JSON_ORDER = (
+        "schema_version",
+        "dataset",
+        "config",
+        "versions",
+        "models",
+        "attributions",
+        "fallbacks",
+        "comparison",
+        "agreement",
+        "selection",
+        "stages",
+    )
 
 
 # ----------------------------------------------------------------------------- (de)serialisation

@@ -6,7 +6,7 @@ import contextlib
 import os
 import random
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -29,10 +29,15 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     """metrics.json's figures (without the stage records) from the arms' saved artifacts."""
     _, y_test = data.arrays("test")
     classes = list(data.classes)
-    metrics = StudyMetrics(dataset=dataset_summary(data), config=cfg.to_dict(), versions=library_versions(),
-                           models={}, attributions={}, fallbacks=[],
-                           selection=SelectionSummary(selection.explain_idx.tolist(),
-                                                      selection.background_idx.tolist()))
+    metrics = StudyMetrics(
+        dataset=dataset_summary(data),
+        config=cfg.to_dict(),
+        versions=library_versions(),
+        models={},
+        attributions={},
+        fallbacks=[],
+        selection=SelectionSummary(selection.explain_idx.tolist(), selection.background_idx.tolist()),
+    )
     predictions: dict[str, np.ndarray] = {}
     explanations: dict[tuple[str, str], Explanation] = {}
     for spec in selected_arms(cfg):
@@ -47,7 +52,8 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     if cfg.explain.output != "logits":
         metrics.fallbacks.append(
             f"Explained quantity: {cfg.explain.output} instead of logits; shap's Deep SHAP treats softmax "
-            "differently in PyTorch and TensorFlow, so cross-framework map differences may come from the library.")
+            "differently in PyTorch and TensorFlow, so cross-framework map differences may come from the library."
+        )
     if len(predictions) == 2:  # the paired test of the two models, in registry order
         (a, pred_a), (b, pred_b) = predictions.items()
         metrics.comparison = PairedComparison(arm_a=a, arm_b=b, **mcnemar_exact(y_test, pred_a, pred_b))

@@ -20,10 +20,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -69,8 +69,14 @@ class StudyRun:
 
 def prepare_data(cfg: StudyConfig) -> StudyData:
     d = cfg.data
-    return load_study_data(d.root, d.image_size, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                           seed=cfg.seed, cache_dir=d.cache_dir)
+    return load_study_data(
+        d.root,
+        d.image_size,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=cfg.seed,
+        cache_dir=d.cache_dir,
+    )
 
 
 def default_out(data_name: str) -> Path:
@@ -92,8 +98,9 @@ def make_selection(cfg: StudyConfig, data: StudyData) -> Selection:
     n_explain = cfg.explain.n_explain or 2 * len(data.classes)
     explain_idx = select_stratified(y_test, n_explain, cfg.seed)
     background_idx = select_stratified(y_train, cfg.explain.n_background, cfg.seed + 1)
-    return Selection(explain_idx, background_idx,
-                     stable_key(data.data_key, explain_idx.tolist(), background_idx.tolist()))
+    return Selection(
+        explain_idx, background_idx, stable_key(data.data_key, explain_idx.tolist(), background_idx.tolist())
+    )
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,14 @@ def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, spec: ArmS
     keys = {"train": train, "predict": stable_key("predict", train)}
     for method in cfg.explain.methods:
         keys[f"explain_{method}"] = stable_key(
-            "explain", method, train, selection.key, cfg.explain.output, cfg.seed,
-            cfg.explain.nsamples if method_spec(method).sampled else None)
+            "explain",
+            method,
+            train,
+            selection.key,
+            cfg.explain.output,
+            cfg.seed,
+            cfg.explain.nsamples if method_spec(method).sampled else None,
+        )
     return keys
 
 
@@ -165,8 +178,9 @@ class ArmStages:
         self.data = prepare_data(cfg)
         expected = read_json(out / "data" / "dataset.json")["data_key"]
         if self.data.data_key != expected:
-            raise RuntimeError(f"data changed since the data stage ({self.data.data_key} != {expected}); "
-                               "rerun the study")
+            raise RuntimeError(
+                f"data changed since the data stage ({self.data.data_key} != {expected}); rerun the study"
+            )
         self.selection = make_selection(cfg, self.data)
         self.keys = arm_keys(cfg, self.data, self.selection, spec)
         self.paths = ArmPaths.of(out, spec)
@@ -199,23 +213,36 @@ class ArmStages:
         cache_dir = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else default_cache_dir()
         result = self._arm.fit(TrainingData(x_tr, y_tr, x_va, y_va, self.data.data_key, cache_dir))
         self._arm.save(self.paths.model)
-        write_json_atomic(self.paths.train_json, {
-            "history": result.history, "best_val_epoch": result.best_val_epoch,
-            "train_seconds": result.train_seconds, "info": result.info, "fallbacks": result.fallbacks})
+        write_json_atomic(
+            self.paths.train_json,
+            {
+                "history": result.history,
+                "best_val_epoch": result.best_val_epoch,
+                "train_seconds": result.train_seconds,
+                "info": result.info,
+                "fallbacks": result.fallbacks,
+            },
+        )
 
     def predict(self) -> None:
         x_test, _ = self.data.arrays("test")
         t0 = time.perf_counter()
         proba = self.arm.predict_proba(x_test)
-        write_npz_atomic(self.paths.predictions, probabilities=proba.astype(np.float32),
-                         seconds=np.array(time.perf_counter() - t0))
+        write_npz_atomic(
+            self.paths.predictions, probabilities=proba.astype(np.float32), seconds=np.array(time.perf_counter() - t0)
+        )
 
     def explain(self, method: str) -> None:
         x_test, _ = self.data.arrays("test")
         x_train, _ = self.data.arrays("train")
-        result = self.arm.explain(x_test[self.selection.explain_idx], x_train[self.selection.background_idx],
-                                  method, nsamples=self.cfg.explain.nsamples, seed=self.cfg.seed,
-                                  output=self.cfg.explain.output)
+        result = self.arm.explain(
+            x_test[self.selection.explain_idx],
+            x_train[self.selection.background_idx],
+            method,
+            nsamples=self.cfg.explain.nsamples,
+            seed=self.cfg.seed,
+            output=self.cfg.explain.output,
+        )
         result.save(self.paths.attributions(method))
 
 
@@ -240,8 +267,14 @@ def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
     write_json_atomic(out / "data" / "dataset.json", to_json(dataset_summary(data)))
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     record = StageRecord("data", "ran", time.perf_counter() - t0)
-    log.info("[stage] %-24s ran in %.1f s (%d images, %d classes, %d skipped files)", "data",
-             record.seconds, len(data.labels), len(data.classes), len(data.manifest.skipped))
+    log.info(
+        "[stage] %-24s ran in %.1f s (%d images, %d classes, %d skipped files)",
+        "data",
+        record.seconds,
+        len(data.labels),
+        len(data.classes),
+        len(data.manifest.skipped),
+    )
     return out, data, record
 
 
@@ -255,8 +288,9 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
     stages = Stages(out, force)
     stages.add(data_record)
     selection = make_selection(cfg, data)
-    write_npz_atomic(out / "data" / "selection.npz", explain_idx=selection.explain_idx,
-                     background_idx=selection.background_idx)
+    write_npz_atomic(
+        out / "data" / "selection.npz", explain_idx=selection.explain_idx, background_idx=selection.background_idx
+    )
 
     arm_stage_keys = {}
     for spec in selected_arms(cfg):
@@ -264,8 +298,16 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
         arm_stage_keys[spec.key] = keys
         run_arm(cfg, out, spec, keys, stages, force)
 
-    evaluate_key = stable_key(PIPELINE_VERSION, "evaluate", SCHEMA_VERSION, code_digest(EVALUATE_SOURCES),
-                              cfg.to_dict(), library_versions(), selection.key, arm_stage_keys)
+    evaluate_key = stable_key(
+        PIPELINE_VERSION,
+        "evaluate",
+        SCHEMA_VERSION,
+        code_digest(EVALUATE_SOURCES),
+        cfg.to_dict(),
+        library_versions(),
+        selection.key,
+        arm_stage_keys,
+    )
     evaluation = out / "evaluation.json"
 
     def evaluate() -> None:
@@ -277,8 +319,12 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
 
     report_key = stable_key("report", evaluate_key, code_digest([*REPORT_SOURCES, *REPORT_TEMPLATES]))
     report_outputs = [out / "metrics.json", out / "report.md", out / "report.html"]
-    stages.run("report", report_key, report_outputs,
-               lambda: write_report(out, data, selection, read_json(evaluation), stages.records))
+    stages.run(
+        "report",
+        report_key,
+        report_outputs,
+        lambda: write_report(out, data, selection, read_json(evaluation), stages.records),
+    )
     return StudyRun(out, stages.records)
 
 
@@ -299,8 +345,17 @@ def run_arm(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str], st
 def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None:
     """Run one arm's stages in a fresh interpreter; its exit status 2 is a user's mistake."""
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    cmd = [sys.executable, "-m", "experiments.arm_worker", "--out", str(out), "--arm", spec.key,
-           "--spec", json.dumps(spec.to_json())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.arm_worker",
+        "--out",
+        str(out),
+        "--arm",
+        spec.key,
+        "--spec",
+        json.dumps(spec.to_json()),
+    ]
     if force:
         cmd.append("--force")
     log.info("starting the %s arm in its own process", spec.title)
@@ -313,8 +368,9 @@ def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None
         raise RuntimeError(f"the {spec.title} arm failed with exit status {proc.returncode}")
 
 
-def write_report(out: Path, data: StudyData, selection: Selection, evaluation: dict,
-                 records: list[StageRecord]) -> None:
+def write_report(
+    out: Path, data: StudyData, selection: Selection, evaluation: dict, records: list[StageRecord]
+) -> None:
     """The report stage: figures and the two reports from the evaluation and the stage
     records so far, then metrics.json, whose records end with this stage's own (which the
     reports, written before it ends, cannot show)."""
@@ -329,8 +385,9 @@ def write_report(out: Path, data: StudyData, selection: Selection, evaluation: d
         spec = arm_by_name(name)
         for method in by_method:
             explanations[(spec.key, method)] = Explanation.load(ArmPaths.of(out, spec).attributions(method))
-    figures = build_figures(out, metrics, x_test[selection.explain_idx], y_test[selection.explain_idx],
-                            list(data.classes), explanations)
+    figures = build_figures(
+        out, metrics, x_test[selection.explain_idx], y_test[selection.explain_idx], list(data.classes), explanations
+    )
     write_reports(out, metrics, figures)
     metrics.stages.append(StageRecord("report", "ran", time.perf_counter() - start))
     write_json_atomic(out / "metrics.json", to_json(metrics))

@@ -26,22 +26,51 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 log = logging.getLogger("study")
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory where it lies below it (shorter in --help)."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="data folder: train/ + test/ (or val/) with one folder per class, or class "
-                                  "folders only (default: scikit-learn's bundled digits set)")
-    p.add_argument("--config", type=Path, help=f"YAML config file (default: {DEFAULT_CONFIG.relative_to(Path.cwd()) if DEFAULT_CONFIG.is_relative_to(Path.cwd()) else DEFAULT_CONFIG}); flags override it")
+    p.add_argument(
+        "--data",
+        help="data folder: train/ + test/ (or val/) with one folder per class, or class "
+        "folders only (default: scikit-learn's bundled digits set)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help=f"YAML config file (default: {_shown(DEFAULT_CONFIG)}); flags override it",
+    )
     p.add_argument("--out", help="output folder (default: reports/<data set name>)")
     p.add_argument("--seed", type=int, help="seed for the split, selections, training and explainers (default: 0)")
-    p.add_argument("--image-size", type=int, help="square image side in pixels (default: 224 for folders, 32 for digits)")
-    p.add_argument("--epochs-pytorch", type=int, help="training epochs of the PyTorch CNN (default: from the config; published: 15)")
-    p.add_argument("--epochs-keras", type=int, help="training epochs of the Keras ResNet50 head (default: from the config; published: 10)")
+    p.add_argument(
+        "--image-size", type=int, help="square image side in pixels (default: 224 for folders, 32 for digits)"
+    )
+    p.add_argument(
+        "--epochs-pytorch",
+        type=int,
+        help="training epochs of the PyTorch CNN (default: from the config; published: 15)",
+    )
+    p.add_argument(
+        "--epochs-keras",
+        type=int,
+        help="training epochs of the Keras ResNet50 head (default: from the config; published: 10)",
+    )
     p.add_argument("--n-explain", type=int, help="test images explained, stratified (default: 2 per class)")
-    p.add_argument("--n-background", type=int, help="training images in the SHAP background (default: from the config, 16)")
+    p.add_argument(
+        "--n-background", type=int, help="training images in the SHAP background (default: from the config, 16)"
+    )
     p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config, 64)")
-    p.add_argument("--keras-weights", help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: imagenet)")
+    p.add_argument(
+        "--keras-weights",
+        help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: imagenet)",
+    )
     p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
-    p.add_argument("--dry-run", action="store_true", help="validate the data, write split.csv, print the counts, and stop")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate the data, write split.csv, print the counts, and stop"
+    )
     p.add_argument("--force", action="store_true", help="rerun every stage even when its inputs are unchanged")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     return p.parse_args(argv)
@@ -52,12 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, {
-            "data.root": args.data, "out": args.out, "seed": args.seed, "data.image_size": args.image_size,
-            "pytorch.epochs": args.epochs_pytorch, "keras.epochs": args.epochs_keras,
-            "explain.n_explain": args.n_explain, "explain.n_background": args.n_background,
-            "explain.nsamples": args.nsamples, "keras.weights": args.keras_weights, "only": args.only,
-        })
+        cfg = load_config(
+            args.config or DEFAULT_CONFIG,
+            {
+                "data.root": args.data,
+                "out": args.out,
+                "seed": args.seed,
+                "data.image_size": args.image_size,
+                "pytorch.epochs": args.epochs_pytorch,
+                "keras.epochs": args.epochs_keras,
+                "explain.n_explain": args.n_explain,
+                "explain.n_background": args.n_background,
+                "explain.nsamples": args.nsamples,
+                "keras.weights": args.keras_weights,
+                "only": args.only,
+            },
+        )
         from experiments.pipeline import data_stage, run_study
 
         t0 = time.perf_counter()
@@ -77,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s.path}: {s.reason}")
         print(f"split written to {out / 'split.csv'}")
     else:
-        print(f"study finished in {time.perf_counter() - t0:.0f} s; reports: {out / 'report.md'} and {out / 'report.html'}")
+        print(
+            f"study finished in {time.perf_counter() - t0:.0f} s; "
+            f"reports: {out / 'report.md'} and {out / 'report.html'}"
+        )
     return 0
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from common.io import read_json, write_json_atomic
 from common.results import StageRecord
@@ -62,8 +62,10 @@ class Stages:
             t0 = time.perf_counter()
             fn()
             rec = StageRecord(stage, "ran", time.perf_counter() - t0)
-            write_json_atomic(self.stamp_path(stage), {"stage": stage, "key": key, "seconds": rec.seconds,
-                                                       "outputs": [p.name for p in outputs]})
+            write_json_atomic(
+                self.stamp_path(stage),
+                {"stage": stage, "key": key, "seconds": rec.seconds, "outputs": [p.name for p in outputs]},
+            )
             log.info("[stage] %-24s ran in %.1f s", stage, rec.seconds)
         self.records.append(rec)
         return rec

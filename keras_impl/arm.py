@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import keras_impl  # (sets TensorFlow's environment before keras is imported)
 import keras
 import numpy as np
 import tensorflow as tf
 
+import keras_impl  # (sets TensorFlow's environment before keras is imported)
 from common.arm import Arm, Attribution, Fitted, TrainingData
 from common.config import StudyConfig
 from common.io import atomic_path, read_json, write_json_atomic
@@ -89,15 +89,29 @@ class KerasArm(Arm):
         """Deep or Gradient SHAP for every class. Explainers are cached per method, output
         and background, because TensorFlow builds their graphs on first use (a framework
         reason: the PyTorch arm has nothing to cache)."""
-        key = (method, output, self.explain_batch_size,
-               hashlib.sha256(np.ascontiguousarray(background).tobytes()).hexdigest())
+        key = (
+            method,
+            output,
+            self.explain_batch_size,
+            hashlib.sha256(np.ascontiguousarray(background).tobytes()).hexdigest(),
+        )
         explainer = self._explainers.get(key)
         if explainer is None:
-            explainer = kx.make_explainer(self.model, background, method, output=output,
-                                          batch_size=self.explain_batch_size)
+            explainer = kx.make_explainer(
+                self.model, background, method, output=output, batch_size=self.explain_batch_size
+            )
             self._explainers[key] = explainer
-        return kx.explain(self.model, images, background, method, nsamples=nsamples, seed=seed, output=output,
-                          batch_size=self.explain_batch_size, explainer=explainer)
+        return kx.explain(
+            self.model,
+            images,
+            background,
+            method,
+            nsamples=nsamples,
+            seed=seed,
+            output=output,
+            batch_size=self.explain_batch_size,
+            explainer=explainer,
+        )
 
     def info(self) -> dict[str, Any]:
         trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
@@ -119,8 +133,10 @@ class KerasArm(Arm):
     def fallbacks(self, info: dict[str, Any]) -> list[str]:
         weights = str(info.get("backbone_weights", "unknown"))
         if weights.startswith("random"):
-            return [f"{self.spec.title} backbone weights: {weights} — this run is not transfer learning, so its "
-                    "accuracy says nothing about the published ImageNet result."]
+            return [
+                f"{self.spec.title} backbone weights: {weights} — this run is not transfer learning, so its "
+                "accuracy says nothing about the published ImageNet result."
+            ]
         return []
 
 

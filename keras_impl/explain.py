@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -81,7 +82,9 @@ def make_explainer(
             explainer = shap.GradientExplainer(target, bg, batch_size=batch_size)
     predict_target = km.predictor(target)
     predict_proba = predict_target if output == "probability" else km.predictor(model)
-    return BuiltExplainer(method, output, target, bg, explainer, time.perf_counter() - start, predict_target, predict_proba)
+    return BuiltExplainer(
+        method, output, target, bg, explainer, time.perf_counter() - start, predict_target, predict_proba
+    )
 
 
 def explain(
@@ -139,8 +142,7 @@ def explain(
     attributions = shap_to_explanation_layout(raw)
     if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
         raise RuntimeError(f"shap returned attributions {np.shape(raw)}; expected (N, H, W, C, K) for x {x.shape}")
-    return Attribution(attributions=attributions, base_values=base_values, outputs=outputs,
-                       probabilities=probabilities)
+    return Attribution(attributions=attributions, base_values=base_values, outputs=outputs, probabilities=probabilities)
 
 
 def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:

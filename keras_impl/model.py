@@ -15,7 +15,7 @@ Relu, MaxPool, Pad, AddV2, AvgPool/Mean, Reshape, MatMul).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np

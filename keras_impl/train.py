@@ -90,7 +90,9 @@ def train(
         history["val_accuracy"].append(acc)
         log.info(
             "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f",
-            epoch, epochs, *(history[k][-1] for k in HISTORY_KEYS),
+            epoch,
+            epochs,
+            *(history[k][-1] for k in HISTORY_KEYS),
         )
     return history
 
@@ -198,8 +200,9 @@ def backbone_features(
 def pixel_digests(images: np.ndarray) -> np.ndarray:
     """One 16-byte BLAKE2 digest of each image's pixels (``S16`` array). The image size
     is part of the cache key, so the bytes alone identify an image."""
-    return np.array([hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest() for im in images],
-                    dtype="S16")
+    return np.array(
+        [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest() for im in images], dtype="S16"
+    )
 
 
 def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -212,10 +215,14 @@ def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _run_batches(step, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray], desc: str | None) -> tuple[float, float]:
+def _run_batches(
+    step, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray], desc: str | None
+) -> tuple[float, float]:
     """Run ``step`` (train_on_batch or test_on_batch) over index batches; mean loss and accuracy."""
     total_loss = total_acc = 0.0
-    for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if desc is None else None):  # None: off when not a TTY
+    for idx in tqdm(
+        batches, desc=desc, unit="batch", leave=False, disable=True if desc is None else None
+    ):  # None: off when not a TTY
         logs = step(x[idx].astype(np.float32), y[idx], return_dict=True)
         total_loss += logs["loss"] * len(idx)
         total_acc += logs["accuracy"] * len(idx)

@@ -33,12 +33,12 @@ def channel_statistics(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray
     total, total_sq = [0] * n_channels, [0] * n_channels
     for i in range(0, len(images), chunk):
         block = images[i : i + chunk].reshape(-1, n_channels).astype(np.int64)
-        for c, (s, ss) in enumerate(zip(block.sum(axis=0), (block * block).sum(axis=0))):
+        for c, (s, ss) in enumerate(zip(block.sum(axis=0), (block * block).sum(axis=0), strict=True)):
             total[c] += int(s)
             total_sq[c] += int(ss)
     n = images.size // n_channels
     mean = np.array([t / n for t in total])
-    var = np.array([(n * ss - t * t) / (n * n) for t, ss in zip(total, total_sq)])  # exact numerator
+    var = np.array([(n * ss - t * t) / (n * n) for t, ss in zip(total, total_sq, strict=True)])  # exact numerator
     return mean, np.sqrt(var)
 
 
@@ -103,8 +103,16 @@ class PyTorchArm(Arm):
         self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
     ) -> Attribution:
         # Runs on the arm's device, Deep SHAP in float32 (its measured additivity error is in the report).
-        return explain(self.model, images, background, method, nsamples=nsamples, seed=seed, output=output,
-                       batch_size=self.explain_batch_size)
+        return explain(
+            self.model,
+            images,
+            background,
+            method,
+            nsamples=nsamples,
+            seed=seed,
+            output=output,
+            batch_size=self.explain_batch_size,
+        )
 
     def info(self) -> dict[str, Any]:
         return {

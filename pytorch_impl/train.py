@@ -93,16 +93,14 @@ def train(
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
     for epoch in range(1, cfg.epochs + 1):
         train_loss, train_acc = train_one_epoch(
             model, optimizer, x_train, y_train, cfg, generator, desc=f"epoch {epoch}/{cfg.epochs}"
         )
         val_loss, val_acc = evaluate(model, x_val, y_val, cfg.batch_size)
-        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val_loss, val_acc)):
+        for key, value in zip(HISTORY_KEYS, (train_loss, train_acc, val_loss, val_acc), strict=True):
             history[key].append(value)
     model.eval()
     return history

@@ -198,4 +198,3 @@ def image_file():
         return path
 
     return make
-

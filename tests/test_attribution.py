@@ -21,7 +21,10 @@ def test_channel_sum():
 def test_identical_maps_rho_one_and_negated_minus_one():
     m = _maps()
     cls = np.array([0, 1, 0])
-    r = agreement({"pytorch_deep": m, "keras_deep": m, "keras_gradient": -m}, {k: cls for k in ("pytorch_deep", "keras_deep", "keras_gradient")})
+    r = agreement(
+        {"pytorch_deep": m, "keras_deep": m, "keras_gradient": -m},
+        {k: cls for k in ("pytorch_deep", "keras_deep", "keras_gradient")},
+    )
     assert list(r["pairs"]) == ["pytorch_deep~keras_deep", "pytorch_deep~keras_gradient", "keras_deep~keras_gradient"]
     assert r["pairs"]["pytorch_deep~keras_deep"] == pytest.approx(1.0)
     assert r["pairs"]["pytorch_deep~keras_gradient"] == pytest.approx(-1.0)
@@ -36,9 +39,13 @@ def test_each_map_taken_at_its_own_class():
     # keras' class-2 map equals pytorch's class-0 map; keras' class 0 is noise
     other[:, 2] = m[:, 0]
     other[:, 0] = _maps(n=2, k=3, seed=5)[:, 0]
-    same = agreement({"pytorch_deep": m, "keras_deep": other}, {"pytorch_deep": np.array([0, 0]), "keras_deep": np.array([2, 2])})
+    same = agreement(
+        {"pytorch_deep": m, "keras_deep": other}, {"pytorch_deep": np.array([0, 0]), "keras_deep": np.array([2, 2])}
+    )
     assert same["pairs"]["pytorch_deep~keras_deep"] == pytest.approx(1.0)
-    wrong = agreement({"pytorch_deep": m, "keras_deep": other}, {"pytorch_deep": np.array([0, 0]), "keras_deep": np.array([0, 0])})
+    wrong = agreement(
+        {"pytorch_deep": m, "keras_deep": other}, {"pytorch_deep": np.array([0, 0]), "keras_deep": np.array([0, 0])}
+    )
     assert wrong["pairs"]["pytorch_deep~keras_deep"] < 0.9
 
 
@@ -63,7 +70,10 @@ def test_fewer_than_two_maps_gives_no_pairs():
 
 def test_mismatched_images_rejected():
     with pytest.raises(ValueError):
-        agreement({"pytorch_deep": _maps(n=3), "keras_deep": _maps(n=2)}, {"pytorch_deep": np.zeros(3, int), "keras_deep": np.zeros(2, int)})
+        agreement(
+            {"pytorch_deep": _maps(n=3), "keras_deep": _maps(n=2)},
+            {"pytorch_deep": np.zeros(3, int), "keras_deep": np.zeros(2, int)},
+        )
 
 
 def test_to_image_plot_lists_pinned():
@@ -84,10 +94,14 @@ def test_explanation_additivity_errors():
     attr = np.zeros((2, 2, 1, 1, 1), dtype=np.float32)
     attr[:, :, 0, 0, 0] = [[1.0, 2.0], [3.0, 4.0]]
     ex = Explanation(
-        method="deep", output="logits", attributions=attr,
+        method="deep",
+        output="logits",
+        attributions=attr,
         base_values=np.array([0.5, 0.0], dtype=np.float32),
         outputs=np.array([[1.5, 2.0], [3.5, 4.25]], dtype=np.float32),
-        probabilities=np.full((2, 2), 0.5, dtype=np.float32), seconds=1.0, n_background=4,
+        probabilities=np.full((2, 2), 0.5, dtype=np.float32),
+        seconds=1.0,
+        n_background=4,
     )
     # |sum of attributions - (output - base value)| per image and class
     np.testing.assert_allclose(ex.additivity_errors, [[0.0, 0.0], [0.0, 0.25]], atol=1e-7)

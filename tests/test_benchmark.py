@@ -70,9 +70,15 @@ def test_parts_are_checked_and_ordered():
 
 
 def test_seed_summary_mean_spread_and_published():
-    runs = {str(s): {"models": {"pytorch_cnn": {"test_accuracy": a},
-                                "keras_resnet50": {"test_accuracy": 0.9, "backbone_weights": "imagenet"}}}
-            for s, a in ((0, 1.0), (1, 0.9), (2, 0.95))}
+    runs = {
+        str(s): {
+            "models": {
+                "pytorch_cnn": {"test_accuracy": a},
+                "keras_resnet50": {"test_accuracy": 0.9, "backbone_weights": "imagenet"},
+            }
+        }
+        for s, a in ((0, 1.0), (1, 0.9), (2, 0.95))
+    }
     s = seed_summary(runs)
     assert s["pytorch_cnn"]["n_seeds"] == 3 and s["pytorch_cnn"]["mean"] == pytest.approx(0.95)
     assert s["pytorch_cnn"]["std"] == pytest.approx(0.05)
@@ -82,8 +88,14 @@ def test_seed_summary_mean_spread_and_published():
 
 
 def test_finished_parts_are_kept_for_the_same_config_only(tmp_path):
-    header = {"benchmark_version": BENCHMARK_VERSION, "date": "d", "command": "c", "machine": {}, "data": "x",
-              "config": {"seed": 0}}
+    header = {
+        "benchmark_version": BENCHMARK_VERSION,
+        "date": "d",
+        "command": "c",
+        "machine": {},
+        "data": "x",
+        "config": {"seed": 0},
+    }
     first = BenchmarkFile(tmp_path, header, ["stages", "seeds"])
     first.set_part("stages", {"status": "failed", "error": "boom"})
     again = BenchmarkFile(tmp_path, header, ["seeds"])  # a later run of another part keeps stages
@@ -97,9 +109,14 @@ def test_finished_parts_are_kept_for_the_same_config_only(tmp_path):
 
 
 def test_markdown_escapes_text_and_survives_a_broken_part():
-    doc = {"command": "python -m benchmarks.benchmark", "data": "a|b",
-           "parts": {"stages": {"status": "failed", "error": "bad | *cell*"},
-                     "published": {"status": "done", "speedup": {}}}}  # no "published" record: cannot render
+    doc = {
+        "command": "python -m benchmarks.benchmark",
+        "data": "a|b",
+        "parts": {
+            "stages": {"status": "failed", "error": "bad | *cell*"},
+            "published": {"status": "done", "speedup": {}},
+        },
+    }  # no "published" record: cannot render
     md = render_markdown(doc)
     assert "**failed**: bad \\| \\*cell\\*" in md and "- data: a\\|b;" in md
     assert "## Published" in md and "could not render this part" in md
@@ -113,9 +130,36 @@ def test_markdown_escapes_text_and_survives_a_broken_part():
 def test_benchmark_end_to_end_pytorch(tmp_path):
     data = make_jpeg_dataset(tmp_path / "ds")
     out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--data", str(data), "--out", str(out), "--only", "pytorch",
-           "--image-size", "32", "--epochs-pytorch", "1", "--n-explain", "2", "--n-background", "4", "--nsamples", "4",
-           "--published-nsamples", "4", "--raw-seconds", "0.05", "--explain-repeats", "1", "--seeds", "0", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.benchmark",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--only",
+        "pytorch",
+        "--image-size",
+        "32",
+        "--epochs-pytorch",
+        "1",
+        "--n-explain",
+        "2",
+        "--n-background",
+        "4",
+        "--nsamples",
+        "4",
+        "--published-nsamples",
+        "4",
+        "--raw-seconds",
+        "0.05",
+        "--explain-repeats",
+        "1",
+        "--seeds",
+        "0",
+        "-q",
+    ]
     env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}  # keep the repository's cache clean
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -127,11 +171,19 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
     assert {"torch", "tensorflow", "shap"} <= set(doc["machine"]["versions"])
     parts = doc["parts"]
     assert {k: v["status"] for k, v in parts.items()} == dict.fromkeys(
-        ("stages", "efficiency", "published", "seeds"), "done")
+        ("stages", "efficiency", "published", "seeds"), "done"
+    )
 
     stages = {s["stage"]: s for s in parts["stages"]["stages"]}
-    assert set(stages) == {"data", "train pytorch", "predict pytorch", "explain_deep pytorch",
-                           "explain_gradient pytorch", "evaluate", "report"}
+    assert set(stages) == {
+        "data",
+        "train pytorch",
+        "predict pytorch",
+        "explain_deep pytorch",
+        "explain_gradient pytorch",
+        "evaluate",
+        "report",
+    }
     assert all(s["status"] == "ran" and s["seconds"] >= 0 for s in stages.values())
     assert parts["stages"]["memory"]["children_max_rss_mb"] > 0
     assert "pytorch_cnn" in parts["stages"]["arms"]
@@ -149,8 +201,14 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
     assert pub["explain"]["deep"]["vs_project"]["max_rel_diff"] < 1e-4  # same model, normalised vs raw inputs
     assert pub["explain"]["gradient"]["vs_project_same_draws"]["max_rel_diff"] < 1e-4
     assert pub["same_results"]["n_test"] == 12 and pub["explain"]["gradient"]["nsamples"] == 4
-    assert set(parts["published"]["speedup"]) == {"training", "training_with_decoding", "test_predictions",
-                                                  "deep_shap", "gradient_shap", "total"}
+    assert set(parts["published"]["speedup"]) == {
+        "training",
+        "training_with_decoding",
+        "test_predictions",
+        "deep_shap",
+        "gradient_shap",
+        "total",
+    }
 
     seeds = parts["seeds"]
     assert seeds["summary"]["pytorch_cnn"]["n_seeds"] == 1 and seeds["runs"]["0"]["from"] == str(out / "study")

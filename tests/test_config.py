@@ -32,17 +32,20 @@ def test_shipped_configs_load_and_flags_override():
     assert load_config(None).to_dict()["explain"]["methods"] == ["deep", "gradient"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("pytorch:\n  epochz: 3\n", "unknown key"),
-    ("data:\n  val_fraction: 1.5\n", "val_fraction"),
-    ("only: tensorflow\n", "only must be"),
-    ("keras:\n  weights: /no/such/file.h5\n", "keras.weights"),
-    ("pytorch:\n  device: tpu\n", "pytorch.device must be auto, cpu or cuda"),
-    ("keras:\n  epochs: 0\n", "epochs and batch_size must be positive"),
-    ("explain:\n  methods: [deep, lime]\n", "explain.methods may hold only deep, gradient, got lime"),
-    ("- a list\n", "mapping"),
-    ("a: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("pytorch:\n  epochz: 3\n", "unknown key"),
+        ("data:\n  val_fraction: 1.5\n", "val_fraction"),
+        ("only: tensorflow\n", "only must be"),
+        ("keras:\n  weights: /no/such/file.h5\n", "keras.weights"),
+        ("pytorch:\n  device: tpu\n", "pytorch.device must be auto, cpu or cuda"),
+        ("keras:\n  epochs: 0\n", "epochs and batch_size must be positive"),
+        ("explain:\n  methods: [deep, lime]\n", "explain.methods may hold only deep, gradient, got lime"),
+        ("- a list\n", "mapping"),
+        ("a: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_invalid_configs_raise_config_error(tmp_path, text, message):
     p = tmp_path / "c.yaml"
     p.write_text(text)

@@ -39,8 +39,17 @@ def tree(split_folders):
     JPEGs (18x24) per class in train/ and in the held-out folder."""
 
     def make(root: Path, classes=("ants", "bees"), n: int = 6, held_out: str = "test") -> Path:
-        return split_folders(root, classes=classes, n_train=n, n_test=n, held_out=held_out, size=(18, 24),
-                             fmt="jpeg", pattern="noise", seed=1)
+        return split_folders(
+            root,
+            classes=classes,
+            n_train=n,
+            n_test=n,
+            held_out=held_out,
+            size=(18, 24),
+            fmt="jpeg",
+            pattern="noise",
+            seed=1,
+        )
 
     return make
 
@@ -169,7 +178,7 @@ def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch
 def test_held_out_folder_is_the_test_split(tmp_path, tree):
     root = tree(tmp_path / "ds", n=10)
     data = load_study_data(root, 8, cache_dir=tmp_path / "c")
-    for rec, s in zip(data.manifest.records, data.split):
+    for rec, s in zip(data.manifest.records, data.split, strict=True):
         assert (s == "test") == rec.path.startswith("test/")
     assert (data.split == "val").sum() == 4  # 20% of 20 training images, 2 per class
 

@@ -19,7 +19,7 @@ def test_accuracy_ci_all_correct():
 def test_accuracy_ci_none_correct_and_half():
     acc, (lo, hi) = accuracy_with_ci([0] * 10, [1] * 10)
     assert acc == 0.0 and lo == 0.0
-    assert hi == pytest.approx(1 - 0.025 ** 0.1, abs=1e-6)  # 0.30849...
+    assert hi == pytest.approx(1 - 0.025**0.1, abs=1e-6)  # 0.30849...
     # 5 of 10: the textbook exact interval [0.187, 0.813]
     acc, (lo, hi) = accuracy_with_ci([0] * 10, [0] * 5 + [1] * 5)
     assert acc == 0.5

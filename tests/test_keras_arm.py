@@ -27,10 +27,10 @@ shap = pytest.importorskip("shap")
 
 from shap.explainers._deep.deep_tf import op_handlers  # noqa: E402
 
+import keras_impl  # noqa: E402
 from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
-import keras_impl  # noqa: E402
 from keras_impl import model as km  # noqa: E402
 from keras_impl import train as kt  # noqa: E402
 from keras_impl.arm import KerasArm  # noqa: E402
@@ -80,7 +80,8 @@ def stand_in_arm(cfg, n_classes: int = 3) -> KerasArm:
 
 def _same_weights(a: keras.Model, b: keras.Model) -> bool:
     return len(a.weights) == len(b.weights) and all(
-        np.array_equal(keras.ops.convert_to_numpy(u), keras.ops.convert_to_numpy(v)) for u, v in zip(a.weights, b.weights)
+        np.array_equal(keras.ops.convert_to_numpy(u), keras.ops.convert_to_numpy(v))
+        for u, v in zip(a.weights, b.weights, strict=True)
     )
 
 
@@ -120,7 +121,17 @@ def test_architecture_and_every_op_is_one_shap_handles(resnet_arm):
     model = resnet_arm.model
     assert resnet_arm.backbone_weights == resnet_arm.info()["backbone_weights"] == "random (none requested)"
     names = [layer.name for layer in model.layers]
-    assert names == ["pixels", "preprocess", "resnet50", "pool", "flatten", "dense", "dropout", "logits", "probabilities"]
+    assert names == [
+        "pixels",
+        "preprocess",
+        "resnet50",
+        "pool",
+        "flatten",
+        "dense",
+        "dropout",
+        "logits",
+        "probabilities",
+    ]
     assert not km.backbone_of(model).trainable
     assert model.get_layer("dense").units == 256 and model.get_layer("dense").activation.__name__ == "relu"
     assert model.get_layer("dropout").rate == 0.5
@@ -165,7 +176,9 @@ def test_weights_path_loads_a_local_file(resnet_arm, tmp_path):
     path = str(tmp_path / "backbone.weights.h5")
     reference = km.backbone_of(resnet_arm.model)
     reference.save_weights(path)
-    arm = KerasArm.create(_cfg(seed=1, weights=path), n_classes=3, image_size=SIZE)  # another seed: other random weights
+    arm = KerasArm.create(
+        _cfg(seed=1, weights=path), n_classes=3, image_size=SIZE
+    )  # another seed: other random weights
     assert arm.backbone_weights == arm.info()["backbone_weights"] == f"file: {path}"
     assert _same_weights(km.backbone_of(arm.model), reference)
     assert not _same_weights(arm.model, resnet_arm.model)  # the head is still the seed's own
@@ -184,7 +197,10 @@ URL_FAILURE = Exception("URL fetch failure on https://example.invalid/x.h5: None
     [
         (URL_FAILURE, True),  # what keras.utils.get_file raises without a network
         (ConnectionResetError("reset by peer"), True),
-        (ValueError("Incomplete or corrupted file detected. The sha256 file hash does not match the provided value"), True),
+        (
+            ValueError("Incomplete or corrupted file detected. The sha256 file hash does not match the provided value"),
+            True,
+        ),
         (RuntimeError("a bug, not a missing file"), False),
         (ValueError("input_shape too small"), False),
     ],
@@ -254,11 +270,17 @@ def test_offline_imagenet_goes_through_keras_own_cache_then_falls_back_and_says_
     env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
     env.update({"KERAS_HOME": str(home), "PYTHONPATH": str(REPO)})
     env.update({k: proxy for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")})
-    proc = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(home), NOTOP], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT, str(home), NOTOP],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     first_out, _, second_out = proc.stdout.partition('{"cached_after_failure"')
-    results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    results = [json.loads(line[len("RESULT ") :]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 3, proc.stdout[-3000:]
     empty_cache, after, stale_cache = results
 
@@ -282,12 +304,18 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     assert cached.info["feature_cache"] == "miss" and cached.info["training_route"] == "cached features"
 
     e2e_arm = stand_in_arm(_cfg())  # the same initial weights as the shared arm's
-    e2e = kt.fit(e2e_arm.model, data, e2e_arm.settings, seed=e2e_arm.cfg.seed,
-                 backbone_weights=e2e_arm.backbone_weights, use_features=False)
+    e2e = kt.fit(
+        e2e_arm.model,
+        data,
+        e2e_arm.settings,
+        seed=e2e_arm.cfg.seed,
+        backbone_weights=e2e_arm.backbone_weights,
+        use_features=False,
+    )
     assert e2e.info["training_route"] == "end to end" and e2e.info["feature_cache"] == "off"
     for key in HISTORY_KEYS:
         np.testing.assert_allclose(e2e.history[key], cached.history[key], rtol=1e-5, atol=1e-6)
-    for a, b in zip(e2e_arm.model.trainable_weights, cached_arm.model.trainable_weights):
+    for a, b in zip(e2e_arm.model.trainable_weights, cached_arm.model.trainable_weights, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5, atol=1e-6)
     images = np.concatenate([data.x_train, data.x_val])
     np.testing.assert_allclose(e2e_arm.predict_proba(images), cached_arm.predict_proba(images), atol=1e-5)
@@ -298,7 +326,9 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     # Another split of the same images (as another seed makes) reads the same cache file,
     # and every image still gets its own features.
     fresh_train, fresh_val, _ = kt.backbone_features(e2e_arm.model, _data(tiny_images), e2e_arm.backbone_weights)
-    swapped = TrainingData(data.x_val, data.y_val, data.x_train, data.y_train, data_key="other", cache_dir=data.cache_dir)
+    swapped = TrainingData(
+        data.x_val, data.y_val, data.x_train, data.y_train, data_key="other", cache_dir=data.cache_dir
+    )
     s_train, s_val, status = kt.backbone_features(e2e_arm.model, swapped, e2e_arm.backbone_weights)
     assert status == "hit"
     np.testing.assert_allclose(s_train, fresh_val, rtol=1e-5, atol=1e-5)

@@ -76,8 +76,22 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path,
     trains, predicts, explains, evaluates and reports it like any other arm."""
     data = split_folders(tmp_path / "ds")
     out = tmp_path / "out"
-    args = ["--data", str(data), "--out", str(out), "--only", "fake", "--image-size", "32", "--n-explain", "3",
-            "--n-background", "4", "--nsamples", "8"]
+    args = [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--only",
+        "fake",
+        "--image-size",
+        "32",
+        "--n-explain",
+        "3",
+        "--n-background",
+        "4",
+        "--nsamples",
+        "8",
+    ]
     caplog.set_level("INFO", logger="study")
     assert main(args) == 0
     assert "starting the Fake linear model arm in its own process" in caplog.text
@@ -92,8 +106,15 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path,
     assert m["agreement"]["pairs"].keys() == {"fake_deep~fake_gradient"}
     assert m["versions"]["numpy"] == np.__version__
     stages = [s["stage"] for s in m["stages"]]
-    assert stages == ["data", "train fake", "predict fake", "explain_deep fake", "explain_gradient fake", "evaluate",
-                      "report"]
+    assert stages == [
+        "data",
+        "train fake",
+        "predict fake",
+        "explain_deep fake",
+        "explain_gradient fake",
+        "evaluate",
+        "report",
+    ]
     report = (out / "report.md").read_text()
     assert "Fake linear model only" in report and "NumPy Deep SHAP vs NumPy Gradient SHAP" in report
     assert (out / "figures" / "shap_fake_deep.png").is_file()

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from common import registry
@@ -29,8 +28,14 @@ def _explanation(method: str, n: int, k: int, size: int, seed: int) -> Explanati
     z = np.exp(outputs - outputs.max(1, keepdims=True))
     probs = z / z.sum(1, keepdims=True)
     return Explanation(
-        method=method, output="logits", attributions=attr, base_values=base, outputs=outputs,
-        probabilities=probs.astype(np.float32), seconds=1.5, n_background=4,
+        method=method,
+        output="logits",
+        attributions=attr,
+        base_values=base,
+        outputs=outputs,
+        probabilities=probs.astype(np.float32),
+        seconds=1.5,
+        n_background=4,
         nsamples=None if method == "deep" else 8,
     )
 
@@ -45,12 +50,20 @@ def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pyto
     for a, arm in enumerate(arms):
         key = registry.ARMS[arm].name
         m = {
-            "test_accuracy": 0.9 - 0.1 * a, "test_accuracy_ci95": [0.8, 0.95],
+            "test_accuracy": 0.9 - 0.1 * a,
+            "test_accuracy_ci95": [0.8, 0.95],
             "per_class": {c: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 5} for c in classes},
             "confusion_matrix": (np.eye(k, dtype=int) * 4 + 1).tolist(),
-            "history": {"train_loss": list(np.linspace(2, 0.5, epochs)), "train_accuracy": list(np.linspace(0.3, 0.9, epochs)),
-                        "val_loss": list(np.linspace(2.1, 0.7, epochs)), "val_accuracy": list(np.linspace(0.3, 0.85, epochs))},
-            "best_val_epoch": epochs, "train_seconds": 12.3 + a, "predict_seconds": 0.1, "info": {"device": "cpu"},
+            "history": {
+                "train_loss": list(np.linspace(2, 0.5, epochs)),
+                "train_accuracy": list(np.linspace(0.3, 0.9, epochs)),
+                "val_loss": list(np.linspace(2.1, 0.7, epochs)),
+                "val_accuracy": list(np.linspace(0.3, 0.85, epochs)),
+            },
+            "best_val_epoch": epochs,
+            "train_seconds": 12.3 + a,
+            "predict_seconds": 0.1,
+            "info": {"device": "cpu"},
         }
         if arm == "keras":
             m["backbone_weights"] = "random (ImageNet weights unavailable)"
@@ -59,17 +72,40 @@ def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pyto
         for b, method in enumerate(("deep", "gradient")):
             ex = _explanation(method, n, k, size, seed=10 * a + b)
             explanations[(arm, method)] = ex
-            attributions[key][method] = {"seconds": ex.seconds, "n_images": n, "n_background": 4, "output": "logits",
-                                         "n_classes_explained": k, "nsamples": ex.nsamples,
-                                         "additivity_max_abs_error": ex.additivity_max_abs_error}
+            attributions[key][method] = {
+                "seconds": ex.seconds,
+                "n_images": n,
+                "n_background": 4,
+                "output": "logits",
+                "n_classes_explained": k,
+                "nsamples": ex.nsamples,
+                "additivity_max_abs_error": ex.additivity_max_abs_error,
+            }
     metrics = {
         "schema_version": SCHEMA_VERSION,
-        "dataset": {"name": "synthetic <set>", "root": "/data/<weird> & path", "layout": "folders", "classes": list(classes),
-                    "image_size": size, "held_out_folder": "test", "resize": "PIL.BILINEAR", "data_key": "k",
-                    "counts": {s: {c: 5 for c in classes} for s in ("train", "val", "test")},
-                    "skipped": [{"path": "x/.DS_Store", "reason": "not an image"}]},
-        "config": {"seed": 0, "data": {"root": "/data/<weird> & path"}, "explain": {"output": "logits", "n_background": 4,
-                   "nsamples": 8, "methods": ["deep", "gradient"], "n_explain": n}},
+        "dataset": {
+            "name": "synthetic <set>",
+            "root": "/data/<weird> & path",
+            "layout": "folders",
+            "classes": list(classes),
+            "image_size": size,
+            "held_out_folder": "test",
+            "resize": "PIL.BILINEAR",
+            "data_key": "k",
+            "counts": {s: {c: 5 for c in classes} for s in ("train", "val", "test")},
+            "skipped": [{"path": "x/.DS_Store", "reason": "not an image"}],
+        },
+        "config": {
+            "seed": 0,
+            "data": {"root": "/data/<weird> & path"},
+            "explain": {
+                "output": "logits",
+                "n_background": 4,
+                "nsamples": 8,
+                "methods": ["deep", "gradient"],
+                "n_explain": n,
+            },
+        },
         "versions": {"python": "3.11.7", "shap": "0.51.0", "torch": "2.14.1" if "pytorch" in arms else None},
         "models": models,
         "attributions": attributions,
@@ -78,8 +114,14 @@ def synthetic_run(classes=("cat", "dog|*wild*", NASTY), n=2, size=8, arms=("pyto
         "selection": {"explain_test_positions": list(range(n)), "background_train_positions": [0, 1, 2, 3]},
     }
     if len(arms) == 2:
-        metrics["comparison"] = {"mcnemar_p": 0.5, "only_pytorch_correct": 3, "only_keras_correct": 1,
-                                 "both_correct": 9, "both_wrong": 2, "n": 15}
+        metrics["comparison"] = {
+            "mcnemar_p": 0.5,
+            "only_pytorch_correct": 3,
+            "only_keras_correct": 1,
+            "both_correct": 9,
+            "both_wrong": 2,
+            "n": 15,
+        }
         maps = {f"{arm}_{method}": ex.attributions for (arm, method), ex in explanations.items()}
         cls = {f"{arm}_{method}": ex.probabilities.argmax(1) for (arm, method), ex in explanations.items()}
         metrics["agreement"] = agreement(maps, cls)
@@ -95,8 +137,15 @@ def _render(out: Path, **kw):
 
 def test_full_report(tmp_path):
     metrics, figures, md, html = _render(tmp_path)
-    assert set(figures) == {"training_curves", "confusion_matrices", "attribution_grid", "shap_pytorch_deep",
-                            "shap_pytorch_gradient", "shap_keras_deep", "shap_keras_gradient"}
+    assert set(figures) == {
+        "training_curves",
+        "confusion_matrices",
+        "attribution_grid",
+        "shap_pytorch_deep",
+        "shap_pytorch_gradient",
+        "shap_keras_deep",
+        "shap_keras_gradient",
+    }
     for rel in figures.values():
         assert rel.startswith("figures/") and (tmp_path / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(tmp_path / rel) as png:  # opaque figures are stored without an alpha channel
@@ -138,8 +187,13 @@ def test_same_inputs_same_report(tmp_path):
 def test_only_pytorch(tmp_path):
     metrics, figures, md, html = _render(tmp_path, arms=("pytorch",))
     assert metrics.comparison is None and metrics.agreement is None
-    assert set(figures) == {"training_curves", "confusion_matrices", "attribution_grid", "shap_pytorch_deep",
-                            "shap_pytorch_gradient"}
+    assert set(figures) == {
+        "training_curves",
+        "confusion_matrices",
+        "attribution_grid",
+        "shap_pytorch_deep",
+        "shap_pytorch_gradient",
+    }
     for text in (md, html):
         assert "PyTorch CNN only" in text
         assert "No paired comparison" in text
@@ -157,9 +211,11 @@ def test_no_explanations(tmp_path):
 
 
 def test_report_modules_import_no_framework():
-    code = ("import sys, common.report, common.plotting, common.evaluation, common.attribution; "
-            "bad = [m for m in ('torch', 'tensorflow', 'keras', 'shap') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, common.report, common.plotting, common.evaluation, common.attribution; "
+        "bad = [m for m in ('torch', 'tensorflow', 'keras', 'shap') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
@@ -181,7 +237,6 @@ def test_mcnemar_p_is_written_with_its_relation():
     from common.report import _fmt_p
 
     assert _fmt_p(0.5) == "= 0.500" and _fmt_p(1e-9) == "< 0.001" and _fmt_p(None) == "= —"
-
 
 
 def test_metrics_round_trip_through_json_and_an_older_schema_is_named(tmp_path):

@@ -37,8 +37,12 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, bad):
     if bad == "empty":
         target.mkdir()
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "run_all.py"), "--data", str(target),
-                           "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "run_all.py"), "--data", str(target), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and str(target) in err[0]
@@ -56,22 +60,61 @@ def test_bad_config_value_is_exit_2(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- end to end
 
-TINY = ["--image-size", "32", "--epochs-pytorch", "1", "--epochs-keras", "1", "--n-explain", "2",
-        "--n-background", "4", "--nsamples", "8", "--keras-weights", "none", "--seed", "0"]
+TINY = [
+    "--image-size",
+    "32",
+    "--epochs-pytorch",
+    "1",
+    "--epochs-keras",
+    "1",
+    "--n-explain",
+    "2",
+    "--n-background",
+    "4",
+    "--nsamples",
+    "8",
+    "--keras-weights",
+    "none",
+    "--seed",
+    "0",
+]
 
-REQUIRED_MODEL_KEYS = {"test_accuracy", "test_accuracy_ci95", "per_class", "confusion_matrix", "history", "train_seconds"}
+REQUIRED_MODEL_KEYS = {
+    "test_accuracy",
+    "test_accuracy_ci95",
+    "per_class",
+    "confusion_matrix",
+    "history",
+    "train_seconds",
+}
 
 
 def _run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "experiments" / "run_all.py"), "--data", str(data),
-                           "--out", str(out), *TINY, *extra], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "run_all.py"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *TINY,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def _without_timings(obj):
     """metrics.json with every wall-time value removed."""
     if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items()
-                if not (k.endswith("seconds") or k in {"stages", "feature_cache"})}
+        return {
+            k: _without_timings(v)
+            for k, v in obj.items()
+            if not (k.endswith("seconds") or k in {"stages", "feature_cache"})
+        }
     if isinstance(obj, list):
         return [_without_timings(v) for v in obj]
     return obj
@@ -89,9 +132,17 @@ def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
     out = tmp_path / "out"
     first = _run(data, out)
     assert first.returncode == 0, first.stderr[-3000:]
-    for name in ("metrics.json", "report.md", "report.html", "split.csv", "config.yaml",
-                 "pytorch_cnn/model.pt", "keras_resnet50/model.keras",
-                 "pytorch_cnn/attributions_deep.npz", "keras_resnet50/attributions_gradient.npz"):
+    for name in (
+        "metrics.json",
+        "report.md",
+        "report.html",
+        "split.csv",
+        "config.yaml",
+        "pytorch_cnn/model.pt",
+        "keras_resnet50/model.keras",
+        "pytorch_cnn/attributions_deep.npz",
+        "keras_resnet50/attributions_gradient.npz",
+    ):
         assert (out / name).is_file(), name
     assert list(out.glob("**/.*.tmp*")) == []  # nothing half-written
 

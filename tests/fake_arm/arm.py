@@ -36,8 +36,16 @@ class FakeArm(Arm):
         return cls(weights, np.zeros(n_classes), image_size, cfg)
 
     def _fit(self, data: TrainingData) -> Fitted:
-        history = train(self.weights, self.bias, data.x_train, data.y_train, data.x_val, data.y_val,
-                        epochs=self.settings.epochs, lr=self.settings.lr)
+        history = train(
+            self.weights,
+            self.bias,
+            data.x_train,
+            data.y_train,
+            data.x_val,
+            data.y_val,
+            epochs=self.settings.epochs,
+            lr=self.settings.lr,
+        )
         return Fitted(history, info={"device": "cpu (NumPy)"})
 
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:

@@ -21,5 +21,9 @@ def explain(weights, bias, images, background, method: str, *, nsamples: int, se
         reference = bg[rows].mean(1)  # (N, D)
     attributions = weights[None, :, :] * (x - reference)[:, None, :]  # (N, K, D)
     z = logits(weights, bias, images)
-    return Attribution(attributions=attributions.reshape(n, k, *images.shape[1:]),
-                       base_values=logits(weights, bias, background).mean(0), outputs=z, probabilities=softmax(z))
+    return Attribution(
+        attributions=attributions.reshape(n, k, *images.shape[1:]),
+        base_values=logits(weights, bias, background).mean(0),
+        outputs=z,
+        probabilities=softmax(z),
+    )
