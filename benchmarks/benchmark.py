@@ -53,6 +53,7 @@ from common.config import StudyConfig, load_config, selected_arms
 from common.errors import StudyError
 from common.io import read_json, write_json_atomic, write_text_atomic
 from common.results import StudyMetrics, read_metrics
+from experiments.run_all import add_study_flags, config_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -113,16 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default: {','.join(PARTS)})"
     )
-    p.add_argument("--only", choices=list(registry.ARMS), help="one arm only (default: every arm)")
-    p.add_argument("--image-size", type=int, help="square image side in pixels (default: from the config)")
-    p.add_argument("--epochs-pytorch", type=int, help="PyTorch CNN epochs (default: from the config)")
-    p.add_argument("--epochs-keras", type=int, help="Keras ResNet50 head epochs (default: from the config)")
-    p.add_argument("--n-explain", type=int, help="explained test images (default: from the config)")
-    p.add_argument("--n-background", type=int, help="SHAP background images (default: from the config)")
-    p.add_argument(
-        "--nsamples", type=int, help="the project's Gradient SHAP samples per image (default: from the config)"
-    )
-    p.add_argument("--keras-weights", help="imagenet, none or a weights file (default: from the config)")
+    add_study_flags(p)  # the study's own flags: --image-size, --epochs-<arm>, --n-explain, ..., --only
     p.add_argument(
         "--published-nsamples",
         type=int,
@@ -167,14 +159,7 @@ def study_config(args: argparse.Namespace, out: Path) -> StudyConfig:
         "data.root": None if args.data == "digits" else str(Path(args.data).expanduser().resolve()),
         "out": str(out / "study"),
         "seed": args.seeds[0],
-        "only": args.only,
-        "data.image_size": args.image_size,
-        "pytorch.epochs": args.epochs_pytorch,
-        "keras.epochs": args.epochs_keras,
-        "explain.n_explain": args.n_explain,
-        "explain.n_background": args.n_background,
-        "explain.nsamples": args.nsamples,
-        "keras.weights": args.keras_weights,
+        **config_overrides(args),
     }
     cfg = load_config(args.config, overrides)
     if args.data == "digits" and cfg.data.root is not None:

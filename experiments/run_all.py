@@ -31,6 +31,44 @@ def _shown(path: Path) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
+def add_study_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that override the study's config, shared by the study's and the benchmark's
+    command lines; one ``--epochs-<arm>`` per registered arm. :func:`config_overrides` reads them."""
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="square image side in pixels (default: from the config; 224 for folders, 32 for digits)",
+    )
+    for spec in registry.ARMS.values():
+        p.add_argument(
+            f"--epochs-{spec.key}",
+            type=int,
+            dest=f"epochs_{spec.key}",
+            help=f"training epochs of the {spec.title} (default: from the config)",
+        )
+    p.add_argument("--n-explain", type=int, help="test images explained, stratified (default: 2 per class)")
+    p.add_argument("--n-background", type=int, help="training images in the SHAP background (default: from the config)")
+    p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config)")
+    p.add_argument(
+        "--keras-weights",
+        help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: from the config)",
+    )
+    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The dotted config overrides of :func:`add_study_flags`' flags (None: not given)."""
+    return {
+        "data.image_size": args.image_size,
+        **{f"{key}.epochs": getattr(args, f"epochs_{key}") for key in registry.ARMS},
+        "explain.n_explain": args.n_explain,
+        "explain.n_background": args.n_background,
+        "explain.nsamples": args.nsamples,
+        "keras.weights": args.keras_weights,
+        "only": args.only,
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -45,29 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", help="output folder (default: reports/<data set name>)")
     p.add_argument("--seed", type=int, help="seed for the split, selections, training and explainers (default: 0)")
-    p.add_argument(
-        "--image-size", type=int, help="square image side in pixels (default: 224 for folders, 32 for digits)"
-    )
-    p.add_argument(
-        "--epochs-pytorch",
-        type=int,
-        help="training epochs of the PyTorch CNN (default: from the config; published: 15)",
-    )
-    p.add_argument(
-        "--epochs-keras",
-        type=int,
-        help="training epochs of the Keras ResNet50 head (default: from the config; published: 10)",
-    )
-    p.add_argument("--n-explain", type=int, help="test images explained, stratified (default: 2 per class)")
-    p.add_argument(
-        "--n-background", type=int, help="training images in the SHAP background (default: from the config, 16)"
-    )
-    p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config, 64)")
-    p.add_argument(
-        "--keras-weights",
-        help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: imagenet)",
-    )
-    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
+    add_study_flags(p)
     p.add_argument(
         "--dry-run", action="store_true", help="validate the data, write split.csv, print the counts, and stop"
     )
@@ -83,19 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(
             args.config or DEFAULT_CONFIG,
-            {
-                "data.root": args.data,
-                "out": args.out,
-                "seed": args.seed,
-                "data.image_size": args.image_size,
-                "pytorch.epochs": args.epochs_pytorch,
-                "keras.epochs": args.epochs_keras,
-                "explain.n_explain": args.n_explain,
-                "explain.n_background": args.n_background,
-                "explain.nsamples": args.nsamples,
-                "keras.weights": args.keras_weights,
-                "only": args.only,
-            },
+            {"data.root": args.data, "out": args.out, "seed": args.seed, **config_overrides(args)},
         )
         from experiments.pipeline import data_stage, run_study
 
