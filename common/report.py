@@ -122,9 +122,14 @@ def build_figures(
     return figures
 
 
+def _method_title(key: str) -> str:
+    """ "deep" -> "Deep SHAP"; unregistered methods as given."""
+    return registry.METHODS[key].title if key in registry.METHODS else key
+
+
 def _shap_title(arm: str, method: str) -> str:
     arm_title = registry.ARMS[arm].title if arm in registry.ARMS else arm
-    method_title = registry.METHODS[method].title if method in registry.METHODS else method
+    method_title = _method_title(method)
     return f"{arm_title}, {method_title}"
 
 
@@ -269,12 +274,9 @@ def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], e
         "skipped": dataset.skipped[:MAX_SKIPPED_LISTED],
         "skipped_more": max(0, len(dataset.skipped) - MAX_SKIPPED_LISTED),
         "output": output,
-        "methods": ", ".join(
-            registry.METHODS[k].title if k in registry.METHODS else k for k in explain.get("methods") or []
-        )
-        or "—",
+        "methods": ", ".join(_method_title(k) for k in explain.get("methods") or []) or "—",
         "explainers": [
-            (_model_title(name), registry.METHODS[k].title if k in registry.METHODS else k, a)
+            (_model_title(name), _method_title(k), a)
             for name, by_method in metrics.attributions.items()
             for k, a in by_method.items()
         ],

@@ -71,7 +71,7 @@ class PyTorchArm(Arm):
         y_train = torch.as_tensor(data.y_train, dtype=torch.int64, device=self.device)
         y_val = torch.as_tensor(data.y_val, dtype=torch.int64, device=self.device)
         history = train(self.model, x_train, y_train, x_val, y_val, self.settings, seed=self.cfg.seed)
-        return Fitted(history, info={"device": str(self.device), "torch_version": torch.__version__})
+        return Fitted(history)
 
     @torch.no_grad()
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
@@ -121,6 +121,7 @@ class PyTorchArm(Arm):
             "flatten_width": flatten_width(self.model.image_size),
             "image_size": self.model.image_size,
             "n_classes": self.model.n_classes,
+            "torch_version": torch.__version__,
         }
 
     def fallbacks(self, info: dict[str, Any]) -> list[str]:
