@@ -11,6 +11,14 @@ The base class does what is the same in every arm once (template methods): the p
 package the results; an arm implements ``_create``, ``_fit``, ``_predict_proba`` and
 ``_explain`` (what its framework does differently), ``save``/``load``, and reports its
 facts (``info``) and fallbacks (``fallbacks``).
+
+For the assessment of the maps (``common/assess.py``) an arm also gives the gradient of
+one class's explained output with respect to the raw pixels (``_gradients``: the
+gradient × input baseline is computed from it here, once for every arm), its learned
+weights as NumPy arrays and a copy of itself with some of them replaced
+(``learned_weights``/``_with_weights``: the model-randomisation check draws the new
+values here, by one rule for every framework) and, where an independent library
+implements the same estimator, its maps from that library (``_explain_independently``).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from common.config import StudyConfig
-from common.registry import OUTPUTS, ArmSpec, method_spec
+from common.registry import OUTPUTS, RANDOMISATION_SCOPES, ArmSpec, method_spec
 from common.seeding import seed_everything, seeded
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -65,7 +73,7 @@ class TrainResult:
 class Attribution:
     """What an arm's ``_explain`` returns, in the framework-neutral layout."""
 
-    attributions: np.ndarray  # (N, K, H, W, C) per image, class, pixel and channel
+    attributions: np.ndarray  # (N, K, H, W, C) per image, class, pixel and channel; (N, 1, ...) for given classes
     base_values: np.ndarray  # (K,) E[f(background)] of the explained quantity
     outputs: np.ndarray  # (N, K) f(x) of the explained quantity
     probabilities: np.ndarray  # (N, K) the model's class probabilities
@@ -84,16 +92,57 @@ class Explanation:
     seconds: float  # wall time of the explainer (set-up included)
     n_background: int
     nsamples: int | None = None  # samples per image of a sampled method; None for Deep SHAP
+    classes: np.ndarray | None = None  # int (N,): the one class explained per image; None: every class
+
+    @property
+    def explained_classes(self) -> np.ndarray:
+        """int (N, K'): the class of each image's k-th map (every class, or the given one)."""
+        n, k = self.attributions.shape[:2]
+        if self.classes is None:
+            return np.tile(np.arange(k), (n, 1))
+        return np.asarray(self.classes, dtype=np.int64).reshape(n, 1)
+
+    def maps_for(self, classes: np.ndarray) -> np.ndarray:
+        """(N, H, W, C): each image's attributions at ``classes[i]``.
+
+        Raises:
+            KeyError: a class that was not explained for that image.
+        """
+        classes = np.asarray(classes, dtype=np.int64).ravel()
+        hit = self.explained_classes == classes[:, None]  # (N, K')
+        if not hit.any(axis=1).all():
+            raise KeyError(f"class not explained for image(s) {np.flatnonzero(~hit.any(axis=1)).tolist()}")
+        return self.attributions[np.arange(len(classes)), hit.argmax(axis=1)]
+
+    @property
+    def additivity_deltas(self) -> np.ndarray:
+        """f(x) - E[f(background)] per image and explained class, float64 (N, K')."""
+        rows = np.arange(len(self.outputs))[:, None]
+        cls = self.explained_classes
+        return self.outputs.astype(np.float64)[rows, cls] - self.base_values.astype(np.float64)[cls]
 
     @property
     def additivity_errors(self) -> np.ndarray:
-        """|sum(attributions) - (f(x) - E[f(background)])| per image and class, (N, K)."""
+        """|sum(attributions) - (f(x) - E[f(background)])| per image and explained class,
+        float64 (N, K'); the sum is taken in float64."""
         total = self.attributions.reshape(*self.attributions.shape[:2], -1).astype(np.float64).sum(-1)
-        return np.abs(total - (self.outputs.astype(np.float64) - self.base_values.astype(np.float64)[None, :]))
+        return np.abs(total - self.additivity_deltas)
 
     @property
     def additivity_max_abs_error(self) -> float:
         return float(self.additivity_errors.max())
+
+    @property
+    def additivity_mean_abs_error(self) -> float:
+        return float(self.additivity_errors.mean())
+
+    @property
+    def additivity_relative_error(self) -> float:
+        """Mean |error| over mean |f(x) - E[f(background)]|: the error on the scale of what
+        the maps distribute (0 when that is 0 and the maps are exact)."""
+        scale = float(np.abs(self.additivity_deltas).mean())
+        error = self.additivity_mean_abs_error
+        return error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
 
     def save(self, path: str | Path) -> None:
         from common.io import write_npz_atomic
@@ -109,6 +158,8 @@ class Explanation:
             seconds=np.array(self.seconds),
             n_background=np.array(self.n_background),
             nsamples=np.array(-1 if self.nsamples is None else self.nsamples),
+            classes=np.array([], np.int64) if self.classes is None else np.asarray(self.classes, np.int64),
+            has_classes=np.array(self.classes is not None),
         )
 
     @classmethod
@@ -125,6 +176,7 @@ class Explanation:
                 seconds=float(z["seconds"]),
                 n_background=int(z["n_background"]),
                 nsamples=None if nsamples < 0 else nsamples,
+                classes=z["classes"] if "has_classes" in z.files and bool(z["has_classes"]) else None,
             )
 
 
@@ -142,6 +194,7 @@ class Arm(abc.ABC):
 
     spec: ClassVar[ArmSpec]  # the arm's entry in common.registry.ARMS
     explain_batch_size: ClassVar[int] = 50  # Gradient SHAP samples per forward/backward pass (shap's default)
+    independent_library: ClassVar[str | None] = None  # e.g. "captum": cross-checks shap's maps; None: none
     cfg: StudyConfig
 
     @property
@@ -207,25 +260,37 @@ class Arm(abc.ABC):
         nsamples: int,
         seed: int,
         output: str = "logits",
+        classes: np.ndarray | None = None,
     ) -> Explanation:
-        """Explain every class for uint8 ``images`` against uint8 ``background`` with
-        ``method`` (a key of ``common.registry.METHODS``).
+        """Explain uint8 ``images`` against uint8 ``background`` with ``method`` (a key of
+        ``common.registry.METHODS``): every class, or with ``classes`` (int (N,)) only
+        ``classes[i]`` for image i (attributions (N, 1, H, W, C)).
 
         The global random state is seeded with ``seed`` for the call and restored after
         it (shap reseeds NumPy's global generator), so explaining has no side effects.
 
         Raises:
-            ValueError: an unknown method or output, or images of the wrong shape or type.
+            ValueError: an unknown method or output, images of the wrong shape or type, or
+                classes that are not one valid class per image.
         """
         spec = method_spec(method)
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         self.check_images(images, "images")
         self.check_images(background, "background")
+        if classes is not None:
+            classes = np.asarray(classes, dtype=np.int64)
+            self._check_labels(classes, len(images), "classes")
         start = time.perf_counter()
         with seeded(seed):
-            result = self._explain(images, background, method, nsamples=nsamples, seed=seed, output=output)
-        expected = (len(images), self.n_classes, *images.shape[1:])
+            if spec.baseline:
+                result = self._gradient_times_input(images, background, output=output, classes=classes)
+            else:
+                result = self._explain(
+                    images, background, method, nsamples=nsamples, seed=seed, output=output, classes=classes
+                )
+        n_maps = self.n_classes if classes is None else 1
+        expected = (len(images), n_maps, *images.shape[1:])
         if result.attributions.shape != expected:
             raise RuntimeError(
                 f"{type(self).__name__}._explain gave attributions {result.attributions.shape}, expected {expected}"
@@ -240,6 +305,84 @@ class Arm(abc.ABC):
             seconds=time.perf_counter() - start,
             n_background=len(background),
             nsamples=nsamples if spec.sampled else None,
+            classes=classes,
+        )
+
+    def explain_independently(
+        self,
+        images: np.ndarray,
+        background: np.ndarray,
+        method: str,
+        *,
+        nsamples: int,
+        seed: int,
+        classes: np.ndarray,
+    ) -> Explanation | None:
+        """The same estimator as ``explain(..., method, classes=classes)`` (logits) from an
+        independent library (:attr:`independent_library`), or None where the arm has none
+        or that library has no counterpart of ``method``."""
+        if self.independent_library is None:
+            return None
+        self.check_images(images, "images")
+        self.check_images(background, "background")
+        classes = np.asarray(classes, dtype=np.int64)
+        self._check_labels(classes, len(images), "classes")
+        start = time.perf_counter()
+        with seeded(seed):
+            result = self._explain_independently(
+                images, background, method, nsamples=nsamples, seed=seed, classes=classes
+            )
+        if result is None:
+            return None
+        return Explanation(
+            method=method,
+            output="logits",
+            attributions=np.ascontiguousarray(result.attributions, dtype=np.float32),
+            base_values=np.asarray(result.base_values, dtype=np.float32),
+            outputs=np.asarray(result.outputs, dtype=np.float32),
+            probabilities=np.asarray(result.probabilities, dtype=np.float32),
+            seconds=time.perf_counter() - start,
+            n_background=len(background),
+            nsamples=nsamples if method_spec(method).sampled else None,
+            classes=classes,
+        )
+
+    def randomized(self, scope: str, seed: int) -> Arm:
+        """A copy of this arm whose learned weights in ``scope`` (a key of
+        ``common.registry.RANDOMISATION_SCOPES``) are re-drawn by the one rule every arm shares
+        (:func:`common.quality.randomize_weights`); this arm is left unchanged.
+
+        Raises:
+            ValueError: an unknown scope, or one that holds no weights in this arm.
+        """
+        from common.quality import randomize_weights
+
+        if scope not in RANDOMISATION_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(RANDOMISATION_SCOPES)}, got {scope!r}")
+        weights = self.learned_weights(scope)
+        if not weights:
+            raise ValueError(f"{type(self).__name__} has no learned weights in scope {scope!r}")
+        return self._with_weights(randomize_weights(weights, seed))
+
+    def _gradient_times_input(
+        self, images: np.ndarray, background: np.ndarray, *, output: str, classes: np.ndarray | None
+    ) -> Attribution:
+        """Gradient × (x − mean(background)) of every class (or the given ones), from the
+        arm's gradients; the base values are E[f(background)]."""
+        x = images.astype(np.float64)
+        offset = x - background.astype(np.float64).mean(axis=0)  # (N, H, W, C)
+        wanted = np.tile(np.arange(self.n_classes), (len(images), 1)) if classes is None else classes[:, None]
+        maps, outputs = [], None
+        for k in range(wanted.shape[1]):
+            grads, outputs = self._gradients(images, wanted[:, k], output=output)
+            maps.append(np.asarray(grads, np.float64) * offset)
+        _, bg_outputs = self._gradients(background, np.zeros(len(background), np.int64), output=output)
+        probabilities = self.predict_proba(images)
+        return Attribution(
+            attributions=np.stack(maps, axis=1),
+            base_values=np.asarray(bg_outputs, np.float64).mean(axis=0),
+            outputs=outputs,
+            probabilities=probabilities,
         )
 
     def check_images(self, images: np.ndarray, what: str) -> None:
@@ -276,9 +419,41 @@ class Arm(abc.ABC):
 
     @abc.abstractmethod
     def _explain(
-        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
+        self,
+        images: np.ndarray,
+        background: np.ndarray,
+        method: str,
+        *,
+        nsamples: int,
+        seed: int,
+        output: str,
+        classes: np.ndarray | None,
     ) -> Attribution:
-        """Every class's attributions for checked images, method and output."""
+        """A SHAP method's attributions for checked images and output: every class
+        (N, K, H, W, C), or with ``classes`` only ``classes[i]`` for image i (N, 1, H, W, C)."""
+
+    @abc.abstractmethod
+    def _gradients(self, images: np.ndarray, classes: np.ndarray, *, output: str) -> tuple[np.ndarray, np.ndarray]:
+        """d f_c(x) / d x for checked uint8 images, with c = ``classes[i]`` for image i, as
+        (N, H, W, C) (raw-pixel gradient, the model's own preprocessing included), and
+        the explained outputs f(x) (N, K)."""
+
+    def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
+        """The learned tensors in ``scope`` as NumPy arrays, in a fixed order, by name:
+        kernels, biases and batch-norm scale and shift (not batch-norm running statistics,
+        not the fixed preprocessing). Arms that support the randomisation check override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its weights")
+
+    def _with_weights(self, weights: dict[str, np.ndarray]) -> Arm:
+        """A copy of this arm with the named tensors (names from :meth:`learned_weights`) replaced."""
+        raise NotImplementedError(f"{type(self).__name__} cannot copy itself with other weights")
+
+    def _explain_independently(
+        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, classes: np.ndarray
+    ) -> Attribution | None:
+        """The maps of the arm's :attr:`independent_library` (logits, given classes), or None
+        where it has no counterpart of ``method``."""
+        return None
 
     @abc.abstractmethod
     def save(self, path: str | Path) -> None:

@@ -35,7 +35,21 @@ class ExplainConfig:
     n_background: int = 16  # training images in the SHAP background
     nsamples: int = 64  # Gradient SHAP samples per image (shap's default: 200)
     output: str = "logits"  # explained quantity: "logits" (default) or "probability"
-    methods: tuple[str, ...] = tuple(registry.METHODS)  # attribution methods to run (common.registry.METHODS)
+    methods: tuple[str, ...] = registry.SHAP_METHODS  # attribution methods to run (common.registry.METHODS)
+
+
+@dataclass(frozen=True)
+class AssessConfig:
+    """The assess stage: how faithful each model's maps are, and whether they pass sanity checks."""
+
+    enabled: bool = True  # false: no assess stage and no "Attribution quality" section
+    steps: int = 20  # deletion/insertion curves: pixels removed or inserted in this many equal steps
+    random_orders: int = 3  # seeds of the random pixel order every map must beat
+    insertion_baseline: str = "auto"  # "mean" image, "blur"red copy, or auto: mean below 64 px, else blur
+    blur_sigma: float = 5.0  # Gaussian sigma in pixels of the blurred insertion baseline
+    n_sanity: int | None = None  # explained images for the randomisation check, noise floor and cross-check
+    randomise: tuple[str, ...] = tuple(registry.RANDOMISATION_SCOPES)  # weight scopes re-drawn
+    cross_check: bool = True  # compare with an independent library where an arm has one (Captum)
 
 
 def _default_arm_settings() -> dict[str, Any]:
@@ -49,6 +63,7 @@ class StudyConfig:
     only: str | None = None  # run one arm (a key of common.registry.ARMS); None = every arm
     data: DataConfig = field(default_factory=DataConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    assess: AssessConfig = field(default_factory=AssessConfig)
     # arm key -> that arm's settings (its YAML section of the same name, e.g. ``pytorch:``)
     arms: Mapping[str, Any] = field(default_factory=_default_arm_settings, hash=False)
 
@@ -73,6 +88,7 @@ class StudyConfig:
         }
         d.update({key: dataclasses.asdict(section) for key, section in self.arms.items()})
         d["explain"] = {**dataclasses.asdict(self.explain), "methods": list(self.explain.methods)}
+        d["assess"] = {**dataclasses.asdict(self.assess), "randomise": list(self.assess.randomise)}
         return d
 
 
@@ -85,12 +101,13 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     kwargs = dict(values)
-    if "methods" in kwargs:
-        kwargs["methods"] = tuple(kwargs["methods"])
+    for name in ("methods", "randomise"):
+        if name in kwargs and isinstance(kwargs[name], (list, tuple)):
+            kwargs[name] = tuple(kwargs[name])
     return cls(**kwargs)
 
 
-SECTIONS = {"data": DataConfig, "explain": ExplainConfig}
+SECTIONS = {"data": DataConfig, "explain": ExplainConfig, "assess": AssessConfig}
 SCALARS = ("seed", "out", "only")
 
 
@@ -166,6 +183,20 @@ def validate(cfg: StudyConfig) -> None:
         problems.append("explain.n_explain must be positive")
     if cfg.explain.n_background < 1 or cfg.explain.nsamples < 1:
         problems.append("explain.n_background and explain.nsamples must be positive")
+    a = cfg.assess
+    if a.steps < 2 or a.random_orders < 1:
+        problems.append("assess.steps must be at least 2 and assess.random_orders at least 1")
+    if a.insertion_baseline not in ("auto", "mean", "blur"):
+        problems.append(f"assess.insertion_baseline must be auto, mean or blur, got {a.insertion_baseline!r}")
+    if a.blur_sigma <= 0:
+        problems.append("assess.blur_sigma must be positive")
+    if a.n_sanity is not None and a.n_sanity < 1:
+        problems.append("assess.n_sanity must be positive")
+    bad = [s for s in a.randomise if s not in registry.RANDOMISATION_SCOPES]
+    if bad:
+        problems.append(
+            f"assess.randomise may hold only {', '.join(registry.RANDOMISATION_SCOPES)}, got {', '.join(bad)}"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 

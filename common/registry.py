@@ -63,11 +63,14 @@ class MethodSpec:
     explainer: str  # the shap class that computes it
     additive: bool  # True: the maps sum to f(x) - E[f(background)] exactly; False: only in expectation
     sampled: bool  # draws nsamples random points per image (seeded), so nsamples is one of its inputs
+    baseline: bool = False  # a cheap non-SHAP method the assessment measures for comparison (not explained by default)
 
     def passes(self, n_images: int, n_outputs: int, n_background: int, nsamples: int) -> int:
         """Forward+backward passes (rows) shap 0.51 runs: per image and explained output,
         Deep SHAP one pass over the image tiled against the background (2 x background
         rows), Gradient SHAP ``nsamples`` interpolated rows."""
+        if self.baseline:
+            return n_images * n_outputs  # one gradient per image and output
         per_output = nsamples if self.sampled else 2 * n_background
         return n_images * n_outputs * per_output
 
@@ -105,7 +108,27 @@ METHODS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("deep", "Deep SHAP", "shap.DeepExplainer", additive=True, sampled=False),
         MethodSpec("gradient", "Gradient SHAP", "shap.GradientExplainer", additive=False, sampled=True),
+        # gradient x (x - mean(background)): one backward pass per image and class. Exact for a
+        # linear model (where it equals Deep SHAP); the assessment shows whether SHAP earns its cost.
+        MethodSpec(
+            "gradinput",
+            "Gradient × (x − mean background)",
+            "autograd (the arm's framework)",
+            additive=False,
+            sampled=False,
+            baseline=True,
+        ),
     )
+}
+
+SHAP_METHODS = tuple(key for key, spec in METHODS.items() if not spec.baseline)  # explained by default
+BASELINE_METHODS = tuple(key for key, spec in METHODS.items() if spec.baseline)  # measured by the assessment
+
+# The model-randomisation check (Adebayo et al. 2018) re-draws the learned weights in these
+# scopes; each arm says which of its tensors a scope holds (common.arm.Arm.learned_weights).
+RANDOMISATION_SCOPES = {
+    "head": "the dense classification head only",
+    "all": "every learned weight (kernels, biases, batch-norm scale and shift)",
 }
 
 OUTPUTS = ("logits", "probability")  # what the maps explain: pre-softmax scores, or probabilities

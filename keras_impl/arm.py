@@ -84,21 +84,31 @@ class KerasArm(Arm):
         return cls(model, cfg, backbone_weights)
 
     def _explain(
-        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
+        self,
+        images: np.ndarray,
+        background: np.ndarray,
+        method: str,
+        *,
+        nsamples: int,
+        seed: int,
+        output: str,
+        classes: np.ndarray | None,
     ) -> Attribution:
-        """Deep or Gradient SHAP for every class. Explainers are cached per method, output
-        and background, because TensorFlow builds their graphs on first use (a framework
-        reason: the PyTorch arm has nothing to cache)."""
+        """Deep or Gradient SHAP for every class (or the given ones). Explainers are cached
+        per method, output, background and class selection, because TensorFlow builds their
+        graphs on first use (a framework reason: the PyTorch arm has nothing to cache)."""
+        one_class = classes is not None
         key = (
             method,
             output,
+            one_class,
             self.explain_batch_size,
             hashlib.sha256(np.ascontiguousarray(background).tobytes()).hexdigest(),
         )
         explainer = self._explainers.get(key)
         if explainer is None:
             explainer = kx.make_explainer(
-                self.model, background, method, output=output, batch_size=self.explain_batch_size
+                self.model, background, method, output=output, batch_size=self.explain_batch_size, one_class=one_class
             )
             self._explainers[key] = explainer
         return kx.explain(
@@ -111,7 +121,28 @@ class KerasArm(Arm):
             output=output,
             batch_size=self.explain_batch_size,
             explainer=explainer,
+            classes=classes,
         )
+
+    def _gradients(self, images: np.ndarray, classes: np.ndarray, *, output: str) -> tuple[np.ndarray, np.ndarray]:
+        return kx.gradients(self.model, images, classes, output=output)
+
+    def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
+        """Every variable but batch-norm moving statistics (kernels, biases, batch-norm scale
+        and shift; frozen backbone included), or the head's (layers ``dense`` and ``logits``),
+        by variable path."""
+        head = ("dense/", "logits/")
+        return {
+            v.path: np.asarray(v.numpy()).copy()
+            for v in self.model.weights
+            if not v.path.endswith(("moving_mean", "moving_variance")) and (scope == "all" or v.path.startswith(head))
+        }
+
+    def _with_weights(self, weights: dict[str, np.ndarray]) -> KerasArm:
+        clone = keras.models.clone_model(self.model)
+        for source, target in zip(self.model.weights, clone.weights, strict=True):
+            target.assign(weights.get(source.path, source.numpy()))
+        return type(self)(clone, self.cfg, self.backbone_weights)
 
     def info(self) -> dict[str, Any]:
         trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 import shap
+import tensorflow as tf
 
 from common.arm import Attribution
 from common.registry import OUTPUTS, method_spec
@@ -49,10 +50,24 @@ class BuiltExplainer:
     setup_seconds: float
     predict_target: Callable[[np.ndarray], np.ndarray]  # f(x) of the explained output, traced once
     predict_proba: Callable[[np.ndarray], np.ndarray]  # class probabilities, traced once
+    select: keras.layers.Dense | None = None  # one-class explainers: the fixed one-hot layer after the output
+
+    def select_class(self, c: int) -> None:
+        """Point a one-class explainer at class ``c`` (assigns the one-hot kernel: the traced
+        graphs read the variable, so nothing is rebuilt)."""
+        kernel = np.zeros(self.select.kernel.shape, np.float32)
+        kernel[c, 0] = 1.0
+        self.select.kernel.assign(kernel)
 
 
 def make_explainer(
-    model: keras.Model, background: np.ndarray, method: str, *, output: str = "logits", batch_size: int = 50
+    model: keras.Model,
+    background: np.ndarray,
+    method: str,
+    *,
+    output: str = "logits",
+    batch_size: int = 50,
+    one_class: bool = False,
 ) -> BuiltExplainer:
     """A shap explainer for ``model``'s ``output`` against ``background``; build it once and reuse it.
 
@@ -65,6 +80,9 @@ def make_explainer(
         method: "deep" (shap.DeepExplainer) or "gradient" (shap.GradientExplainer).
         output: "logits" or "probability".
         batch_size: Gradient SHAP samples per forward/backward pass.
+        one_class: explain one class per call, chosen with ``select_class``: a fixed
+            one-hot ``Dense(1)`` (a MatMul, linear for Deep SHAP) after the output, whose
+            kernel is assigned per class, so one set of graphs serves every class.
 
     Raises:
         ValueError: unknown ``method`` or ``output``.
@@ -73,17 +91,22 @@ def make_explainer(
     method_spec(method)  # raises ValueError for an unknown method
     target = explained_model(model, output)
     bg = np.asarray(background, dtype=np.float32)
+    select = None
+    explained = target
+    if one_class:
+        select = keras.layers.Dense(1, use_bias=False, trainable=False, name="select_class")
+        explained = keras.Model(target.inputs, select(target.output), name=f"{target.name}_one_class")
     with warnings.catch_warnings():
         # shap warns on every TF >= 2.4 that graph mode support was removed; eager mode is what runs here.
         warnings.filterwarnings("ignore", message="Your TensorFlow version is newer than 2.4.0")
         if method == "deep":
-            explainer = shap.DeepExplainer(target, bg)
+            explainer = shap.DeepExplainer(explained, bg)
         else:
-            explainer = shap.GradientExplainer(target, bg, batch_size=batch_size)
+            explainer = shap.GradientExplainer(explained, bg, batch_size=batch_size)
     predict_target = km.predictor(target)
     predict_proba = predict_target if output == "probability" else km.predictor(model)
     return BuiltExplainer(
-        method, output, target, bg, explainer, time.perf_counter() - start, predict_target, predict_proba
+        method, output, target, bg, explainer, time.perf_counter() - start, predict_target, predict_proba, select
     )
 
 
@@ -98,8 +121,9 @@ def explain(
     output: str = "logits",
     batch_size: int = 50,
     explainer: BuiltExplainer | None = None,
+    classes: np.ndarray | None = None,
 ) -> Attribution:
-    """Explain every class of ``model`` for ``images``.
+    """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images``.
 
     Called by :meth:`KerasArm.explain`, which checks the inputs, seeds, times and packages
     the result; shap reseeds NumPy's global generator here (``rseed``).
@@ -114,21 +138,42 @@ def explain(
         output: "logits" (default) or "probability".
         batch_size: Gradient SHAP samples per pass.
         explainer: one from :func:`make_explainer` for the same model, background,
-            method and output, to reuse its graphs; ``None`` builds one.
+            method and output (``one_class`` when ``classes`` is given), to reuse its
+            graphs; ``None`` builds one.
+        classes: int (N,): explain only ``classes[i]`` for image i; None: every class.
 
     Returns:
-        Attributions (N, K, H, W, C) for all K classes; base values are the Deep
-        explainer's ``expected_value``, or E[f(background)] computed here for Gradient SHAP.
+        Attributions (N, K, H, W, C) for all K classes (or (N, 1, H, W, C) with
+        ``classes``); base values are the Deep explainer's ``expected_value``, or
+        E[f(background)] computed here for Gradient SHAP and for one-class explanations.
 
     Raises:
         ValueError: an ``explainer`` built for another method, output or background.
     """
     x = np.asarray(images, dtype=np.float32)
     bg = np.asarray(background, dtype=np.float32)
+    one_class = classes is not None
     if explainer is None:
-        explainer = make_explainer(model, bg, method, output=output, batch_size=batch_size)
-    elif (explainer.method, explainer.output) != (method, output) or not np.array_equal(explainer.background, bg):
-        raise ValueError("explainer was built for another method, output or background")
+        explainer = make_explainer(model, bg, method, output=output, batch_size=batch_size, one_class=one_class)
+    elif (explainer.method, explainer.output, explainer.select is not None) != (method, output, one_class) or (
+        not np.array_equal(explainer.background, bg)
+    ):
+        raise ValueError("explainer was built for another method, output, background or class selection")
+    if one_class:
+        outputs = _batched(explainer.predict_target, x)
+        probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
+        classes = np.asarray(classes, dtype=np.int64)
+        attributions = np.zeros((len(x), 1, *x.shape[1:]), np.float32)
+        for c in np.unique(classes):
+            rows = np.flatnonzero(classes == c)
+            explainer.select_class(int(c))
+            if method == "deep":
+                raw = explainer.shap_explainer.shap_values(x[rows], check_additivity=False)
+            else:
+                raw = explainer.shap_explainer.shap_values(x[rows], nsamples=nsamples, rseed=seed)
+            attributions[rows] = shap_to_explanation_layout(raw)
+        base_values = _batched(explainer.predict_target, bg).mean(0)
+        return Attribution(attributions, base_values, outputs, probabilities)
     if method == "deep":
         # shap's own additivity check has an absolute tolerance of 1e-2 and raises;
         # the real error is measured from the result (Explanation.additivity_errors).
@@ -161,3 +206,22 @@ def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:
 
 def _batched(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.concatenate([predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).astype(np.float32)
+
+
+def gradients(
+    model: keras.Model, images: np.ndarray, classes: np.ndarray, *, output: str = "logits", batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """d f_c(x)/d x for raw pixels ``images`` (N, H, W, C), c = ``classes[i]``, as float32
+    (N, H, W, C), and the explained outputs f(x) (N, K), in inference mode."""
+    target = explained_model(model, output)
+    grads, outputs = [], []
+    for i in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(np.asarray(images[i : i + batch_size], dtype=np.float32))
+        c = tf.convert_to_tensor(np.asarray(classes[i : i + batch_size], dtype=np.int32))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = target([x], training=False)
+            picked = tf.gather(y, c, axis=1, batch_dims=1)
+        grads.append(tape.gradient(picked, x).numpy())
+        outputs.append(y.numpy())
+    return np.concatenate(grads).astype(np.float32), np.concatenate(outputs).astype(np.float32)

@@ -7,6 +7,7 @@ normalises the raw pixels itself.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from common.arm import Arm, Attribution, Fitted, TrainingData
 from common.config import StudyConfig
 from common.io import atomic_path
 from common.registry import arm_spec
-from pytorch_impl.explain import explain
+from pytorch_impl.explain import captum_explain, explain, gradients
 from pytorch_impl.model import CNN, as_input, build_model, flatten_width, images_to_tensor
 from pytorch_impl.train import resolve_device, train
 
@@ -44,6 +45,8 @@ def channel_statistics(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray
 
 class PyTorchArm(Arm):
     spec = arm_spec("pytorch")
+    independent_library = "captum"
+    head_prefix = "classifier."  # the dense head: Linear(., 120) -> Linear(120, 84) -> Linear(84, K)
 
     def __init__(self, model: CNN, cfg: StudyConfig) -> None:
         self.cfg = cfg
@@ -100,7 +103,15 @@ class PyTorchArm(Arm):
         return cls(model, cfg)
 
     def _explain(
-        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, output: str
+        self,
+        images: np.ndarray,
+        background: np.ndarray,
+        method: str,
+        *,
+        nsamples: int,
+        seed: int,
+        output: str,
+        classes: np.ndarray | None,
     ) -> Attribution:
         # Runs on the arm's device, Deep SHAP in float32 (its measured additivity error is in the report).
         return explain(
@@ -112,7 +123,34 @@ class PyTorchArm(Arm):
             seed=seed,
             output=output,
             batch_size=self.explain_batch_size,
+            classes=classes,
         )
+
+    def _gradients(self, images: np.ndarray, classes: np.ndarray, *, output: str) -> tuple[np.ndarray, np.ndarray]:
+        return gradients(self.model, images, classes, output=output)
+
+    def _explain_independently(
+        self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, classes: np.ndarray
+    ) -> Attribution | None:
+        return captum_explain(self.model, images, background, method, nsamples=nsamples, seed=seed, classes=classes)
+
+    def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
+        """Every ``nn.Parameter`` (conv and linear kernels and biases, batch-norm scale and
+        shift), or the head's (``classifier.``); buffers (the normalisation statistics and
+        batch-norm running statistics) are not learned weights."""
+        return {
+            name: p.detach().cpu().numpy().copy()
+            for name, p in self.model.named_parameters()
+            if scope == "all" or name.startswith(self.head_prefix)
+        }
+
+    def _with_weights(self, weights: dict[str, np.ndarray]) -> PyTorchArm:
+        model = copy.deepcopy(self.model)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(torch.as_tensor(value))
+        return type(self)(model, self.cfg)
 
     def info(self) -> dict[str, Any]:
         return {

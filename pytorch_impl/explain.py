@@ -45,8 +45,10 @@ def explain(
     output: str = "logits",
     batch_size: int = 50,
     deep_dtype: torch.dtype = torch.float32,
+    classes: np.ndarray | None = None,
 ) -> Attribution:
-    """Explain every class of ``model`` for ``images`` against ``background``.
+    """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images``
+    against ``background``.
 
     Called by :meth:`PyTorchArm.explain`, which checks the inputs, seeds, times and packages
     the result; shap reseeds NumPy's global generator here (``rseed``).
@@ -63,9 +65,13 @@ def explain(
         deep_dtype: precision of the model copy Deep SHAP runs on (float32 by default; the
             study measures and reports the additivity error it gives). Gradient SHAP always
             runs in float32 (shap builds its sample batches in the default dtype).
+        classes: int (N,): explain only ``classes[i]`` for image i (images are grouped by
+            class; each group is explained through a fixed one-hot ``nn.Linear`` after the
+            output, which both explainers treat as the linear layer it is); None: every class.
 
     Returns:
-        The attributions (N, K, H, W, C), base values, outputs and probabilities.
+        The attributions (N, K, H, W, C) (or (N, 1, H, W, C) with ``classes``), base
+        values, outputs and probabilities. The caller's model is not changed.
     """
     device = next(model.parameters()).device
     dtype = deep_dtype if method == "deep" else torch.float32
@@ -80,28 +86,124 @@ def explain(
     x = as_input(images_to_tensor(images, device), dtype)  # (N, C, H, W) raw pixels
     bg = as_input(images_to_tensor(background, device), dtype)  # (B, C, H, W)
 
-    if method == "deep":
-        with warnings.catch_warnings():
-            # Normalize is affine, so shap's fallback (the plain gradient) is exact for it.
-            warnings.filterwarnings("ignore", message="unrecognized nn.Module: Normalize")
-            explainer = shap.DeepExplainer(explained, bg)
-            # The study measures additivity itself (Explanation.additivity_errors); shap's
-            # own check only raises, at a loose 1e-2, and would lose the result.
-            values = explainer.shap_values(x, check_additivity=False)
-        base_values = np.asarray(explainer.expected_value)
-    else:
-        explainer = shap.GradientExplainer(explained, bg, batch_size=batch_size)
-        values = explainer.shap_values(x, nsamples=nsamples, rseed=seed)
-        with torch.no_grad():
-            base_values = explained(bg).mean(0).cpu().numpy()  # no expected_value here
-
     with torch.no_grad():
         outputs = explained(x).cpu().numpy()  # (N, K) of the explained quantity
-        model.eval()
-        probabilities = torch.softmax(model(as_input(x)), dim=1).cpu().numpy()  # as predict_proba
+        base_values = explained(bg).mean(0).cpu().numpy()  # E[f(background)]: Deep SHAP's expected_value
+    # The model's probabilities, as predict_proba gives them (the explained copy is in eval mode).
+    probabilities = outputs if output == "probability" else torch.softmax(torch.from_numpy(outputs), 1).numpy()
+
+    if classes is None:
+        values = _shap_values(explained, x, bg, method, nsamples=nsamples, seed=seed, batch_size=batch_size)
+    else:
+        classes = np.asarray(classes, dtype=np.int64)
+        values = np.zeros((len(x), x.shape[1], x.shape[2], x.shape[3], 1), np.float32)
+        for c in np.unique(classes):
+            rows = np.flatnonzero(classes == c)
+            target = nn.Sequential(explained, select_class(outputs.shape[1], int(c)).to(device, dtype))
+            values[rows] = _shap_values(
+                target,
+                x[torch.as_tensor(rows, device=device)],
+                bg,
+                method,
+                nsamples=nsamples,
+                seed=seed,
+                batch_size=batch_size,
+            )
     return Attribution(
         attributions=shap_to_explanation_layout(values),
         base_values=base_values,
         outputs=outputs,
         probabilities=probabilities,
     )
+
+
+def select_class(n_classes: int, c: int) -> nn.Linear:
+    """A fixed ``nn.Linear(K, 1)`` that outputs the ``c``-th of K values (a one-hot row):
+    linear, so Deep SHAP passes through it exactly."""
+    layer = nn.Linear(n_classes, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[0, c] = 1.0
+    return layer.requires_grad_(False)
+
+
+def _shap_values(
+    model: nn.Module, x: torch.Tensor, bg: torch.Tensor, method: str, *, nsamples: int, seed: int, batch_size: int
+) -> np.ndarray:
+    """shap 0.51's ``(N, C, H, W, K)`` values of ``model`` (every output) for ``x``."""
+    if method == "deep":
+        with warnings.catch_warnings():
+            # Normalize is affine, so shap's fallback (the plain gradient) is exact for it.
+            warnings.filterwarnings("ignore", message="unrecognized nn.Module: Normalize")
+            explainer = shap.DeepExplainer(model, bg)
+            # The study measures additivity itself (Explanation.additivity_errors); shap's
+            # own check only raises, at a loose 1e-2, and would lose the result.
+            values = explainer.shap_values(x, check_additivity=False)
+    else:
+        explainer = shap.GradientExplainer(model, bg, batch_size=batch_size)
+        values = explainer.shap_values(x, nsamples=nsamples, rseed=seed)
+    return np.asarray(values)
+
+
+def gradients(
+    model: nn.Module, images: np.ndarray, classes: np.ndarray, *, output: str = "logits", batch_size: int = 64
+):
+    """d f_c(x)/d x for raw uint8 ``images`` (N, H, W, C), c = ``classes[i]``, as float32
+    (N, H, W, C), and the explained outputs f(x) (N, K); on a copy of the model in eval mode."""
+    device = next(model.parameters()).device
+    explained: nn.Module = copy.deepcopy(model)
+    if output == "probability":
+        explained = with_probability_head(explained)
+    explained.eval().requires_grad_(False)
+    grads, outputs = [], []
+    tensor = images_to_tensor(images, device)
+    for i in range(0, len(images), batch_size):
+        x = as_input(tensor[i : i + batch_size]).requires_grad_(True)
+        y = explained(x)
+        c = torch.as_tensor(classes[i : i + batch_size], device=device)
+        (g,) = torch.autograd.grad(y.gather(1, c[:, None]).sum(), x)
+        grads.append(g.permute(0, 2, 3, 1).cpu().numpy())  # NCHW -> NHWC
+        outputs.append(y.detach().cpu().numpy())
+    return np.concatenate(grads).astype(np.float32), np.concatenate(outputs)
+
+
+def captum_explain(
+    model: nn.Module,
+    images: np.ndarray,
+    background: np.ndarray,
+    method: str,
+    *,
+    nsamples: int,
+    seed: int,
+    classes: np.ndarray,
+) -> Attribution | None:
+    """The same estimators from Captum, an independent implementation, for a cross-check
+    of shap's maps (logits, ``classes[i]`` for image i): ``DeepLiftShap`` (DeepLIFT's
+    rescale rule averaged over the background, which is what shap's Deep SHAP computes) and
+    ``GradientShap`` with ``stdevs=0`` (expected gradients, as shap's GradientExplainer;
+    Monte Carlo, so its draws differ from shap's). None for any other method.
+    """
+    from captum.attr import DeepLiftShap, GradientShap
+
+    if method not in ("deep", "gradient"):
+        return None
+    device = next(model.parameters()).device
+    explained: nn.Module = copy.deepcopy(model).float().eval().requires_grad_(False)
+    x = as_input(images_to_tensor(images, device))
+    bg = as_input(images_to_tensor(background, device))
+    target = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=device)
+    with torch.no_grad():
+        outputs = explained(x).cpu().numpy()
+        base_values = explained(bg).mean(0).cpu().numpy()
+    if method == "deep":
+        with warnings.catch_warnings():  # it says it sets hooks on the (private) copy's activations
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+            values = DeepLiftShap(explained).attribute(x.clone().requires_grad_(True), baselines=bg, target=target)
+    else:
+        torch.manual_seed(seed)
+        values = GradientShap(explained).attribute(
+            x.clone().requires_grad_(True), baselines=bg, target=target, n_samples=nsamples, stdevs=0.0
+        )
+    maps = values.detach().permute(0, 2, 3, 1).cpu().numpy()[:, None]  # (N, 1, H, W, C)
+    probabilities = torch.softmax(torch.from_numpy(outputs), 1).numpy()
+    return Attribution(attributions=maps, base_values=base_values, outputs=outputs, probabilities=probabilities)

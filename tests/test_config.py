@@ -18,7 +18,7 @@ def test_config_is_frozen_and_round_trips_through_its_dict():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
     assert from_dict(cfg.to_dict()) == cfg
-    assert list(cfg.to_dict()) == ["seed", "out", "only", "data", "pytorch", "keras", "explain"]
+    assert list(cfg.to_dict()) == ["seed", "out", "only", "data", "pytorch", "keras", "explain", "assess"]
     assert cfg.pytorch is cfg.arm("pytorch") and cfg.pytorch.epochs == 2 and cfg.keras.weights == "none"
     with pytest.raises(AttributeError, match="no attribute or arm section 'jax'"):
         cfg.jax  # noqa: B018
@@ -41,7 +41,7 @@ def test_shipped_configs_load_and_flags_override():
         ("keras:\n  weights: /no/such/file.h5\n", "keras.weights"),
         ("pytorch:\n  device: tpu\n", "pytorch.device must be auto, cpu or cuda"),
         ("keras:\n  epochs: 0\n", "epochs and batch_size must be positive"),
-        ("explain:\n  methods: [deep, lime]\n", "explain.methods may hold only deep, gradient, got lime"),
+        ("explain:\n  methods: [deep, lime]\n", "explain.methods may hold only deep, gradient, gradinput, got lime"),
         ("- a list\n", "mapping"),
         ("a: [unclosed\n", "not valid YAML"),
     ],

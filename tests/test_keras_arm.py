@@ -36,6 +36,7 @@ from keras_impl import train as kt  # noqa: E402
 from keras_impl.arm import KerasArm  # noqa: E402
 from keras_impl.explain import shap_to_explanation_layout  # noqa: E402
 from keras_impl.weights import RANDOM_UNAVAILABLE, BackboneWeightsWarning, load_backbone  # noqa: E402
+from tests.arm_contract import check_assessment_hooks  # noqa: E402
 
 pytestmark = pytest.mark.keras
 
@@ -500,3 +501,27 @@ def test_explain_rejects_unknown_method_and_output(shared):
         shared.arm.explain(x, x, "deep", nsamples=1, seed=0, output="softmax")
     with pytest.raises(ValueError, match="NHWC"):
         shared.arm.explain(x[:, :16], x, "deep", nsamples=1, seed=0)
+
+
+# --- assessment hooks -------------------------------------------------------------------
+
+
+def test_assessment_hooks(shared):
+    check_assessment_hooks(shared.arm, shared.data.x_val[::3], shared.data.x_train[::4])
+
+
+def test_gradient_times_input_is_the_gradient_of_the_logit_times_the_offset(shared):
+    arm, images, background = shared.arm, shared.data.x_val[:3], shared.data.x_train[::5]
+    e = arm.explain(images, background, "gradinput", nsamples=0, seed=0, classes=np.array([0, 1, 2]))
+    x = tf.Variable(images.astype(np.float32))
+    with tf.GradientTape() as tape:
+        logits = km.logits_model(arm.model)(x, training=False)
+        picked = tf.reduce_sum(logits * tf.one_hot([0, 1, 2], 3))
+    grad = tape.gradient(picked, x).numpy()
+    expected = grad * (images.astype(np.float64) - background.astype(np.float64).mean(0))
+    np.testing.assert_allclose(e.attributions[:, 0], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_keras_arm_has_no_independent_library(shared):
+    x = shared.data.x_val[:1]
+    assert shared.arm.explain_independently(x, x, "deep", nsamples=0, seed=0, classes=np.array([0])) is None

@@ -6,6 +6,7 @@ trained model share it and must not change it. Only the tests of training itself
 
 from __future__ import annotations
 
+import copy
 import operator
 import warnings
 from types import SimpleNamespace
@@ -20,10 +21,12 @@ from torch import nn  # noqa: E402
 
 from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
+from common.quality import rank_correlation  # noqa: E402
 from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
 from pytorch_impl.explain import shap_to_explanation_layout  # noqa: E402
 from pytorch_impl.model import build_model, flatten_width, images_to_tensor  # noqa: E402
 from pytorch_impl.train import evaluate, resolve_device, train  # noqa: E402
+from tests.arm_contract import check_assessment_hooks  # noqa: E402
 
 pytestmark = pytest.mark.pytorch
 
@@ -324,3 +327,46 @@ def test_explain_rejects_unknown_method_and_output(tiny_images):
         arm.explain(x, x, "kernel", nsamples=1, seed=0)
     with pytest.raises(ValueError, match="output"):
         arm.explain(x, x, "deep", nsamples=1, seed=0, output="softmax")
+
+
+# --- assessment hooks -------------------------------------------------------------------
+
+
+def test_assessment_hooks(trained):
+    check_assessment_hooks(trained.arm, trained.data.x_val[::3], trained.data.x_train[::4])
+
+
+def test_explaining_leaves_the_arms_model_in_its_mode(trained):
+    model = trained.arm.model
+    model.train()
+    try:
+        trained.arm.explain(trained.data.x_val[:1], trained.data.x_train[::8], "deep", nsamples=0, seed=0)
+        assert model.training  # the explainer worked on a copy
+    finally:
+        model.eval()
+
+
+def test_gradient_times_input_is_the_autograd_gradient_times_the_offset(trained):
+    arm, images, background = trained.arm, trained.data.x_val[:3], trained.data.x_train[::5]
+    e = arm.explain(images, background, "gradinput", nsamples=0, seed=0, classes=np.array([0, 1, 2]))
+    x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2).requires_grad_(True)
+    logits = copy.deepcopy(arm.model).eval()(x)
+    (grad,) = torch.autograd.grad(logits[[0, 1, 2], [0, 1, 2]].sum(), x)
+    offset = images.astype(np.float64) - background.astype(np.float64).mean(0)
+    expected = grad.permute(0, 2, 3, 1).numpy() * offset
+    np.testing.assert_allclose(e.attributions[:, 0], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_captum_cross_check_agrees_with_shap(trained):
+    arm, images, background = trained.arm, trained.data.x_val[::3], trained.data.x_train[::4]
+    classes = arm.predict_proba(images).argmax(1)
+    ours = arm.explain(images, background, "deep", nsamples=0, seed=0, classes=classes)
+    theirs = arm.explain_independently(images, background, "deep", nsamples=0, seed=0, classes=classes)
+    assert theirs is not None and theirs.attributions.shape == ours.attributions.shape
+    diff = np.abs(theirs.attributions - ours.attributions).max() / np.abs(ours.attributions).max()
+    assert diff < 1e-4, diff  # the same estimator (DeepLIFT rescale averaged over the background)
+    grad = arm.explain_independently(images, background, "gradient", nsamples=200, seed=0, classes=classes)
+    ours_grad = arm.explain(images, background, "gradient", nsamples=200, seed=0, classes=classes)
+    rho = rank_correlation(grad.attributions.sum(-1), ours_grad.attributions.sum(-1))
+    assert (rho > 0.8).all(), rho  # Monte Carlo on both sides: close, not equal
+    assert arm.explain_independently(images, background, "gradinput", nsamples=0, seed=0, classes=classes) is None

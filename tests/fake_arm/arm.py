@@ -11,7 +11,7 @@ from common.arm import Arm, Attribution, Fitted, TrainingData
 from common.config import StudyConfig
 from common.io import atomic_path
 from tests.fake_arm import SPEC
-from tests.fake_arm.explain import explain
+from tests.fake_arm.explain import explain, gradients
 from tests.fake_arm.model import logits, softmax
 from tests.fake_arm.train import train
 
@@ -51,10 +51,23 @@ class FakeArm(Arm):
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         return softmax(logits(self.weights, self.bias, images))
 
-    def _explain(self, images, background, method, *, nsamples, seed, output) -> Attribution:
+    def _explain(self, images, background, method, *, nsamples, seed, output, classes) -> Attribution:
         if output != "logits":
             raise ValueError("the fake arm explains logits only")
-        return explain(self.weights, self.bias, images, background, method, nsamples=nsamples, seed=seed)
+        return explain(
+            self.weights, self.bias, images, background, method, nsamples=nsamples, seed=seed, classes=classes
+        )
+
+    def _gradients(self, images, classes, *, output):
+        if output != "logits":
+            raise ValueError("the fake arm explains logits only")
+        return gradients(self.weights, self.bias, images, classes)
+
+    def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
+        return {"weights": self.weights.copy(), "bias": self.bias.copy()}  # one layer: it is the head
+
+    def _with_weights(self, weights: dict[str, np.ndarray]) -> FakeArm:
+        return type(self)(weights["weights"], weights["bias"], self._image_size, self.cfg)
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:

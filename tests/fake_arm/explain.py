@@ -8,7 +8,7 @@ from common.arm import Attribution
 from tests.fake_arm.model import logits, softmax
 
 
-def explain(weights, bias, images, background, method: str, *, nsamples: int, seed: int) -> Attribution:
+def explain(weights, bias, images, background, method: str, *, nsamples: int, seed: int, classes=None) -> Attribution:
     """For logits W·x/255 + b, Deep SHAP is W ⊙ (x − mean(background))/255 exactly; Gradient
     SHAP averages W ⊙ (x − background[r])/255 over ``nsamples`` seeded draws r."""
     n, k = len(images), len(bias)
@@ -20,6 +20,9 @@ def explain(weights, bias, images, background, method: str, *, nsamples: int, se
         rows = np.random.default_rng(seed).integers(0, len(bg), size=(n, nsamples))
         reference = bg[rows].mean(1)  # (N, D)
     attributions = weights[None, :, :] * (x - reference)[:, None, :]  # (N, K, D)
+    if classes is not None:  # only classes[i] for image i
+        attributions = attributions[np.arange(n), classes][:, None]
+        k = 1
     z = logits(weights, bias, images)
     return Attribution(
         attributions=attributions.reshape(n, k, *images.shape[1:]),
@@ -27,3 +30,8 @@ def explain(weights, bias, images, background, method: str, *, nsamples: int, se
         outputs=z,
         probabilities=softmax(z),
     )
+
+
+def gradients(weights, bias, images, classes) -> tuple[np.ndarray, np.ndarray]:
+    """The constant gradient W[c]/255 of each image's class-c logit, (N, H, W, C), and the logits."""
+    return (weights[classes] / 255.0).reshape(images.shape), logits(weights, bias, images)
