@@ -17,7 +17,10 @@ from scipy.stats import spearmanr
 
 from common.registry import ARMS, METHODS, map_label
 
-AGREEMENT_METHOD = "Spearman rank correlation of channel-summed maps, each map for its own model's predicted class"
+AGREEMENT_METHOD = (
+    "Spearman rank correlation of channel-summed maps, each map for its own model's predicted class, "
+    "leaving out pixels that are zero in both maps"
+)
 
 
 def channel_sum(attr: np.ndarray) -> np.ndarray:
@@ -27,7 +30,7 @@ def channel_sum(attr: np.ndarray) -> np.ndarray:
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho of two flattened maps; NaN when either map is constant (rho undefined)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # spearmanr warns (and returns NaN) on degenerate input
@@ -40,7 +43,9 @@ def agreement(maps: Mapping[str, np.ndarray], classes: Mapping[str, np.ndarray])
     For each image and each pair of labels, the two channel-summed maps are flattened and
     compared with Spearman's rank correlation; each map is taken at the class given for
     its own label (normally the class its own model predicted), so two models that
-    disagree on an image are compared on what each of them actually decided.
+    disagree on an image are compared on what each of them actually decided. Pixels that
+    are zero in both maps (padding, or pixels equal to the background everywhere) are left
+    out: they carry no attribution, and their tied ranks would count as agreement.
 
     A constant map (e.g. all zeros) has no ranking: its rho is recorded as ``None`` in
     ``per_image`` and left out of the pair's mean (NaN-ignoring mean). A pair whose every
@@ -84,8 +89,9 @@ def agreement(maps: Mapping[str, np.ndarray], classes: Mapping[str, np.ndarray])
     pairs = [f"{a}~{b}" for a, b in itertools.combinations(labels, 2)]
     rho = np.full((n, len(pairs)), np.nan)
     for j, (a, b) in enumerate(itertools.combinations(labels, 2)):
+        keep = (picked[a] != 0) | (picked[b] != 0)  # (N, H*W)
         for i in range(n):
-            rho[i, j] = _spearman(picked[a][i], picked[b][i])
+            rho[i, j] = _spearman(picked[a][i][keep[i]], picked[b][i][keep[i]])
 
     for j, pair in enumerate(pairs):
         defined = ~np.isnan(rho[:, j])

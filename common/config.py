@@ -47,7 +47,7 @@ class AssessConfig:
     random_orders: int = 3  # seeds of the random pixel order every map must beat
     insertion_baseline: str = "auto"  # "mean" image, "blur"red copy, or auto: mean below 64 px, else blur
     blur_sigma: float = 5.0  # Gaussian sigma in pixels of the blurred insertion baseline
-    n_sanity: int | None = None  # explained images for the randomisation check, noise floor and cross-check
+    n_sanity: int | None = 6  # explained images for the randomisation check, noise floor and cross-check (None: all)
     randomise: tuple[str, ...] = tuple(registry.RANDOMISATION_SCOPES)  # weight scopes re-drawn
     cross_check: bool = True  # compare with an independent library where an arm has one (Captum)
 

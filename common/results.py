@@ -7,7 +7,9 @@ and the stage records. :func:`to_json` writes them as plain JSON (fields marked
 types, so the report and the benchmarks read attributes, not ``.get()`` chains.
 
 ``metrics.json`` carries :data:`SCHEMA_VERSION`. Files written before schema versions
-existed read as version 0 (their fields are the same as version 1's); the report built
+existed read as version 0 (their fields are the same as version 1's). Version 2 added
+``quality`` and the additivity's mean and relative error, and its agreement leaves out
+pixels that are zero in both maps compared (version 1 counted them). The report built
 from an older or newer file says so at its top.
 """
 
@@ -23,7 +25,7 @@ from typing import Any, TypeVar, Union
 
 import numpy as np
 
-SCHEMA_VERSION = 1  # bump when a field of metrics.json changes meaning or disappears
+SCHEMA_VERSION = 2  # bump when a field of metrics.json changes meaning or disappears
 
 OMIT_NONE = {"omit_none": True}  # field metadata: not written while None
 
@@ -89,7 +91,9 @@ class ExplanationSummary:
     n_background: int
     n_classes_explained: int
     output: str  # "logits" or "probability"
-    additivity_max_abs_error: float  # max |sum(map) - (f(x) - E[f(background)])| over images and classes
+    additivity_max_abs_error: float  # max |sum(map) - (f(x) - E[f(background)])| over images and classes (float64)
+    additivity_mean_abs_error: float | None = field(default=None, metadata=OMIT_NONE)  # mean of the same
+    additivity_relative_error: float | None = field(default=None, metadata=OMIT_NONE)  # mean error / mean |f(x) - E f|
     nsamples: int | None = field(default=None, metadata=OMIT_NONE)  # samples per image of a sampled method
     additivity_note: str | None = field(default=None, metadata=OMIT_NONE)  # why the error is for reference only
 
@@ -138,6 +142,96 @@ class Agreement:
     n_images: dict[str, int]  # "a~b" -> images with a defined rho
     per_image: list[dict[str, float | None]]
     method: str  # how it was computed, in words
+    # "a~b" -> the agreement two runs of the same maps reach (two seeds of a sampled method;
+    # 1 for a deterministic one): the lower of the pair's two, the ceiling to read it against
+    noise_floor: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class Estimate:
+    """A mean over images with its two-sided 95% Student-t interval (None where undefined)."""
+
+    mean: float | None
+    ci95: list[float | None]  # [low, high]
+    n: int  # images with a finite value
+
+
+@dataclass
+class Randomisation:
+    """Rank correlation between the trained and the randomised model's maps (Adebayo et al. 2018)."""
+
+    abs_rho: Estimate  # of |map|
+    signed_rho: Estimate  # of the signed map
+
+
+@dataclass
+class CrossLibrary:
+    """The same estimator from an independent library, on the sanity subset."""
+
+    library: str  # e.g. "captum"
+    max_relative_difference: float  # max over images of max|ours - theirs| / max|ours|
+    rho: Estimate  # Spearman of the channel-summed maps
+
+
+@dataclass
+class MethodQuality:
+    """One model x method: faithfulness, sanity checks, complexity and cross-checks."""
+
+    n_images: int
+    n_sanity: int  # images of the randomisation check, noise floor and cross-check
+    deletion_auc: Estimate  # area under the probability curve as top-ranked pixels are removed (lower: more faithful)
+    insertion_auc: Estimate  # ... as they are inserted into the baseline (higher: more faithful)
+    deletion_p_vs_random: float | None  # Wilcoxon signed-rank over images against the random order
+    insertion_p_vs_random: float | None
+    deletion_chance_fraction: Estimate  # fraction removed when the score first reaches chance (1/K)
+    sparseness: Estimate  # Gini index of |map|
+    random_logit_rho: Estimate  # signed map of the explained class vs another class's
+    random_logit_abs_rho: Estimate
+    randomisation: dict[str, Randomisation]  # scope -> correlation with the randomised model
+    noise_floor_rho: Estimate | None  # sampled methods: two seeds' maps
+    cross_library: CrossLibrary | None
+    deletion_curve: list[float]  # mean over images, at ArmQuality.fractions
+    insertion_curve: list[float]
+    seconds: float
+
+
+@dataclass
+class RandomBaseline:
+    """The random pixel order every map must beat (mean over its seeded orders per image)."""
+
+    n_orders: int
+    deletion_auc: Estimate
+    insertion_auc: Estimate
+    deletion_chance_fraction: Estimate
+    deletion_curve: list[float]
+    insertion_curve: list[float]
+
+
+@dataclass
+class PairTest:
+    """Wilcoxon signed-rank p of two methods' AUCs over the same images."""
+
+    deletion_p: float | None
+    insertion_p: float | None
+
+
+@dataclass
+class ArmQuality:
+    fractions: list[float]  # of pixels removed/inserted at each step
+    chance: float  # 1/K
+    random: RandomBaseline
+    methods: dict[str, MethodQuality]
+    method_tests: dict[str, PairTest]  # "deep~gradient" -> p-values
+    seconds: float
+
+
+@dataclass
+class QualitySummary:
+    """metrics.json's ``quality``: the attribution-quality section of the report."""
+
+    settings: dict[str, Any]  # the assess settings as run, with what they mean in words
+    arms: dict[str, ArmQuality]  # arm name -> its quality
+    findings: list[str]  # plain sentences generated from the numbers
 
 
 @dataclass
@@ -166,6 +260,7 @@ class StudyMetrics:
     selection: SelectionSummary
     comparison: PairedComparison | None = field(default=None, metadata=OMIT_NONE)  # when exactly two models ran
     agreement: Agreement | None = field(default=None, metadata=OMIT_NONE)  # when two or more maps exist
+    quality: QualitySummary | None = field(default=None, metadata=OMIT_NONE)  # the assess stage's figures
     stages: list[StageRecord] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
@@ -180,6 +275,7 @@ class StudyMetrics:
         "fallbacks",
         "comparison",
         "agreement",
+        "quality",
         "selection",
         "stages",
     )

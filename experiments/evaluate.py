@@ -7,22 +7,25 @@ from pathlib import Path
 import numpy as np
 
 from common.arm import Explanation
+from common.assess import SANITY_THRESHOLD, findings, insertion_baseline_text, summarise_arm
 from common.attribution import agreement
 from common.config import StudyConfig, selected_arms
 from common.data import StudyData, dataset_summary
 from common.evaluation import classification_summary, mcnemar_exact
 from common.io import read_json
-from common.registry import library_versions, map_label, method_spec
+from common.registry import RANDOMISATION_SCOPES, arm_spec, library_versions, map_label, method_spec, split_map_label
 from common.results import (
     Agreement,
+    ArmQuality,
     ClassScores,
     ExplanationSummary,
     ModelEvaluation,
     PairedComparison,
+    QualitySummary,
     SelectionSummary,
     StudyMetrics,
 )
-from experiments.pipeline import ArmPaths, Selection
+from experiments.pipeline import ArmPaths, Selection, assessed_methods
 
 
 def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Selection) -> StudyMetrics:
@@ -57,11 +60,71 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     if len(predictions) == 2:  # the paired test of the two models, in registry order
         (a, pred_a), (b, pred_b) = predictions.items()
         metrics.comparison = PairedComparison(arm_a=a, arm_b=b, **mcnemar_exact(y_test, pred_a, pred_b))
+    if cfg.assess.enabled:
+        metrics.quality = evaluate_quality(cfg, out, data)
     if len(explanations) >= 2:
         maps = {map_label(a, m): e.attributions for (a, m), e in explanations.items()}
         classes_used = {map_label(a, m): e.probabilities.argmax(1) for (a, m), e in explanations.items()}
         metrics.agreement = Agreement(**agreement(maps, classes_used))
+        metrics.agreement.noise_floor = noise_floors(metrics)
     return metrics
+
+
+def evaluate_quality(cfg: StudyConfig, out: Path, data: StudyData) -> QualitySummary:
+    """The attribution-quality figures from the assess stage's arrays, and their findings."""
+    arms: dict[str, ArmQuality] = {}
+    for spec in selected_arms(cfg):
+        paths = ArmPaths.of(out, spec)
+        with np.load(paths.assessment("random")) as z:
+            random = {k: z[k] for k in z.files}
+        methods = {}
+        for method in assessed_methods(cfg):
+            with np.load(paths.assessment(method)) as z:
+                methods[method] = {k: z[k] for k in z.files}
+        arms[spec.name] = summarise_arm(random, methods, len(data.classes))
+    a = cfg.assess
+    settings = {
+        "steps": a.steps,
+        "random_orders": a.random_orders,
+        "deletion_fill": "the background set's mean image",
+        "insertion_baseline": insertion_baseline_text(a, data.image_size),
+        "explained_class": "each model's predicted class",
+        "n_sanity": a.n_sanity,
+        "randomised_scopes": {scope: RANDOMISATION_SCOPES[scope] for scope in a.randomise},
+        "randomisation_rule": (
+            "each learned tensor re-drawn from a normal distribution with its own mean and standard deviation "
+            "(seeded); batch-norm running statistics and the fixed preprocessing are kept"
+        ),
+        "random_logit": "the explained class's map against a randomly drawn other class's (seeded)",
+        "sanity_threshold": SANITY_THRESHOLD,
+        "cross_check": a.cross_check,
+    }
+    names = {spec.name: spec.key for spec in selected_arms(cfg)}
+    titles = {spec.name: spec.title for spec in selected_arms(cfg)}
+    return QualitySummary(settings=settings, arms=arms, findings=findings(arms, names, titles))
+
+
+def noise_floors(metrics: StudyMetrics) -> dict[str, float | None]:
+    """Per agreement pair, the lower of its two maps' seed-to-seed agreement (1 for a
+    deterministic method); None where a sampled map's noise floor was not measured."""
+
+    def floor(label: str) -> float | None:
+        split = split_map_label(label)
+        if split is None:
+            return None
+        arm, method = split
+        if not method_spec(method).sampled:
+            return 1.0
+        quality = metrics.quality.arms.get(arm_spec(arm).name) if metrics.quality else None
+        mq = quality.methods.get(method) if quality else None
+        return mq.noise_floor_rho.mean if mq and mq.noise_floor_rho else None
+
+    result = {}
+    for pair in metrics.agreement.pairs:
+        a, b = pair.split("~")
+        fa, fb = floor(a), floor(b)
+        result[pair] = None if fa is None or fb is None else min(fa, fb)
+    return result
 
 
 def evaluate_model(
@@ -98,6 +161,8 @@ def summarise_explanation(e: Explanation) -> ExplanationSummary:
         n_classes_explained=int(e.attributions.shape[1]),
         output=e.output,
         additivity_max_abs_error=e.additivity_max_abs_error,
+        additivity_mean_abs_error=e.additivity_mean_abs_error,
+        additivity_relative_error=e.additivity_relative_error,
         nsamples=e.nsamples,
         additivity_note=None if spec.additive else f"{spec.title} is additive only in expectation; shown for reference",
     )

@@ -1,7 +1,8 @@
 """The study as a pipeline of stages with artifacts on disk.
 
 Stages: data and split -> per arm: train -> predict the test split -> explain (one stage
-per method) -> evaluate -> report. Every stage but the data stage is keyed by its inputs
+per method) -> assess (the random-order baseline, then one stage per method and baseline
+method) -> evaluate -> report. Every stage but the data stage is keyed by its inputs
 (:mod:`experiments.stages`): a rerun skips a stage whose key and artifacts are unchanged,
 so an interrupted study resumes where it stopped, changing only ``n_explain`` retrains
 nothing, and a finished study is re-reported without recomputing anything.
@@ -40,7 +41,7 @@ from common.data import (
 )
 from common.errors import StudyError
 from common.io import read_json, stable_key, write_json_atomic, write_npz_atomic, write_text_atomic
-from common.registry import ArmSpec, arm_by_name, library_versions, method_spec
+from common.registry import BASELINE_METHODS, ArmSpec, arm_by_name, library_versions, method_spec
 from common.results import SCHEMA_VERSION, StageRecord, StudyMetrics, from_json, to_json
 from experiments.stages import REPO_ROOT, Stages, code_digest
 
@@ -48,7 +49,15 @@ log = logging.getLogger("study")
 
 PIPELINE_VERSION = 1  # bump when a stage's output changes meaning
 SHARED_ARM_SOURCES = ("common/arm.py", "common/seeding.py")  # the interface and seeding every arm uses
-EVALUATE_SOURCES = ("common/evaluation.py", "common/attribution.py", "common/results.py", "experiments/evaluate.py")
+ASSESS_SOURCES = ("common/assess.py", "common/quality.py")
+EVALUATE_SOURCES = (
+    "common/evaluation.py",
+    "common/attribution.py",
+    "common/assess.py",
+    "common/quality.py",
+    "common/results.py",
+    "experiments/evaluate.py",
+)
 REPORT_SOURCES = ("common/report.py", "common/plotting.py", "common/templates")
 REPORT_TEMPLATES = ("common/templates/report.md.j2", "common/templates/report.html.j2")
 
@@ -125,17 +134,34 @@ class ArmPaths:
     def attributions(self, method: str) -> Path:
         return self.dir / f"attributions_{method}.npz"
 
+    def assessment(self, what: str) -> Path:
+        """The assess stage's per-image arrays: ``what`` is a method or "random"."""
+        return self.dir / f"assess_{what}.npz"
+
     def outputs(self, step: str) -> list[Path]:
-        """The artifacts of one of the arm's stages ("train", "predict", "explain_<method>")."""
+        """The artifacts of one of the arm's stages ("train", "predict", "explain_<method>",
+        "assess_<method or random>")."""
         if step == "train":
             return [self.model, self.train_json]
         if step == "predict":
             return [self.predictions]
+        if step.startswith("assess_"):
+            return [self.assessment(step.removeprefix("assess_"))]
         return [self.attributions(step.removeprefix("explain_"))]
 
 
+def assessed_methods(cfg: StudyConfig) -> list[str]:
+    """The methods the assess stage measures: the explained ones, then the baselines."""
+    if not cfg.assess.enabled:
+        return []
+    return list(cfg.explain.methods) + [m for m in BASELINE_METHODS if m not in cfg.explain.methods]
+
+
 def arm_steps(cfg: StudyConfig) -> list[str]:
-    return ["train", "predict"] + [f"explain_{m}" for m in cfg.explain.methods]
+    steps = ["train", "predict"] + [f"explain_{m}" for m in cfg.explain.methods]
+    if cfg.assess.enabled:
+        steps += ["assess_random"] + [f"assess_{m}" for m in assessed_methods(cfg)]
+    return steps
 
 
 def stage_name(spec: ArmSpec, step: str) -> str:
@@ -164,6 +190,19 @@ def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, spec: ArmS
             cfg.seed,
             cfg.explain.nsamples if method_spec(method).sampled else None,
         )
+    if cfg.assess.enabled:
+        assess = stable_key(
+            "assess", code_digest(ASSESS_SOURCES), dataclasses.asdict(cfg.assess), selection.key, cfg.seed, train
+        )
+        keys["assess_random"] = stable_key(assess, "random")
+        for method in assessed_methods(cfg):
+            keys[f"assess_{method}"] = stable_key(
+                assess,
+                method,
+                keys.get(f"explain_{method}"),
+                cfg.explain.output,
+                cfg.explain.nsamples if method_spec(method).sampled else None,
+            )
     return keys
 
 
@@ -186,6 +225,8 @@ class ArmStages:
         self.paths = ArmPaths.of(out, spec)
         self.arm_class = spec.load_arm_class()
         self._arm = None
+        self._assess_inputs = None
+        self._randomised: dict[str, object] = {}
 
     def run(self) -> list[StageRecord]:
         stages = Stages(self.out, self.force)
@@ -198,6 +239,10 @@ class ArmStages:
             return self.train
         if step == "predict":
             return self.predict
+        if step == "assess_random":
+            return self.assess_random
+        if step.startswith("assess_"):
+            return partial(self.assess, step.removeprefix("assess_"))
         return partial(self.explain, step.removeprefix("explain_"))
 
     @property
@@ -244,6 +289,61 @@ class ArmStages:
             output=self.cfg.explain.output,
         )
         result.save(self.paths.attributions(method))
+
+    # -- the assess stage (common/assess.py)
+
+    @property
+    def assess_inputs(self):
+        """The explained images, background, classes and baselines every assessment shares."""
+        from common.assess import make_inputs
+
+        if self._assess_inputs is None:
+            x_test, _ = self.data.arrays("test")
+            x_train, _ = self.data.arrays("train")
+            images = x_test[self.selection.explain_idx]
+            classes = self.arm.predict_proba(images).argmax(1)  # the explained class: the prediction
+            self._assess_inputs = make_inputs(
+                images,
+                x_train[self.selection.background_idx],
+                classes,
+                self.arm.n_classes,
+                self.cfg.assess,
+                self.cfg.seed,
+            )
+        return self._assess_inputs
+
+    def randomised(self) -> dict:
+        """Scope -> this arm with the scope's weights re-drawn (made once, shared by methods)."""
+        for scope in self.cfg.assess.randomise:
+            if scope not in self._randomised:
+                self._randomised[scope] = self.arm.randomized(scope, self.cfg.seed)
+        return {scope: self._randomised[scope] for scope in self.cfg.assess.randomise}
+
+    def assess_random(self) -> None:
+        from common.assess import assess_random
+
+        write_npz_atomic(
+            self.paths.assessment("random"),
+            **assess_random(self.arm, self.assess_inputs, self.cfg.assess, self.cfg.seed),
+        )
+
+    def assess(self, method: str) -> None:
+        from common.assess import assess_method
+
+        path = self.paths.attributions(method)
+        explanation = Explanation.load(path) if method in self.cfg.explain.methods else None
+        result = assess_method(
+            self.arm,
+            method,
+            explanation,
+            self.assess_inputs,
+            self.cfg.assess,
+            nsamples=self.cfg.explain.nsamples,
+            seed=self.cfg.seed,
+            output=self.cfg.explain.output,
+            randomised=self.randomised(),
+        )
+        write_npz_atomic(self.paths.assessment(method), **result)
 
 
 # ----------------------------------------------------------------------------- the whole study
