@@ -54,6 +54,21 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
         help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: from the config)",
     )
     p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
+    p.add_argument(
+        "--no-assess",
+        dest="assess",
+        action="store_false",
+        default=None,
+        help="skip the assess stage (deletion/insertion, sanity checks, cross-checks) and its report section",
+    )
+    p.add_argument(
+        "--assess-steps", type=int, help="deletion/insertion steps of the assess stage (default: from the config)"
+    )
+    p.add_argument(
+        "--n-sanity",
+        type=int,
+        help="explained images for the randomisation check, noise floor and cross-check (default: from the config)",
+    )
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -66,6 +81,9 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "explain.nsamples": args.nsamples,
         "keras.weights": args.keras_weights,
         "only": args.only,
+        "assess.enabled": args.assess,
+        "assess.steps": args.assess_steps,
+        "assess.n_sanity": args.n_sanity,
     }
 
 

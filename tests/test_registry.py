@@ -114,9 +114,16 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path,
         "predict fake",
         "explain_deep fake",
         "explain_gradient fake",
+        "assess_random fake",
+        "assess_deep fake",
+        "assess_gradient fake",
+        "assess_gradinput fake",
         "evaluate",
         "report",
     ]
+    quality = m["quality"]["arms"]["fake_linear"]
+    assert set(quality["methods"]) == {"deep", "gradient", "gradinput"}
+    assert quality["methods"]["deep"]["cross_library"] is None or "cross_library" not in quality["methods"]["deep"]
     report = (out / "report.md").read_text()
     assert "Fake linear model only" in report and "NumPy Deep SHAP vs NumPy Gradient SHAP" in report
     assert (out / "figures" / "shap_fake_deep.png").is_file()
@@ -127,6 +134,27 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path,
     assert main(args) == 0
     assert "starting the" not in caplog.text and "report                   cached" in caplog.text
     assert (out / "metrics.json").read_bytes() == before
+
+    # Changing only an assessment setting retrains and re-explains nothing.
+    caplog.clear()
+    assert main([*args, "--assess-steps", "5"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    status = {r["stage"]: r["status"] for r in m["stages"]}
+    assert {s for s, st in status.items() if st == "ran"} == {
+        "data",
+        "assess_random fake",
+        "assess_deep fake",
+        "assess_gradient fake",
+        "assess_gradinput fake",
+        "evaluate",
+        "report",
+    }
+    assert len(m["quality"]["arms"]["fake_linear"]["fractions"]) == 6
+
+    # Switched off: no assess stage and no quality section.
+    assert main([*args, "--no-assess"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "quality" not in m and not any(s["stage"].startswith("assess") for s in m["stages"])
 
 
 def test_the_fake_arm_keeps_the_assessment_contract(fake_arm, tiny_images):
