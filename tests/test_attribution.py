@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from common.arm import Explanation
 from common.attribution import agreement, channel_sum, to_image_plot_lists
@@ -106,3 +107,35 @@ def test_explanation_additivity_errors():
     # |sum of attributions - (output - base value)| per image and class
     np.testing.assert_allclose(ex.additivity_errors, [[0.0, 0.0], [0.0, 0.25]], atol=1e-7)
     assert ex.additivity_max_abs_error == pytest.approx(0.25)
+
+
+def test_pixels_zero_in_both_maps_are_left_out_of_the_agreement():
+    rng = np.random.default_rng(0)
+    a = np.zeros((1, 1, 8, 8, 1))
+    b = np.zeros((1, 1, 8, 8, 1))
+    a[0, 0, 2:6, 2:6, 0] = rng.uniform(0.1, 1, size=(4, 4))  # the maps live in the centre; a zero border pads them
+    b[0, 0, 2:6, 2:6, 0] = rng.uniform(0.1, 1, size=(4, 4))
+    result = agreement({"x_deep": a, "y_deep": b}, {"x_deep": [0], "y_deep": [0]})
+    centre = spearmanr(a[0, 0, 2:6, 2:6].ravel(), b[0, 0, 2:6, 2:6].ravel()).statistic
+    whole = spearmanr(a.ravel(), b.ravel()).statistic
+    assert result["pairs"]["x_deep~y_deep"] == pytest.approx(centre)
+    assert abs(whole - centre) > 0.05  # the tied zeros would have moved it
+    assert "zero in both maps" in result["method"]
+
+
+def test_additivity_in_float64_with_mean_and_relative_error():
+    e = Explanation(
+        method="deep",
+        output="logits",
+        attributions=np.full((2, 1, 2, 2, 1), 0.25, np.float32),  # each map sums to 1
+        base_values=np.array([0.0], np.float32),
+        outputs=np.array([[1.0], [3.0]], np.float32),  # deltas 1 and 3: errors 0 and 2
+        probabilities=np.ones((2, 1), np.float32),
+        seconds=0.0,
+        n_background=1,
+    )
+    np.testing.assert_allclose(e.additivity_errors, [[0.0], [2.0]])
+    assert e.additivity_max_abs_error == 2.0 and e.additivity_mean_abs_error == 1.0
+    assert e.additivity_relative_error == pytest.approx(1.0 / 2.0)  # mean error / mean |delta|
+    one = Explanation(**{**e.__dict__, "classes": np.array([0, 0])})
+    np.testing.assert_allclose(one.additivity_errors, e.additivity_errors)
