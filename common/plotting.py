@@ -133,6 +133,71 @@ def plot_confusion_matrices(
     return Path(path)
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """An (H, W, C) image as (H, W) luminance, 0..255."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        return image
+    if image.shape[-1] >= 3:
+        return image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return image[..., 0]
+
+
+def attribution_grid_figure(
+    images: np.ndarray,
+    true_labels: Sequence[int],
+    class_names: Sequence[str],
+    columns: Mapping[str, Explanation],
+) -> Figure:
+    """The figure :func:`plot_attribution_grid` saves (its arguments but ``path``).
+
+    Each map is drawn in a diverging colour map over a faint grey copy of its image. All maps
+    of one row share one symmetric colour scale (``±max|map|`` over the row's maps) and one
+    colour bar at the row's end.
+    """
+    images = np.asarray(images)
+    true_labels = np.asarray(true_labels).astype(int).ravel()
+    n = images.shape[0]
+    for title, ex in columns.items():
+        if ex.attributions.shape[0] != n:
+            raise ValueError(f"{title}: explains {ex.attributions.shape[0]} images, grid has {n}")
+    ncols = 1 + len(columns)
+    fig = Figure(figsize=(2.3 * ncols + 0.6, 2.35 * n + 0.2), layout="constrained")
+    axes = fig.subplots(n, ncols, squeeze=False)
+    extent = (0, 1, 1, 0)  # image and map share the axes even when their resolutions differ
+    for i in range(n):
+        true_name = _text(class_names[true_labels[i]], 18)
+        pixels, kw = _pixels(images[i])
+        axes[i, 0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
+        axes[i, 0].set_title(f"image {i + 1}\ntrue: {true_name}", fontsize=9)
+        preds = [int(np.argmax(ex.probabilities[i])) for ex in columns.values()]
+        maps = [channel_sum(ex.attributions[i, pred]) for ex, pred in zip(columns.values(), preds, strict=True)]
+        m = max((float(np.nanmax(np.abs(s))) for s in maps if s.size), default=0.0)
+        m = m if np.isfinite(m) and m > 0 else 1.0  # all-zero maps still get a valid scale
+        grey = _grey(images[i])
+        im = None
+        for j, (title, ex) in enumerate(columns.items(), start=1):
+            ax, pred = axes[i, j], preds[j - 1]
+            # the image in reduced contrast (black -> dark grey, white -> light grey), the map translucent on top
+            ax.imshow(grey, cmap="gray", vmin=-160, vmax=415, extent=extent)
+            im = ax.imshow(maps[j - 1], cmap=MAP_CMAP, vmin=-m, vmax=m, alpha=0.7, extent=extent)
+            wrong = pred != true_labels[i]
+            ax.set_title(
+                f"{_text(title, 24)}\ntrue: {true_name}\npred: {_text(class_names[pred], 14)} "
+                f"({float(ex.probabilities[i, pred]):.2f})",
+                fontsize=8,
+                color="tab:red" if wrong else "black",
+            )
+        if im is not None:
+            cbar = fig.colorbar(im, ax=list(axes[i, 1:]), fraction=0.03, pad=0.02, aspect=12)
+            cbar.ax.tick_params(labelsize=6)
+            cbar.ax.yaxis.get_offset_text().set_fontsize(6)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
 def plot_attribution_grid(
     images: np.ndarray,
     true_labels: Sequence[int],
@@ -140,12 +205,12 @@ def plot_attribution_grid(
     columns: Mapping[str, Explanation],
     path: str | Path,
 ) -> Path:
-    """One row per explained image: the image, then each explanation's map.
+    """One row per explained image: the image, then each explanation's map over a grey copy of it.
 
     Each map is the channel-summed attribution for the class *that column's model*
-    predicted (argmax of its probabilities), on its own symmetric colour scale
-    (``-max|map| .. +max|map|``) with its own colour bar, so columns are compared by
-    pattern, not by magnitude. A red title marks a wrong prediction.
+    predicted (argmax of its probabilities). The maps of one row share one symmetric colour
+    scale (``-max|map| .. +max|map|`` over the row's maps) and one colour bar, so a row's
+    maps compare in strength as well as in pattern. A red title marks a wrong prediction.
 
     Args:
         images: uint8 (N, H, W, C) explained images.
@@ -157,40 +222,42 @@ def plot_attribution_grid(
     Raises:
         ValueError: when an explanation does not cover the N images.
     """
-    images = np.asarray(images)
-    true_labels = np.asarray(true_labels).astype(int).ravel()
-    n = images.shape[0]
-    for title, ex in columns.items():
-        if ex.attributions.shape[0] != n:
-            raise ValueError(f"{title}: explains {ex.attributions.shape[0]} images, grid has {n}")
-    ncols = 1 + len(columns)
-    fig = Figure(figsize=(2.3 * ncols, 2.35 * n + 0.2), layout="constrained")
-    axes = fig.subplots(n, ncols, squeeze=False)
-    for i in range(n):
-        true_name = _text(class_names[true_labels[i]], 18)
-        pixels, kw = _pixels(images[i])
-        axes[i, 0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
-        axes[i, 0].set_title(f"image {i + 1}\ntrue: {true_name}", fontsize=9)
-        for j, (title, ex) in enumerate(columns.items(), start=1):
-            ax = axes[i, j]
-            pred = int(np.argmax(ex.probabilities[i]))
-            saliency = channel_sum(ex.attributions[i, pred])  # (H, W)
-            m = float(np.nanmax(np.abs(saliency))) if saliency.size else 0.0
-            m = m if np.isfinite(m) and m > 0 else 1.0  # an all-zero map still gets a valid scale
-            im = ax.imshow(saliency, cmap=MAP_CMAP, vmin=-m, vmax=m)
-            cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-            cbar.ax.tick_params(labelsize=6)
-            cbar.ax.yaxis.get_offset_text().set_fontsize(6)
-            wrong = pred != true_labels[i]
-            ax.set_title(
-                f"{_text(title, 24)}\ntrue: {true_name}\npred: {_text(class_names[pred], 14)} "
-                f"({float(ex.probabilities[i, pred]):.2f})",
-                fontsize=8,
-                color="tab:red" if wrong else "black",
-            )
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _save(attribution_grid_figure(images, true_labels, class_names, columns), path)
+    return Path(path)
+
+
+def plot_quality_curves(curves: Mapping[str, Mapping], path: str | Path) -> Path:
+    """Deletion (left) and insertion (right) curves, one row per model.
+
+    Args:
+        curves: ``{model title: {"fractions": [...], "chance": 1/K, "random": {"deletion": [...],
+            "insertion": [...]}, "methods": {method title: {"deletion": [...], "insertion": [...]}}}}``;
+            each curve is the mean probability of the explained class at each fraction.
+        path: PNG to write.
+
+    Returns:
+        ``path``. The random pixel order is dashed grey, chance a dotted line.
+    """
+    n = max(len(curves), 1)
+    fig = Figure(figsize=(10.0, 3.2 * n + 0.3), layout="constrained")
+    axes = fig.subplots(n, 2, squeeze=False)
+    if not curves:
+        axes[0, 0].text(0.5, 0.5, "no quality curves", ha="center", va="center")
+    for row, (model, c) in enumerate(curves.items()):
+        x = np.asarray(c["fractions"], dtype=float)
+        for col, kind in enumerate(("deletion", "insertion")):
+            ax = axes[row, col]
+            for title, method in c["methods"].items():
+                ax.plot(x, method[kind], "-o", markersize=3, label=_text(title, 40))
+            ax.plot(x, c["random"][kind], "--", color="grey", label="random order")
+            ax.axhline(c["chance"], color="black", linestyle=":", linewidth=1, label="chance")
+            ax.set_title(f"{_text(model, 40)}: {kind}", fontsize=10)
+            ax.set_xlabel(f"fraction of pixels {'removed' if kind == 'deletion' else 'inserted'}")
+            ax.set_ylabel("probability of explained class")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+        axes[row, 1].legend(fontsize=7, loc="best")
     _save(fig, path)
     return Path(path)
 

@@ -32,10 +32,11 @@ from common.io import write_text_atomic
 from common.plotting import (
     plot_attribution_grid,
     plot_confusion_matrices,
+    plot_quality_curves,
     plot_shap_image,
     plot_training_curves,
 )
-from common.results import SCHEMA_VERSION, StudyMetrics
+from common.results import SCHEMA_VERSION, Estimate, QualitySummary, StudyMetrics
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -119,7 +120,34 @@ def build_figures(
                 max_images=max_shap_images,
                 title=_shap_title(arm, method),
             )
+    if metrics.quality is not None and metrics.quality.arms:
+        plot_quality_curves(_quality_curves(metrics.quality), target("quality_curves"))
     return figures
+
+
+def _quality_curves(quality: QualitySummary) -> dict[str, dict]:
+    """The assess stage's mean curves as :func:`plot_quality_curves` takes them, titled for display."""
+    curves = {}
+    for name, aq in quality.arms.items():
+        arm = _arm_key(name)
+        curves[_model_title(name)] = {
+            "fractions": aq.fractions,
+            "chance": aq.chance,
+            "random": {"deletion": aq.random.deletion_curve, "insertion": aq.random.insertion_curve},
+            "methods": {
+                _method_title(method): {"deletion": mq.deletion_curve, "insertion": mq.insertion_curve}
+                for method, mq in sorted(aq.methods.items(), key=lambda kv: _explanation_order((arm, kv[0])))
+            },
+        }
+    return curves
+
+
+def _arm_key(name: str) -> str:
+    """An arm name (pytorch_cnn) as its key (pytorch); names of unregistered arms as given."""
+    try:
+        return registry.arm_by_name(name).key
+    except KeyError:
+        return name
 
 
 def _method_title(key: str) -> str:
@@ -172,6 +200,14 @@ def _fmt_p(p: Any) -> _Verbatim:
     if not _is_number(p):
         return _Verbatim("= —")
     return _Verbatim("< 0.001" if p < 0.001 else f"= {p:.3f}")
+
+
+def _fmt_estimate(e: Estimate | None, spec: str = ".3f") -> _Verbatim:
+    """A mean with its 95% interval: "0.109 [0.092, 0.125]"; "—" when undefined."""
+    if e is None or not _is_number(e.mean):
+        return _Verbatim("—")
+    low, high = (e.ci95 + [None, None])[:2]
+    return _Verbatim(f"{_fmt(e.mean, spec)} [{_fmt(low, spec)}, {_fmt(high, spec)}]")
 
 
 def _code_block(text: str, lang: str) -> _Verbatim:
@@ -231,8 +267,73 @@ def _figure(out_dir: Path, figures: Mapping[str, str], key: str, caption: str, e
 FIGURE_CAPTIONS = {
     "training_curves": "Training curves: loss and accuracy per epoch, train and validation",
     "confusion_matrices": "Test confusion matrices (rows: true class, columns: predicted class)",
-    "attribution_grid": "Attribution maps: each model's map for its own predicted class",
+    "attribution_grid": "Attribution maps: each model's map for its own predicted class, one colour scale per row",
+    "quality_curves": (
+        "Deletion and insertion curves: mean probability of the explained class as the top-ranked pixels are "
+        "removed or inserted; dashed grey: random pixel order; dotted: chance"
+    ),
 }
+
+# The assess settings in the order the report lists them, with their labels; other keys follow as given.
+QUALITY_SETTINGS = {
+    "steps": "Steps per curve",
+    "random_orders": "Random pixel orders per image (the baseline)",
+    "deletion_fill": "Deletion fills removed pixels with",
+    "insertion_baseline": "Insertion starts from",
+    "explained_class": "Explained class",
+    "n_sanity": "Images of the sanity checks (randomisation, random logit, noise floor, cross-check)",
+    "randomisation_rule": "Randomisation",
+    "randomised_scopes": "Randomised scopes",
+    "random_logit": "Random-logit check",
+    "sanity_threshold": "A sanity check fails when the mean Spearman ρ stays above",
+    "cross_check": "Cross-check against an independent library",
+}
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} ({v})" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _quality_context(metrics: StudyMetrics) -> dict[str, Any] | None:
+    """The attribution-quality section: settings, one row per model x method, tests, findings."""
+    quality = metrics.quality
+    if quality is None:
+        return None
+    settings = quality.settings
+    keys = [k for k in QUALITY_SETTINGS if k in settings] + [k for k in settings if k not in QUALITY_SETTINGS]
+    scopes = list(settings.get("randomised_scopes") or {})
+    for aq in quality.arms.values():
+        for mq in aq.methods.values():
+            scopes += [s for s in mq.randomisation if s not in scopes]
+    models = []
+    for name, aq in quality.arms.items():
+        arm = _arm_key(name)
+        explained = metrics.attributions.get(name, {})
+        methods = []
+        for method, mq in sorted(aq.methods.items(), key=lambda kv: _explanation_order((arm, kv[0]))):
+            spec = registry.METHODS.get(method)
+            baseline = bool(spec and spec.baseline)
+            methods.append(
+                {
+                    "title": _method_title(method) + (" (baseline)" if baseline else ""),
+                    "q": mq,
+                    "additivity": None if baseline else explained.get(method),
+                    "randomisation": [mq.randomisation.get(scope) for scope in scopes],
+                }
+            )
+        tests = [(" vs ".join(_method_title(k) for k in pair.split("~", 1)), t) for pair, t in aq.method_tests.items()]
+        models.append({"title": _model_title(name), "q": aq, "methods": methods, "tests": tests})
+    return {
+        "settings": [(QUALITY_SETTINGS.get(k, k), _setting_text(settings[k])) for k in keys],
+        "threshold": settings.get("sanity_threshold"),
+        "scopes": scopes,
+        "models": models,
+        "findings": list(quality.findings),
+    }
 
 
 def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], embed: bool) -> dict[str, Any]:
@@ -284,6 +385,7 @@ def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], e
         "config_block": _code_block(config_json, "json"),
         "fig": {key: _figure(out_dir, figures, key, caption, embed) for key, caption in FIGURE_CAPTIONS.items()},
         "shap_figures": shap_figures,
+        "quality": _quality_context(metrics),
     }
 
 
@@ -314,6 +416,7 @@ def _environment(html: bool, templates: str | Path = TEMPLATES) -> Environment:
         env.filters["code"] = _code_span
     env.filters["num"] = _fmt
     env.filters["pval"] = _fmt_p
+    env.filters["estimate"] = _fmt_estimate
     env.filters["dash"] = lambda v: "—" if v is None else v
     env.filters["pair_title"] = _map_pair_title
     return env

@@ -257,3 +257,147 @@ def test_metrics_round_trip_through_json_and_an_older_schema_is_named(tmp_path):
         assert "schema version 0" in text and "older version of the study" in text
     md, _ = write_reports(tmp_path, metrics, {})
     assert "schema version" not in md.read_text(encoding="utf-8")
+
+
+def _estimate(mean: float, n: int = 2) -> dict:
+    return {"mean": mean, "ci95": [mean - 0.05, mean + 0.05], "n": n}
+
+
+def _quality(arms=("pytorch", "keras"), methods=("deep", "gradient", "gradinput")) -> dict:
+    """A small metrics.json ``quality`` shaped like the assess stage's."""
+    fractions = [0.0, 0.5, 1.0]
+    by_arm = {}
+    for arm in arms:
+        per_method = {}
+        for i, method in enumerate(methods):
+            per_method[method] = {
+                "n_images": 2,
+                "n_sanity": 2,
+                "deletion_auc": _estimate(0.11 + 0.01 * i),
+                "insertion_auc": _estimate(0.41 - 0.01 * i),
+                "deletion_p_vs_random": 0.0004,
+                "insertion_p_vs_random": 0.25,
+                "deletion_chance_fraction": _estimate(0.3),
+                "sparseness": _estimate(0.7),
+                "random_logit_rho": _estimate(-0.1),
+                "random_logit_abs_rho": _estimate(0.6),
+                "randomisation": {
+                    "head": {"abs_rho": _estimate(0.62), "signed_rho": _estimate(0.06)},
+                    "all": {"abs_rho": _estimate(0.52), "signed_rho": _estimate(0.01)},
+                },
+                "noise_floor_rho": _estimate(0.5) if method == "gradient" else None,
+                "cross_library": (
+                    {"library": "captum", "max_relative_difference": 1.1e-7, "rho": _estimate(1.0)}
+                    if method == "deep"
+                    else None
+                ),
+                "deletion_curve": [0.3, 0.1 + 0.01 * i, 0.1],
+                "insertion_curve": [0.1, 0.4 - 0.01 * i, 0.3],
+                "seconds": 1.0,
+            }
+        by_arm[registry.ARMS[arm].name] = {
+            "fractions": fractions,
+            "chance": 1 / 3,
+            "random": {
+                "n_orders": 2,
+                "deletion_auc": _estimate(0.19),
+                "insertion_auc": _estimate(0.18),
+                "deletion_chance_fraction": _estimate(0.85),
+                "deletion_curve": [0.3, 0.2, 0.1],
+                "insertion_curve": [0.1, 0.2, 0.3],
+            },
+            "methods": per_method,
+            "method_tests": {"deep~gradient": {"deletion_p": 0.562, "insertion_p": 0.031}},
+            "seconds": 3.0,
+        }
+    return {
+        "settings": {
+            "steps": 2,
+            "random_orders": 2,
+            "deletion_fill": "the background set's mean image",
+            "insertion_baseline": "a blurred copy",
+            "explained_class": "each model's predicted class",
+            "n_sanity": 2,
+            "randomised_scopes": {"head": "the dense head", "all": "every learned weight"},
+            "randomisation_rule": "re-drawn from a normal distribution",
+            "sanity_threshold": 0.5,
+        },
+        "arms": by_arm,
+        "findings": ["PyTorch CNN: <b>Deep SHAP</b> beats | random *order*.", "A second finding."],
+    }
+
+
+def _render_with_quality(out: Path):
+    metrics, images, true, classes, explanations = synthetic_run()
+    metrics = read_metrics({**to_json(metrics), "quality": _quality()})
+    metrics.agreement.noise_floor = {pair: 0.75 for pair in metrics.agreement.pairs}
+    figures = build_figures(out, metrics, images, true, classes, explanations)
+    md, html = write_reports(out, metrics, figures)
+    return figures, md.read_text(encoding="utf-8"), html.read_text(encoding="utf-8")
+
+
+def test_quality_section(tmp_path):
+    figures, md, html = _render_with_quality(tmp_path)
+    assert "quality_curves" in figures and f"]({figures['quality_curves']})" in md
+    assert html.count('src="data:image/png;base64,') == len(figures)
+    section = md[md.index("## Attribution quality") : md.index("## Data set")]
+    rows = [r for r in section.splitlines() if r.startswith("| ") and not r.startswith("| Model")]
+    # one random-order row and one row per method for each model
+    for model in ("PyTorch CNN", "Keras ResNet50"):
+        titles = [re.split(r"(?<!\\)\|", r)[2].strip() for r in rows if r.startswith(f"| {model} |")]
+        assert titles == [
+            "random order (2 per image)",
+            "Deep SHAP",
+            "Gradient SHAP",
+            "Gradient × (x − mean background) (baseline)",
+        ]
+    for text in (md, html):
+        assert "Attribution quality" in text and "Noise floor" in text
+        assert "0.110 [0.060, 0.160]" in text  # deletion AUC with its interval
+        assert "p &lt; 0.001" in text or "p < 0.001" in text
+        assert "0.62 (0.06)" in text and "0.52 (0.01)" in text  # randomisation per scope, |map| (signed)
+        assert "captum: 1.1e-07, ρ 1.000" in text
+        assert "Deep SHAP vs Gradient SHAP: deletion p = 0.562, insertion p = 0.031" in text
+        assert "a blurred copy" in text and "the dense head" in text
+        assert "0.750" in text  # the agreement table's noise floor column
+        assert "can only be read against the noise floor" in text
+    # the generated findings are shown verbatim but escaped
+    assert r"\<b\>Deep SHAP\</b\> beats \| random \*order\*." in md and "<b>Deep SHAP" not in md
+    assert "&lt;b&gt;Deep SHAP&lt;/b&gt; beats | random *order*." in html
+    # the gradinput baseline has no additivity figure; the explained methods have theirs
+    baseline = next(r for r in rows if "(baseline)" in r)
+    assert re.split(r"(?<!\\)\|", baseline)[3].strip() == "—"
+    # every Markdown table keeps its column count
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
+        assert len({len(re.split(r"(?<!\\)\|", r)) for r in block.strip().split("\n")}) == 1, block
+
+
+def test_no_quality_no_section(tmp_path):
+    metrics, figures, md, html = _render(tmp_path)
+    assert metrics.quality is None and "quality_curves" not in figures
+    for text in (md, html):
+        assert "Attribution quality" not in text
+        assert "Noise floor" in text  # the agreement table still has the column (— without floors)
+
+
+def test_attribution_grid_one_scale_per_row():
+    from common.plotting import attribution_grid_figure
+
+    metrics, images, true, classes, explanations = synthetic_run(n=3)
+    columns = {registry.map_title(*key): ex for key, ex in explanations.items()}
+    # make the columns' magnitudes differ a lot, so per-map scales would differ
+    for j, ex in enumerate(columns.values()):
+        ex.attributions = ex.attributions * (10.0**j)
+    fig = attribution_grid_figure(images, true, classes, columns)
+    axes = np.array(fig.axes[: 3 * (1 + len(columns))]).reshape(3, 1 + len(columns))
+    for i in range(3):
+        expected = max(
+            float(np.abs(ex.attributions[i, int(np.argmax(ex.probabilities[i]))].sum(-1)).max())
+            for ex in columns.values()
+        )
+        limits = set()
+        for ax in axes[i, 1:]:
+            grey, attribution = ax.get_images()  # the grey image under the map
+            assert grey.get_cmap().name == "gray"
+            limits.add((attribution.norm.vmin, attribution.norm.vmax))
+        assert limits == {(-expected, expected)}, limits
