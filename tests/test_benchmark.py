@@ -181,6 +181,10 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
         "predict pytorch",
         "explain_deep pytorch",
         "explain_gradient pytorch",
+        "assess_random pytorch",
+        "assess_deep pytorch",
+        "assess_gradient pytorch",
+        "assess_gradinput pytorch",
         "evaluate",
         "report",
     }

@@ -180,7 +180,8 @@ def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
     second = _run(data, out)
     assert second.returncode == 0, second.stderr[-3000:]
     cached = [line for line in second.stderr.splitlines() if line.startswith("[stage]") and " cached (key " in line]
-    assert len(cached) == 2 * 4 + 2 and "starting the" not in second.stderr  # 4 stages per arm, evaluate, report
+    # 8 stages per arm (train, predict, 2 explain, 4 assess), evaluate, report
+    assert len(cached) == 2 * 8 + 2 and "starting the" not in second.stderr
     assert "report                   cached" in second.stderr
     assert {name: (out / name).read_bytes() for name in before} == before
 
