@@ -29,6 +29,7 @@ class KerasArm(Arm):
     """
 
     spec = arm_spec("keras")
+    head_prefix = ("dense/", "logits/")  # the dense head's variables: Dense(256) -> Dense(K) logits
 
     def __init__(self, model: keras.Model, cfg: StudyConfig, backbone_weights: str):
         self.model = model  # pixels (B, S, S, 3) float32 -> probabilities (B, K)
@@ -131,11 +132,11 @@ class KerasArm(Arm):
         """Every variable but batch-norm moving statistics (kernels, biases, batch-norm scale
         and shift; frozen backbone included), or the head's (layers ``dense`` and ``logits``),
         by variable path."""
-        head = ("dense/", "logits/")
         return {
             v.path: np.asarray(v.numpy()).copy()
             for v in self.model.weights
-            if not v.path.endswith(("moving_mean", "moving_variance")) and (scope == "all" or v.path.startswith(head))
+            if not v.path.endswith(("moving_mean", "moving_variance"))
+            and (scope == "all" or v.path.startswith(self.head_prefix))
         }
 
     def _with_weights(self, weights: dict[str, np.ndarray]) -> KerasArm:
