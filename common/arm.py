@@ -372,15 +372,18 @@ class Arm(abc.ABC):
         x = images.astype(np.float64)
         offset = x - background.astype(np.float64).mean(axis=0)  # (N, H, W, C)
         wanted = np.tile(np.arange(self.n_classes), (len(images), 1)) if classes is None else classes[:, None]
-        # One pass over images and background together: the background rows give E[f(background)].
-        both = np.concatenate([images, background])
-        maps, outputs = [], None
+        # The background rides along with the first class's pass: its outputs give E[f(background)].
+        maps, outputs, bg_outputs = [], None, None
         for k in range(wanted.shape[1]):
-            grads, outputs = self._gradients(
-                both, np.concatenate([wanted[:, k], np.zeros(len(background), np.int64)]), output=output
-            )
+            x, cls = images, wanted[:, k]
+            if k == 0:
+                x = np.concatenate([images, background])
+                cls = np.concatenate([cls, np.zeros(len(background), np.int64)])
+            grads, out = self._gradients(x, cls, output=output)
+            if k == 0:
+                bg_outputs = out[len(images) :]
+            outputs = out[: len(images)]
             maps.append(np.asarray(grads[: len(images)], np.float64) * offset)
-        bg_outputs, outputs = outputs[len(images) :], outputs[: len(images)]
         probabilities = self.predict_proba(images)
         return Attribution(
             attributions=np.stack(maps, axis=1),
