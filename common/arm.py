@@ -15,16 +15,18 @@ facts (``info``) and fallbacks (``fallbacks``).
 For the assessment of the maps (``common/assess.py``) an arm also gives the gradient of
 one class's explained output with respect to the raw pixels (``_gradients``: the
 gradient × input baseline is computed from it here, once for every arm), its learned
-weights as NumPy arrays and a copy of itself with some of them replaced
-(``learned_weights``/``_with_weights``: the model-randomisation check draws the new
-values here, by one rule for every framework) and, where an independent library
+weights as NumPy arrays and a way to replace some of them in place
+(``learned_weights``/``_set_weights``: the model-randomisation check draws the new
+values here, by one rule for every framework, and puts the trained ones back after) and, where an independent library
 implements the same estimator, its maps from that library (``_explain_independently``).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -347,10 +349,14 @@ class Arm(abc.ABC):
             classes=classes,
         )
 
-    def randomized(self, scope: str, seed: int) -> Arm:
-        """A copy of this arm whose learned weights in ``scope`` (a key of
-        ``common.registry.RANDOMISATION_SCOPES``) are re-drawn by the one rule every arm shares
-        (:func:`common.quality.randomize_weights`); this arm is left unchanged.
+    @contextlib.contextmanager
+    def randomized(self, scope: str, seed: int) -> Iterator[Arm]:
+        """For the ``with`` block, this arm with its learned weights in ``scope`` (a key of
+        ``common.registry.RANDOMISATION_SCOPES``) re-drawn by the one rule every arm shares
+        (:func:`common.quality.randomize_weights`); the trained weights are put back after.
+
+        In place rather than a copy, so whatever an arm built on its model (TensorFlow's
+        traced explainer graphs) serves the randomised weights too instead of being rebuilt.
 
         Raises:
             ValueError: an unknown scope, or one that holds no weights in this arm.
@@ -359,10 +365,14 @@ class Arm(abc.ABC):
 
         if scope not in RANDOMISATION_SCOPES:
             raise ValueError(f"scope must be one of {', '.join(RANDOMISATION_SCOPES)}, got {scope!r}")
-        weights = self.learned_weights(scope)
-        if not weights:
+        trained = self.learned_weights(scope)
+        if not trained:
             raise ValueError(f"{type(self).__name__} has no learned weights in scope {scope!r}")
-        return self._with_weights(randomize_weights(weights, seed))
+        self._set_weights(randomize_weights(trained, seed))
+        try:
+            yield self
+        finally:
+            self._set_weights(trained)
 
     def _gradient_times_input(
         self, images: np.ndarray, background: np.ndarray, *, output: str, classes: np.ndarray | None
@@ -451,9 +461,9 @@ class Arm(abc.ABC):
         not the fixed preprocessing). Arms that support the randomisation check override it."""
         raise NotImplementedError(f"{type(self).__name__} does not expose its weights")
 
-    def _with_weights(self, weights: dict[str, np.ndarray]) -> Arm:
-        """A copy of this arm with the named tensors (names from :meth:`learned_weights`) replaced."""
-        raise NotImplementedError(f"{type(self).__name__} cannot copy itself with other weights")
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Replace the named tensors (names from :meth:`learned_weights`) in place."""
+        raise NotImplementedError(f"{type(self).__name__} cannot replace its weights")
 
     def _explain_independently(
         self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, classes: np.ndarray

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,14 +176,15 @@ def assess_method(
     nsamples: int,
     seed: int,
     output: str,
-    randomised: Mapping[str, Arm],
+    randomised: Mapping[str, Callable[[], AbstractContextManager[Arm]]],
 ) -> dict[str, np.ndarray]:
     """Every measure of one arm x method, per image (see the module's docstring).
 
     Args:
         explanation: the explain stage's maps (every class), or None for a method the
             explain stage did not run (a baseline method): then it is explained here.
-        randomised: scope -> the arm with that scope's weights re-drawn (shared by methods).
+        randomised: scope -> a ``with`` block giving the arm with that scope's weights
+            re-drawn (:meth:`common.arm.Arm.randomized`, e.g. ``partial(arm.randomized, scope, seed)``).
     """
     start = time.perf_counter()
     spec = method_spec(method)
@@ -215,8 +217,9 @@ def assess_method(
     reference = explain(arm, images[sub], classes[sub], draw) if spec.sampled else maps[sub]
     if spec.sampled:
         result["noise_floor"] = _correlation(maps[sub], reference, absolute=False)
-    for scope, model in randomised.items():
-        random_maps = explain(model, images[sub], classes[sub], draw)
+    for scope, randomise in randomised.items():
+        with randomise() as model:
+            random_maps = explain(model, images[sub], classes[sub], draw)
         result[f"randomisation_{scope}_abs"] = _correlation(reference, random_maps, absolute=True)
         result[f"randomisation_{scope}_signed"] = _correlation(reference, random_maps, absolute=False)
     if settings.cross_check and arm.independent_library is not None:

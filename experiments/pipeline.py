@@ -226,7 +226,6 @@ class ArmStages:
         self.arm_class = spec.load_arm_class()
         self._arm = None
         self._assess_inputs = None
-        self._randomised: dict[str, object] = {}
 
     def run(self) -> list[StageRecord]:
         stages = Stages(self.out, self.force)
@@ -313,11 +312,8 @@ class ArmStages:
         return self._assess_inputs
 
     def randomised(self) -> dict:
-        """Scope -> this arm with the scope's weights re-drawn (made once, shared by methods)."""
-        for scope in self.cfg.assess.randomise:
-            if scope not in self._randomised:
-                self._randomised[scope] = self.arm.randomized(scope, self.cfg.seed)
-        return {scope: self._randomised[scope] for scope in self.cfg.assess.randomise}
+        """Scope -> a ``with`` block in which this arm's weights in that scope are re-drawn."""
+        return {scope: partial(self.arm.randomized, scope, self.cfg.seed) for scope in self.cfg.assess.randomise}
 
     def assess_random(self) -> None:
         from common.assess import assess_random

@@ -139,11 +139,10 @@ class KerasArm(Arm):
             and (scope == "all" or v.path.startswith(self.head_prefix))
         }
 
-    def _with_weights(self, weights: dict[str, np.ndarray]) -> KerasArm:
-        clone = keras.models.clone_model(self.model)
-        for source, target in zip(self.model.weights, clone.weights, strict=True):
-            target.assign(weights.get(source.path, source.numpy()))
-        return type(self)(clone, self.cfg, self.backbone_weights)
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        for variable in self.model.weights:
+            if variable.path in weights:
+                variable.assign(weights[variable.path])
 
     def info(self) -> dict[str, Any]:
         trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)

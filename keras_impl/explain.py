@@ -144,8 +144,9 @@ def explain(
 
     Returns:
         Attributions (N, K, H, W, C) for all K classes (or (N, 1, H, W, C) with
-        ``classes``); base values are the Deep explainer's ``expected_value``, or
-        E[f(background)] computed here for Gradient SHAP and for one-class explanations.
+        ``classes``); base values are E[f(background)], computed here from the model's
+        current weights (the Deep explainer's ``expected_value`` is fixed when it is built, and
+        a reused explainer may see other weights: :meth:`common.arm.Arm.randomized`).
 
     Raises:
         ValueError: an ``explainer`` built for another method, output or background.
@@ -178,10 +179,9 @@ def explain(
         # shap's own additivity check has an absolute tolerance of 1e-2 and raises;
         # the real error is measured from the result (Explanation.additivity_errors).
         raw = explainer.shap_explainer.shap_values(x, check_additivity=False)
-        base_values = np.asarray(explainer.shap_explainer.expected_value)  # a TF tensor in shap 0.51
     else:
         raw = explainer.shap_explainer.shap_values(x, nsamples=nsamples, rseed=seed)
-        base_values = _batched(explainer.predict_target, bg).mean(0)  # GradientExplainer has no expected_value
+    base_values = _batched(explainer.predict_target, bg).mean(0)
     outputs = _batched(explainer.predict_target, x)
     probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
     attributions = shap_to_explanation_layout(raw)

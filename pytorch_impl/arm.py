@@ -7,7 +7,6 @@ normalises the raw pixels itself.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +143,11 @@ class PyTorchArm(Arm):
             if scope == "all" or name.startswith(self.head_prefix)
         }
 
-    def _with_weights(self, weights: dict[str, np.ndarray]) -> PyTorchArm:
-        model = copy.deepcopy(self.model)
-        params = dict(model.named_parameters())
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(torch.as_tensor(value))
-        return type(self)(model, self.cfg)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -46,22 +46,38 @@ def check_assessment_hooks(arm: Arm, images: np.ndarray, background: np.ndarray)
     np.testing.assert_allclose(gi.base_values, full.base_values, rtol=1e-4, atol=1e-4)
     assert np.abs(gi.attributions).max() > 0
 
-    # Randomisation: a changed copy, the original untouched, the same draw for the same seed.
+    # Randomisation: in place for the block, the same draw for the same seed, the trained
+    # weights back after it; the explainers (built above on the trained weights) explain
+    # the randomised model inside the block, not a stale copy.
     before = arm.predict_proba(images)
+    trained_maps = arm.explain(images, background, "deep", nsamples=0, seed=0, classes=classes)
     for scope in RANDOMISATION_SCOPES:
         weights = arm.learned_weights(scope)
         assert weights and all(isinstance(v, np.ndarray) for v in weights.values())
-        a, b = arm.randomized(scope, seed=5), arm.randomized(scope, seed=5)
-        other = arm.randomized(scope, seed=6)
-        new_a, new_b, new_other = a.learned_weights(scope), b.learned_weights(scope), other.learned_weights(scope)
+        with arm.randomized(scope, seed=5) as a:
+            new_a, all_a = a.learned_weights(scope), a.learned_weights("all")
+            probs_a = a.predict_proba(images)
+            random_maps = a.explain(images, background, "deep", nsamples=0, seed=0, classes=classes)
+        with arm.randomized(scope, seed=5) as b:
+            new_b = b.learned_weights(scope)
+        with arm.randomized(scope, seed=6) as other:
+            new_other = other.learned_weights(scope)
         assert list(new_a) == list(weights)
         assert all(np.array_equal(new_a[k], new_b[k]) for k in weights)
         assert any(not np.array_equal(new_a[k], new_other[k]) for k in weights)
         changed = [k for k in weights if weights[k].std() > 0]
         assert changed and all(not np.allclose(new_a[k], weights[k]) for k in changed)
-        assert not np.allclose(a.predict_proba(images), before, atol=1e-6)
+        assert not np.allclose(probs_a, before, atol=1e-6)
+        assert not np.allclose(random_maps.attributions, trained_maps.attributions)
+        # the randomised maps add up to the randomised model's outputs: maps and base values are its own
+        assert random_maps.additivity_max_abs_error < 1e-3 * max(1.0, np.abs(random_maps.additivity_deltas).max())
+        logits = random_maps.outputs - random_maps.outputs.max(1, keepdims=True)
+        softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        np.testing.assert_allclose(softmax, probs_a, rtol=1e-3, atol=1e-5)  # the randomised model's own outputs
         if scope != "all":  # what lies outside the scope is unchanged
             rest = {k: v for k, v in arm.learned_weights("all").items() if k not in weights}
-            rest_a = a.learned_weights("all")
-            assert all(np.array_equal(rest_a[k], v) for k, v in rest.items())
+            assert all(np.array_equal(all_a[k], v) for k, v in rest.items())
+        assert all(np.array_equal(arm.learned_weights(scope)[k], v) for k, v in weights.items())  # put back
     np.testing.assert_array_equal(arm.predict_proba(images), before)
+    again = arm.explain(images, background, "deep", nsamples=0, seed=0, classes=classes)
+    np.testing.assert_array_equal(again.attributions, trained_maps.attributions)

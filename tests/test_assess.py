@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -39,10 +41,10 @@ def _assess(arm, inputs, settings, method="deep", randomised=None):
 
 def test_randomisation_check_is_exactly_one_for_an_unchanged_model_and_low_for_a_random_one(setup):
     arm, inputs, settings = setup
-    same = _assess(arm, inputs, settings, randomised={"all": arm})
+    same = _assess(arm, inputs, settings, randomised={"all": lambda: contextlib.nullcontext(arm)})
     np.testing.assert_array_equal(same["randomisation_all_abs"], 1.0)
     np.testing.assert_array_equal(same["randomisation_all_signed"], 1.0)
-    changed = _assess(arm, inputs, settings, randomised={"all": arm.randomized("all", seed=3)})
+    changed = _assess(arm, inputs, settings, randomised={"all": lambda: arm.randomized("all", seed=3)})
     assert np.all(np.abs(changed["randomisation_all_signed"]) < 0.5), changed["randomisation_all_signed"]
     assert changed["randomisation_all_abs"].mean() < 0.5
 
@@ -76,7 +78,8 @@ def test_random_logit_and_noise_floor_and_no_cross_check_without_a_library(setup
 
 def test_findings_name_a_failed_check(setup):
     arm, inputs, settings = setup
-    same = _assess(arm, inputs, settings, randomised={"all": arm})  # an "unchanged" randomised model fails
+    unchanged = {"all": lambda: contextlib.nullcontext(arm)}  # a "randomised" model that did not change fails
+    same = _assess(arm, inputs, settings, randomised=unchanged)
     random = assess.assess_random(arm, inputs, settings, seed=0)
     quality = {"fake_linear": assess.summarise_arm(random, {"deep": same}, n_classes=3)}
     lines = assess.findings(quality, {"fake_linear": "fake"}, {"fake_linear": "Fake"})

@@ -66,8 +66,8 @@ class FakeArm(Arm):
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
         return {"weights": self.weights.copy(), "bias": self.bias.copy()}  # one layer: it is the head
 
-    def _with_weights(self, weights: dict[str, np.ndarray]) -> FakeArm:
-        return type(self)(weights["weights"], weights["bias"], self._image_size, self.cfg)
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.weights, self.bias = weights["weights"].copy(), weights["bias"].copy()
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
