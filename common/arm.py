@@ -35,7 +35,7 @@ import numpy as np
 
 from common.config import StudyConfig
 from common.registry import OUTPUTS, RANDOMISATION_SCOPES, ArmSpec, method_spec
-from common.seeding import seed_everything, seeded
+from common.seeding import image_seeds, seed_everything, seeded
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -94,15 +94,26 @@ class Explanation:
     seconds: float  # wall time of the explainer (set-up included)
     n_background: int
     nsamples: int | None = None  # samples per image of a sampled method; None for Deep SHAP
-    classes: np.ndarray | None = None  # int (N,): the one class explained per image; None: every class
+    # int (N, K'): the class of each image's k-th map, -1 where image i has no k-th map
+    # (e.g. the true class of a correctly predicted image); None: every class (K' = K)
+    classes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.classes is not None:
+            self.classes = np.asarray(self.classes, dtype=np.int64).reshape(len(self.attributions), -1)
 
     @property
     def explained_classes(self) -> np.ndarray:
-        """int (N, K'): the class of each image's k-th map (every class, or the given one)."""
+        """int (N, K'): the class of each image's k-th map (every class, or the given ones; -1: none)."""
         n, k = self.attributions.shape[:2]
         if self.classes is None:
             return np.tile(np.arange(k), (n, 1))
-        return np.asarray(self.classes, dtype=np.int64).reshape(n, 1)
+        return self.classes
+
+    @property
+    def n_maps(self) -> int:
+        """How many maps were computed (image x class pairs)."""
+        return int((self.explained_classes >= 0).sum())
 
     def maps_for(self, classes: np.ndarray) -> np.ndarray:
         """(N, H, W, C): each image's attributions at ``classes[i]``.
@@ -118,16 +129,17 @@ class Explanation:
 
     @property
     def additivity_deltas(self) -> np.ndarray:
-        """f(x) - E[f(background)] per image and explained class, float64 (N, K')."""
-        rows = np.arange(len(self.outputs))[:, None]
-        cls = self.explained_classes
+        """f(x) - E[f(background)] per computed map, float64 (n_maps,)."""
+        rows, cols = np.nonzero(self.explained_classes >= 0)
+        cls = self.explained_classes[rows, cols]
         return self.outputs.astype(np.float64)[rows, cls] - self.base_values.astype(np.float64)[cls]
 
     @property
     def additivity_errors(self) -> np.ndarray:
-        """|sum(attributions) - (f(x) - E[f(background)])| per image and explained class,
-        float64 (N, K'); the sum is taken in float64."""
-        total = self.attributions.reshape(*self.attributions.shape[:2], -1).astype(np.float64).sum(-1)
+        """|sum(attributions) - (f(x) - E[f(background)])| per computed map, float64
+        (n_maps,), in image order; the sum is taken in float64."""
+        rows, cols = np.nonzero(self.explained_classes >= 0)
+        total = self.attributions[rows, cols].reshape(len(rows), -1).astype(np.float64).sum(-1)
         return np.abs(total - self.additivity_deltas)
 
     @property
@@ -160,7 +172,7 @@ class Explanation:
             seconds=np.array(self.seconds),
             n_background=np.array(self.n_background),
             nsamples=np.array(-1 if self.nsamples is None else self.nsamples),
-            classes=np.array([], np.int64) if self.classes is None else np.asarray(self.classes, np.int64),
+            classes=np.zeros((0, 0), np.int64) if self.classes is None else self.classes,
             has_classes=np.array(self.classes is not None),
         )
 
@@ -265,15 +277,21 @@ class Arm(abc.ABC):
         classes: np.ndarray | None = None,
     ) -> Explanation:
         """Explain uint8 ``images`` against uint8 ``background`` with ``method`` (a key of
-        ``common.registry.METHODS``): every class, or with ``classes`` (int (N,)) only
-        ``classes[i]`` for image i (attributions (N, 1, H, W, C)).
+        ``common.registry.METHODS``): every class (attributions (N, K, H, W, C)), or with
+        ``classes`` the given ones: int (N,) for one class per image, or (N, K') for up to K'
+        per image with -1 where an image has fewer (attributions (N, K', H, W, C), zero
+        where nothing was explained). Only the given classes are explained: each column of
+        ``classes`` is one pass of the explainer over the images that have a class in it.
 
-        The global random state is seeded with ``seed`` for the call and restored after
-        it (shap reseeds NumPy's global generator), so explaining has no side effects.
+        A sampled method draws each image's samples from ``seed`` and the image's pixels
+        (:func:`common.seeding.image_seeds`), so a map does not depend on which other images
+        or classes are explained with it. The global random state is seeded with ``seed``
+        for the call and restored after it (shap reseeds NumPy's global generator), so
+        explaining has no side effects.
 
         Raises:
             ValueError: an unknown method or output, images of the wrong shape or type, or
-                classes that are not one valid class per image.
+                classes that are not valid classes per image.
         """
         spec = method_spec(method)
         if output not in OUTPUTS:
@@ -281,17 +299,25 @@ class Arm(abc.ABC):
         self.check_images(images, "images")
         self.check_images(background, "background")
         if classes is not None:
-            classes = np.asarray(classes, dtype=np.int64)
-            self._check_labels(classes, len(images), "classes")
+            classes = self._check_class_table(classes, len(images))
         start = time.perf_counter()
+        seeds = image_seeds(seed, images)
         with seeded(seed):
-            if spec.baseline:
-                result = self._gradient_times_input(images, background, output=output, classes=classes)
-            else:
-                result = self._explain(
-                    images, background, method, nsamples=nsamples, seed=seed, output=output, classes=classes
-                )
-        n_maps = self.n_classes if classes is None else 1
+            if classes is None:
+                result = self._explain_classes(images, background, spec, nsamples, seeds, output, None)
+            else:  # column 0 holds a class for every image: its pass gives every image's outputs
+                result = self._explain_classes(images, background, spec, nsamples, seeds, output, classes[:, 0])
+                maps = np.zeros((len(images), classes.shape[1], *images.shape[1:]), np.float32)
+                maps[:, 0] = result.attributions[:, 0]
+                for k in range(1, classes.shape[1]):
+                    rows = np.flatnonzero(classes[:, k] >= 0)
+                    if len(rows):
+                        part = self._explain_classes(
+                            images[rows], background, spec, nsamples, seeds[rows], output, classes[rows, k]
+                        )
+                        maps[rows, k] = part.attributions[:, 0]
+                result.attributions = maps
+        n_maps = self.n_classes if classes is None else classes.shape[1]
         expected = (len(images), n_maps, *images.shape[1:])
         if result.attributions.shape != expected:
             raise RuntimeError(
@@ -308,6 +334,13 @@ class Arm(abc.ABC):
             n_background=len(background),
             nsamples=nsamples if spec.sampled else None,
             classes=classes,
+        )
+
+    def _explain_classes(self, images, background, spec, nsamples, seeds, output, classes) -> Attribution:
+        if spec.baseline:
+            return self._gradient_times_input(images, background, output=output, classes=classes)
+        return self._explain(
+            images, background, spec.key, nsamples=nsamples, seeds=seeds, output=output, classes=classes
         )
 
     def explain_independently(
@@ -412,6 +445,20 @@ class Arm(abc.ABC):
                 f"got {images.dtype} {images.shape}"
             )
 
+    def _check_class_table(self, classes: np.ndarray, n: int) -> np.ndarray:
+        """``classes`` as int64 (N, K'): (N,) becomes one column; -1 marks "no class" in
+        columns after the first, which must hold a valid class for every image."""
+        classes = np.asarray(classes)
+        if classes.ndim == 1:
+            classes = classes[:, None]
+        if classes.ndim != 2 or classes.shape[0] != n or classes.shape[1] < 1:
+            raise ValueError(f"classes: expected {n} rows of classes, got shape {classes.shape}")
+        self._check_labels(classes[:, 0], n, "classes")
+        rest = classes[:, 1:]
+        if rest.size and (rest.min() < -1 or rest.max() >= self.n_classes):
+            raise ValueError(f"classes: later columns must lie in -1..{self.n_classes - 1} (-1: none)")
+        return classes.astype(np.int64)
+
     def _check_labels(self, labels: np.ndarray, n: int, what: str) -> None:
         labels = np.asarray(labels)
         if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
@@ -442,12 +489,14 @@ class Arm(abc.ABC):
         method: str,
         *,
         nsamples: int,
-        seed: int,
+        seeds: np.ndarray,
         output: str,
         classes: np.ndarray | None,
     ) -> Attribution:
         """A SHAP method's attributions for checked images and output: every class
-        (N, K, H, W, C), or with ``classes`` only ``classes[i]`` for image i (N, 1, H, W, C)."""
+        (N, K, H, W, C), or with ``classes`` (int (N,)) only ``classes[i]`` for image i
+        (N, 1, H, W, C). A sampled method draws image i's samples with ``seeds[i]`` (uint32),
+        the same for every class of that image."""
 
     @abc.abstractmethod
     def _gradients(self, images: np.ndarray, classes: np.ndarray, *, output: str) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ with the model's predicted class as the explained class:
 
 Rank correlations leave out pixels that are zero in both maps compared (padding, or
 pixels equal to the background everywhere), which would otherwise count as agreement.
-Randomisation, noise floor and cross-check run on ``n_sanity`` of the explained images
+Randomisation, random logit, noise floor and cross-check run on ``n_sanity`` of the explained images
 (spread over the selection) to bound their cost; the report says how many.
 
 :func:`assess_random` and :func:`assess_method` run in the arm's process and return
@@ -194,21 +194,23 @@ def assess_method(
         e = model.explain(x, bg, method, nsamples=nsamples, seed=s, output=output, classes=cls)
         return channel_maps(e.attributions[:, 0])
 
-    def maps_at(cls: np.ndarray) -> np.ndarray:
+    def maps_at(cls: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The maps of images[rows] at classes ``cls``: the explain stage's where it explained
+        them, else explained here (a sampled method draws the same samples per image)."""
         if explanation is not None:
-            try:
-                return channel_maps(explanation.maps_for(cls))
-            except KeyError:  # the explain stage did not explain that class
-                pass
-        return explain(arm, images, cls)
+            hit = explanation.explained_classes[rows] == cls[:, None]  # (M, K')
+            if hit.any(axis=1).all():
+                return channel_maps(explanation.attributions[rows, hit.argmax(axis=1)])
+        return explain(arm, images[rows], cls)
 
-    maps = maps_at(classes)  # (N, H, W)
+    everything = np.arange(len(images))
+    maps = maps_at(classes, everything)  # (N, H, W)
     result: dict[str, np.ndarray] = {"classes": classes, "other_classes": inputs.other_classes, "sanity": sub}
     result["deletion"], result["insertion"] = _curves(arm, inputs, q.rank_pixels(maps))
     result["sparseness"] = q.gini(np.abs(maps))
-    other = maps_at(inputs.other_classes)
-    result["random_logit_signed"] = _correlation(maps, other, absolute=False)
-    result["random_logit_abs"] = _correlation(maps, other, absolute=True)
+    other = maps_at(inputs.other_classes[sub], sub)  # the random logit, on the sanity subset
+    result["random_logit_signed"] = _correlation(maps[sub], other, absolute=False)
+    result["random_logit_abs"] = _correlation(maps[sub], other, absolute=True)
 
     # The sanity subset. A sampled method's maps are drawn again with seed + 1, one class per
     # image: against the explain stage's maps (seed) that is the noise floor of two seeds, and

@@ -112,3 +112,24 @@ def to_image_plot_lists(attributions: np.ndarray) -> list[np.ndarray]:
     if attributions.ndim != 5:
         raise ValueError(f"expected attributions of shape (N, K, H, W, C), got {attributions.shape}")
     return [attributions[:, k] for k in range(attributions.shape[1])]
+
+
+def class_table(selection: str, predicted: np.ndarray, true: np.ndarray) -> np.ndarray | None:
+    """The classes to explain per image for ``explain.classes`` (a key of
+    ``common.registry.CLASS_SELECTIONS``): int (N, 1) predicted; (N, 2) predicted, then the
+    true class where it differs (-1 where the prediction is right); None for every class.
+
+    Raises:
+        ValueError: an unknown selection, or predicted and true of different lengths.
+    """
+    predicted = np.asarray(predicted, dtype=np.int64).ravel()
+    true = np.asarray(true, dtype=np.int64).ravel()
+    if predicted.shape != true.shape:
+        raise ValueError(f"{len(predicted)} predicted classes but {len(true)} true ones")
+    if selection == "all":
+        return None
+    if selection == "predicted":
+        return predicted[:, None]
+    if selection == "predicted+true":
+        return np.stack([predicted, np.where(true != predicted, true, -1)], axis=1)
+    raise ValueError(f"unknown class selection {selection!r}; known: all, predicted, predicted+true")

@@ -36,6 +36,7 @@ class ExplainConfig:
     nsamples: int = 64  # Gradient SHAP samples per image (shap's default: 200)
     output: str = "logits"  # explained quantity: "logits" (default) or "probability"
     methods: tuple[str, ...] = registry.SHAP_METHODS  # attribution methods to run (common.registry.METHODS)
+    classes: str = "predicted+true"  # maps per image: predicted, predicted+true or all (common.registry)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,10 @@ def validate(cfg: StudyConfig) -> None:
     bad = [m for m in cfg.explain.methods if m not in registry.METHODS]
     if bad:
         problems.append(f"explain.methods may hold only {', '.join(registry.METHODS)}, got {', '.join(bad)}")
+    if cfg.explain.classes not in registry.CLASS_SELECTIONS:
+        problems.append(
+            f"explain.classes must be one of {', '.join(registry.CLASS_SELECTIONS)}, got {cfg.explain.classes!r}"
+        )
     if cfg.explain.n_explain is not None and cfg.explain.n_explain < 1:
         problems.append("explain.n_explain must be positive")
     if cfg.explain.n_background < 1 or cfg.explain.nsamples < 1:

@@ -171,7 +171,10 @@ def attribution_grid_figure(
         axes[i, 0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
         axes[i, 0].set_title(f"image {i + 1}\ntrue: {true_name}", fontsize=9)
         preds = [int(np.argmax(ex.probabilities[i])) for ex in columns.values()]
-        maps = [channel_sum(ex.attributions[i, pred]) for ex, pred in zip(columns.values(), preds, strict=True)]
+        maps = [
+            channel_sum(ex.maps_for(np.argmax(ex.probabilities, axis=1))[i])
+            for ex in columns.values()  # each model's map of the class it predicted
+        ]
         m = max((float(np.nanmax(np.abs(s))) for s in maps if s.size), default=0.0)
         m = m if np.isfinite(m) and m > 0 else 1.0  # all-zero maps still get a valid scale
         grey = _grey(images[i])
@@ -280,7 +283,8 @@ def plot_shap_image(
     width: float = 14.0,
     dpi: int = 80,
 ) -> Path:
-    """shap's own image plot of one explanation: a row per image, a column per class.
+    """shap's own image plot of one explanation: a row per image, a column per explained class
+    (every class, or the predicted class and, where the prediction is wrong, the true one).
 
     Args:
         images: uint8 (N, H, W, C) explained images.
@@ -304,16 +308,21 @@ def plot_shap_image(
         import shap  # lazily: heavy, and only this figure needs it
 
     idx = _spread(explanation.attributions.shape[0], max_images)
-    attr = np.asarray(explanation.attributions)[idx]  # (n, K, H, W, C)
+    attr = np.asarray(explanation.attributions)[idx]  # (n, K', H, W, C)
     probs = np.asarray(explanation.probabilities)[idx]  # (n, K)
+    explained = explanation.explained_classes[idx]  # (n, K'): the class of each map, -1: none
     pixels = np.asarray(images)[idx]
-    k = attr.shape[1]
-    if k <= max_classes:
-        order = np.tile(np.arange(k), (len(idx), 1))
-    else:  # per image, its most probable classes, most probable first
+    if explanation.classes is None and attr.shape[1] > max_classes:
+        # every class explained: per image, its most probable classes, most probable first
         order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
         attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
-    labels = np.array([[f"{_text(class_names[c], 12)} ({probs[i, c]:.2f})" for c in order[i]] for i in range(len(idx))])
+        explained = order
+    labels = np.array(
+        [
+            [f"{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else "(prediction right)" for c in row]
+            for i, row in enumerate(explained)
+        ]
+    )
     if pixels.dtype == np.uint8:
         pixels = pixels.astype(np.float32) / 255.0  # image_plot shows [0, 1] floats as they are
     # hspace="auto": tight layout, so a row's class titles do not run into the row above

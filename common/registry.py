@@ -131,6 +131,13 @@ RANDOMISATION_SCOPES = {
     "all": "every learned weight (kernels, biases, batch-norm scale and shift)",
 }
 
+# Which classes' maps the explain stage computes per image (``explain.classes``).
+CLASS_SELECTIONS = {
+    "predicted": "each model's predicted class",
+    "predicted+true": "each model's predicted class, and the true class where the prediction is wrong",
+    "all": "every class",
+}
+
 OUTPUTS = ("logits", "probability")  # what the maps explain: pre-softmax scores, or probabilities
 
 # Libraries every arm uses, recorded after the arms' own.

@@ -376,6 +376,10 @@ def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], e
         "skipped_more": max(0, len(dataset.skipped) - MAX_SKIPPED_LISTED),
         "output": output,
         "methods": ", ".join(_method_title(k) for k in explain.get("methods") or []) or "—",
+        "explained_classes": (
+            explain.get("classes") or "all",
+            registry.CLASS_SELECTIONS.get(explain.get("classes") or "all", str(explain.get("classes"))),
+        ),
         "explainers": [
             (_model_title(name), _method_title(k), a)
             for name, by_method in metrics.attributions.items()

@@ -89,13 +89,14 @@ class ExplanationSummary:
     seconds: float
     n_images: int
     n_background: int
-    n_classes_explained: int
+    n_classes_explained: int  # maps per image at most (K for every class, 2 for predicted+true)
     output: str  # "logits" or "probability"
     additivity_max_abs_error: float  # max |sum(map) - (f(x) - E[f(background)])| over images and classes (float64)
     additivity_mean_abs_error: float | None = field(default=None, metadata=OMIT_NONE)  # mean of the same
     additivity_relative_error: float | None = field(default=None, metadata=OMIT_NONE)  # mean error / mean |f(x) - E f|
     nsamples: int | None = field(default=None, metadata=OMIT_NONE)  # samples per image of a sampled method
     additivity_note: str | None = field(default=None, metadata=OMIT_NONE)  # why the error is for reference only
+    n_maps: int | None = field(default=None, metadata=OMIT_NONE)  # maps computed (image x class pairs)
 
 
 @dataclass

@@ -63,8 +63,9 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     if cfg.assess.enabled:
         metrics.quality = evaluate_quality(cfg, out, data)
     if len(explanations) >= 2:
-        maps = {map_label(a, m): e.attributions for (a, m), e in explanations.items()}
-        classes_used = {map_label(a, m): e.probabilities.argmax(1) for (a, m), e in explanations.items()}
+        # each map at its own model's predicted class (explained whatever explain.classes says)
+        maps = {map_label(a, m): e.maps_for(e.probabilities.argmax(1))[:, None] for (a, m), e in explanations.items()}
+        classes_used = {label: np.zeros(len(m), np.int64) for label, m in maps.items()}
         metrics.agreement = Agreement(**agreement(maps, classes_used))
         metrics.agreement.noise_floor = noise_floors(metrics)
     return metrics
@@ -159,6 +160,7 @@ def summarise_explanation(e: Explanation) -> ExplanationSummary:
         n_images=int(e.attributions.shape[0]),
         n_background=e.n_background,
         n_classes_explained=int(e.attributions.shape[1]),
+        n_maps=e.n_maps,
         output=e.output,
         additivity_max_abs_error=e.additivity_max_abs_error,
         additivity_mean_abs_error=e.additivity_mean_abs_error,

@@ -91,7 +91,7 @@ class KerasArm(Arm):
         method: str,
         *,
         nsamples: int,
-        seed: int,
+        seeds: np.ndarray,
         output: str,
         classes: np.ndarray | None,
     ) -> Attribution:
@@ -118,7 +118,7 @@ class KerasArm(Arm):
             background,
             method,
             nsamples=nsamples,
-            seed=seed,
+            seeds=seeds,
             output=output,
             batch_size=self.explain_batch_size,
             explainer=explainer,

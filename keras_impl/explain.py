@@ -117,7 +117,7 @@ def explain(
     method: str,
     *,
     nsamples: int,
-    seed: int,
+    seeds: np.ndarray,
     output: str = "logits",
     batch_size: int = 50,
     explainer: BuiltExplainer | None = None,
@@ -134,7 +134,8 @@ def explain(
         background: uint8 (B, H, W, C) reference pixels.
         method: "deep" or "gradient".
         nsamples: Gradient SHAP samples per image (ignored by Deep SHAP).
-        seed: Gradient SHAP's ``rseed``.
+        seeds: uint32 (N,): Gradient SHAP's ``rseed`` for each image (one call per image), so
+            an image's map is the same whichever images and classes are explained with it.
         output: "logits" (default) or "probability".
         batch_size: Gradient SHAP samples per pass.
         explainer: one from :func:`make_explainer` for the same model, background,
@@ -168,26 +169,33 @@ def explain(
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
             explainer.select_class(int(c))
-            if method == "deep":
-                raw = explainer.shap_explainer.shap_values(x[rows], check_additivity=False)
-            else:
-                raw = explainer.shap_explainer.shap_values(x[rows], nsamples=nsamples, rseed=seed)
-            attributions[rows] = shap_to_explanation_layout(raw)
+            attributions[rows] = _shap_values(explainer, x[rows], np.asarray(seeds)[rows], nsamples)
         base_values = _batched(explainer.predict_target, bg).mean(0)
         return Attribution(attributions, base_values, outputs, probabilities)
-    if method == "deep":
-        # shap's own additivity check has an absolute tolerance of 1e-2 and raises;
-        # the real error is measured from the result (Explanation.additivity_errors).
-        raw = explainer.shap_explainer.shap_values(x, check_additivity=False)
-    else:
-        raw = explainer.shap_explainer.shap_values(x, nsamples=nsamples, rseed=seed)
+    attributions = _shap_values(explainer, x, seeds, nsamples)
     base_values = _batched(explainer.predict_target, bg).mean(0)
     outputs = _batched(explainer.predict_target, x)
     probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
-    attributions = shap_to_explanation_layout(raw)
     if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
-        raise RuntimeError(f"shap returned attributions {np.shape(raw)}; expected (N, H, W, C, K) for x {x.shape}")
+        raise RuntimeError(f"shap returned attributions {attributions.shape}; expected (N, K, H, W, C) for x {x.shape}")
     return Attribution(attributions=attributions, base_values=base_values, outputs=outputs, probabilities=probabilities)
+
+
+def _shap_values(explainer: BuiltExplainer, x: np.ndarray, seeds: np.ndarray, nsamples: int) -> np.ndarray:
+    """The explainer's maps of float32 pixels ``x``, as float32 (N, K, H, W, C)."""
+    if explainer.method == "deep":
+        # shap's own additivity check has an absolute tolerance of 1e-2 and raises;
+        # the real error is measured from the result (Explanation.additivity_errors).
+        return shap_to_explanation_layout(explainer.shap_explainer.shap_values(x, check_additivity=False))
+    # One call per image with its own seed: shap draws image by image from one stream per call.
+    return np.concatenate(
+        [
+            shap_to_explanation_layout(
+                explainer.shap_explainer.shap_values(x[i : i + 1], nsamples=nsamples, rseed=int(seeds[i]))
+            )
+            for i in range(len(x))
+        ]
+    )
 
 
 def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:

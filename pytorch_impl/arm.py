@@ -108,7 +108,7 @@ class PyTorchArm(Arm):
         method: str,
         *,
         nsamples: int,
-        seed: int,
+        seeds: np.ndarray,
         output: str,
         classes: np.ndarray | None,
     ) -> Attribution:
@@ -119,7 +119,7 @@ class PyTorchArm(Arm):
             background,
             method,
             nsamples=nsamples,
-            seed=seed,
+            seeds=seeds,
             output=output,
             batch_size=self.explain_batch_size,
             classes=classes,

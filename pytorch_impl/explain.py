@@ -41,7 +41,7 @@ def explain(
     method: str,
     *,
     nsamples: int,
-    seed: int,
+    seeds: np.ndarray,
     output: str = "logits",
     batch_size: int = 50,
     deep_dtype: torch.dtype = torch.float32,
@@ -59,15 +59,16 @@ def explain(
         background: uint8 (B, H, W, C) reference images.
         method: ``"deep"`` (shap.DeepExplainer) or ``"gradient"`` (shap.GradientExplainer).
         nsamples: Gradient SHAP samples per image (ignored by Deep SHAP).
-        seed: Gradient SHAP's ``rseed``, so reruns give the same maps.
+        seeds: uint32 (N,): Gradient SHAP's ``rseed`` for each image (one call per image), so
+            an image's map is the same whichever images and classes are explained with it.
         output: ``"logits"`` or ``"probability"`` (a softmax module after the logits).
         batch_size: Gradient SHAP samples per forward/backward pass.
         deep_dtype: precision of the model copy Deep SHAP runs on (float32 by default; the
             study measures and reports the additivity error it gives). Gradient SHAP always
             runs in float32 (shap builds its sample batches in the default dtype).
         classes: int (N,): explain only ``classes[i]`` for image i (images are grouped by
-            class; each group is explained through a fixed one-hot ``nn.Linear`` after the
-            output, which both explainers treat as the linear layer it is); None: every class.
+            class; each group is explained through a one-hot ``nn.Linear`` after the output,
+            which both explainers treat as the linear layer it is); None: every class.
 
     Returns:
         The attributions (N, K, H, W, C) (or (N, 1, H, W, C) with ``classes``), base
@@ -92,23 +93,23 @@ def explain(
     # The model's probabilities, as predict_proba gives them (the explained copy is in eval mode).
     probabilities = outputs if output == "probability" else torch.softmax(torch.from_numpy(outputs), 1).numpy()
 
+    seeds = np.asarray(seeds)
     if classes is None:
-        values = _shap_values(explained, x, bg, method, nsamples=nsamples, seed=seed, batch_size=batch_size)
+        values = _shap_values(_explainer(explained, bg, method, batch_size), x, method, nsamples, seeds)
     else:
+        # One explainer for every class: a one-hot layer after the output whose row is set per
+        # class (as the Keras arm assigns its one-hot kernel), so its set-up runs once.
+        select = select_class(outputs.shape[1], 0).to(device, dtype)
+        explainer = _explainer(nn.Sequential(explained, select), bg, method, batch_size)
         classes = np.asarray(classes, dtype=np.int64)
         values = np.zeros((len(x), x.shape[1], x.shape[2], x.shape[3], 1), np.float32)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
-            target = nn.Sequential(explained, select_class(outputs.shape[1], int(c)).to(device, dtype))
-            values[rows] = _shap_values(
-                target,
-                x[torch.as_tensor(rows, device=device)],
-                bg,
-                method,
-                nsamples=nsamples,
-                seed=seed,
-                batch_size=batch_size,
-            )
+            with torch.no_grad():
+                select.weight.zero_()
+                select.weight[0, c] = 1.0
+            group = x[torch.as_tensor(rows, device=device)]
+            values[rows] = _shap_values(explainer, group, method, nsamples, seeds[rows])
     return Attribution(
         attributions=shap_to_explanation_layout(values),
         base_values=base_values,
@@ -127,22 +128,26 @@ def select_class(n_classes: int, c: int) -> nn.Linear:
     return layer.requires_grad_(False)
 
 
-def _shap_values(
-    model: nn.Module, x: torch.Tensor, bg: torch.Tensor, method: str, *, nsamples: int, seed: int, batch_size: int
-) -> np.ndarray:
-    """shap 0.51's ``(N, C, H, W, K)`` values of ``model`` (every output) for ``x``."""
+def _explainer(model: nn.Module, bg: torch.Tensor, method: str, batch_size: int):
+    """shap's explainer of ``model`` (every output) against the background ``bg``."""
+    if method == "deep":
+        return shap.DeepExplainer(model, bg)
+    return shap.GradientExplainer(model, bg, batch_size=batch_size)
+
+
+def _shap_values(explainer, x: torch.Tensor, method: str, nsamples: int, seeds: np.ndarray) -> np.ndarray:
+    """shap 0.51's ``(N, C, H, W, K)`` values of the explainer's model for ``x``."""
     if method == "deep":
         with warnings.catch_warnings():
             # Normalize is affine, so shap's fallback (the plain gradient) is exact for it.
             warnings.filterwarnings("ignore", message="unrecognized nn.Module: Normalize")
-            explainer = shap.DeepExplainer(model, bg)
             # The study measures additivity itself (Explanation.additivity_errors); shap's
             # own check only raises, at a loose 1e-2, and would lose the result.
-            values = explainer.shap_values(x, check_additivity=False)
-    else:
-        explainer = shap.GradientExplainer(model, bg, batch_size=batch_size)
-        values = explainer.shap_values(x, nsamples=nsamples, rseed=seed)
-    return np.asarray(values)
+            return np.asarray(explainer.shap_values(x, check_additivity=False))
+    # One call per image with its own seed: shap draws image by image from one stream per call.
+    return np.concatenate(
+        [np.asarray(explainer.shap_values(x[i : i + 1], nsamples=nsamples, rseed=int(seeds[i]))) for i in range(len(x))]
+    )
 
 
 def gradients(

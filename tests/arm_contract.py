@@ -19,23 +19,38 @@ def check_assessment_hooks(arm: Arm, images: np.ndarray, background: np.ndarray)
     classes = (full.probabilities.argmax(1) + np.arange(n)) % arm.n_classes  # a mix of classes
     one = arm.explain(images, background, "deep", nsamples=0, seed=0, classes=classes)
     assert one.attributions.shape == (n, 1, *images.shape[1:])
-    assert np.array_equal(one.classes, classes)
+    assert np.array_equal(one.classes, classes[:, None])  # a table with one column
     scale = np.abs(full.attributions).max()
     np.testing.assert_allclose(one.maps_for(classes), full.attributions[np.arange(n), classes], atol=1e-4 * scale)
     np.testing.assert_allclose(one.base_values, full.base_values, rtol=1e-4, atol=1e-4)
-    assert one.additivity_errors.shape == (n, 1)
+    assert one.additivity_errors.shape == (n,) and one.n_maps == n
     assert one.additivity_max_abs_error < 1e-3 * max(1.0, np.abs(one.additivity_deltas).max())
 
-    # Gradient SHAP: shap reseeds per explained class and draws image by image, so one class
-    # for every image draws exactly what the all-class run drew for that class.
-    same = np.full(n, classes[0])
+    # Gradient SHAP draws each image's samples from the seed and the image itself, so any
+    # selection of classes, images or order gives the maps of the all-class run.
     grad_full = arm.explain(images, background, "gradient", nsamples=6, seed=1)
-    grad_one = arm.explain(images, background, "gradient", nsamples=6, seed=1, classes=same)
+    grad_scale = np.abs(grad_full.attributions).max()
+    grad_one = arm.explain(images, background, "gradient", nsamples=6, seed=1, classes=classes)
     np.testing.assert_allclose(
-        grad_one.attributions[:, 0],
-        grad_full.attributions[:, classes[0]],
-        atol=1e-4 * np.abs(grad_full.attributions).max(),
+        grad_one.attributions[:, 0], grad_full.attributions[np.arange(n), classes], atol=1e-4 * grad_scale
     )
+    second = np.where(np.arange(n) % 2 == 0, (classes + 1) % arm.n_classes, -1)  # a second class for some images
+    table = np.stack([classes, second], axis=1)
+    for method, reference in (("deep", full), ("gradient", grad_full)):
+        two = arm.explain(images, background, method, nsamples=6, seed=1, classes=table)
+        assert two.attributions.shape == (n, 2, *images.shape[1:])
+        assert two.n_maps == n + int((second >= 0).sum()) and two.additivity_errors.shape == (two.n_maps,)
+        rows, cols = np.nonzero(table >= 0)
+        np.testing.assert_allclose(
+            two.attributions[rows, cols],
+            reference.attributions[rows, table[rows, cols]],
+            atol=1e-4 * np.abs(reference.attributions).max(),
+        )
+        assert not two.attributions[second < 0, 1].any()  # nothing explained, nothing stored
+        picked = two.maps_for(np.where(second >= 0, second, classes))  # the second map where there is one
+        np.testing.assert_array_equal(picked[second >= 0], two.attributions[second >= 0, 1])
+    backwards = arm.explain(images[::-1], background, "gradient", nsamples=6, seed=1, classes=classes[::-1])
+    np.testing.assert_allclose(backwards.attributions[::-1], grad_one.attributions, atol=1e-4 * grad_scale)
 
     # Gradient x (x - mean background): every class, or one per image, consistently.
     gi = arm.explain(images, background, "gradinput", nsamples=0, seed=0)

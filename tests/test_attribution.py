@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
 from common.arm import Explanation
-from common.attribution import agreement, channel_sum, to_image_plot_lists
+from common.attribution import agreement, channel_sum, class_table, to_image_plot_lists
 
 
 def _maps(n=3, k=2, h=4, w=5, c=3, seed=0):
@@ -104,9 +106,24 @@ def test_explanation_additivity_errors():
         seconds=1.0,
         n_background=4,
     )
-    # |sum of attributions - (output - base value)| per image and class
-    np.testing.assert_allclose(ex.additivity_errors, [[0.0, 0.0], [0.0, 0.25]], atol=1e-7)
+    # |sum of attributions - (output - base value)| per map (image and class), in image order
+    np.testing.assert_allclose(ex.additivity_errors, [0.0, 0.0, 0.0, 0.25], atol=1e-7)
     assert ex.additivity_max_abs_error == pytest.approx(0.25)
+    # a class table with "none" (-1) in the second column: only the computed maps count
+    attr[0, 1] = 99.0  # not a map: image 0 has no second class
+    one = dataclasses.replace(ex, attributions=attr, classes=np.array([[0, -1], [1, 0]]))
+    assert one.n_maps == 3
+    # image 0 class 0: 1 - (1.5 - 0.5); image 1 class 1: 3 - (4.25 - 0); image 1 class 0: 4 - (3.5 - 0.5)
+    np.testing.assert_allclose(one.additivity_errors, [0.0, 1.25, 1.0], atol=1e-7)
+
+
+def test_class_table_for_each_selection():
+    predicted, true = np.array([0, 2, 1]), np.array([0, 1, 1])
+    assert class_table("all", predicted, true) is None
+    np.testing.assert_array_equal(class_table("predicted", predicted, true), [[0], [2], [1]])
+    np.testing.assert_array_equal(class_table("predicted+true", predicted, true), [[0, -1], [2, 1], [1, -1]])
+    with pytest.raises(ValueError):
+        class_table("most probable", predicted, true)
 
 
 def test_pixels_zero_in_both_maps_are_left_out_of_the_agreement():
@@ -134,7 +151,7 @@ def test_additivity_in_float64_with_mean_and_relative_error():
         seconds=0.0,
         n_background=1,
     )
-    np.testing.assert_allclose(e.additivity_errors, [[0.0], [2.0]])
+    np.testing.assert_allclose(e.additivity_errors, [0.0, 2.0])
     assert e.additivity_max_abs_error == 2.0 and e.additivity_mean_abs_error == 1.0
     assert e.additivity_relative_error == pytest.approx(1.0 / 2.0)  # mean error / mean |delta|
     one = Explanation(**{**e.__dict__, "classes": np.array([0, 0])})

@@ -24,7 +24,7 @@ pytest.importorskip("shap")
 
 from torch import nn  # noqa: E402
 
-from common.seeding import seeded  # noqa: E402
+from common.seeding import image_seeds, seeded  # noqa: E402
 from keras_impl import explain as keras_explain  # noqa: E402
 from pytorch_impl import explain as pytorch_explain  # noqa: E402
 
@@ -50,7 +50,8 @@ def pixels():
 def _explain(arm: str, model, images, background, method: str, nsamples: int = 0, batch_size: int = 50):
     explain = pytorch_explain.explain if arm == "pytorch" else keras_explain.explain
     with seeded(SEED):  # shap reseeds NumPy's global generator; give it back afterwards
-        return explain(model, images, background, method, nsamples=nsamples, seed=SEED, batch_size=batch_size)
+        seeds = image_seeds(SEED, images)
+        return explain(model, images, background, method, nsamples=nsamples, seeds=seeds, batch_size=batch_size)
 
 
 def _assert_close(actual: np.ndarray, expected: np.ndarray, what: str, relative_atol: float = 1e-5) -> None:
@@ -109,16 +110,17 @@ def linear_shap(weights: np.ndarray, images: np.ndarray, reference: np.ndarray) 
     return weights[None] * delta[:, None]
 
 
-def drawn_background_rows(seed: int, n_images: int, n_background: int, nsamples: int) -> np.ndarray:
-    """The background rows shap 0.51's GradientExplainer draws, (N, nsamples).
+def drawn_background_rows(seeds: np.ndarray, n_background: int, nsamples: int) -> np.ndarray:
+    """The background rows shap 0.51's GradientExplainer draws, (N, nsamples), when each
+    image is explained in its own call with ``rseed=seeds[i]`` (as both arms do).
 
     It seeds NumPy's global generator with ``rseed`` before each class and then, for each
     image in order and each sample, draws ``np.random.choice(B)`` then ``np.random.uniform()``
     (``shap/explainers/_gradient.py``, both the TF and the PyTorch explainer).
     """
-    rs = np.random.RandomState(seed)
-    rows = np.empty((n_images, nsamples), dtype=np.int64)
-    for j in range(n_images):
+    rows = np.empty((len(seeds), nsamples), dtype=np.int64)
+    for j, seed in enumerate(seeds):
+        rs = np.random.RandomState(int(seed))
         for k in range(nsamples):
             rows[j, k] = rs.choice(n_background)
             rs.uniform()  # the interpolation point t: irrelevant when the gradient is constant
@@ -152,7 +154,7 @@ def test_gradient_shap_of_a_linear_model_is_exact_for_the_rows_it_drew_and_conve
         maps = _explain(arm, model, images, background, "gradient", nsamples, batch_size=500).attributions
         # With a constant gradient every sample is W·(x - background row): the map is W times
         # x minus the mean of the rows drawn, whatever the interpolation points were.
-        rows = drawn_background_rows(SEED, N_IMAGES, N_BACKGROUND, nsamples)  # (N, nsamples)
+        rows = drawn_background_rows(image_seeds(SEED, images), N_BACKGROUND, nsamples)  # (N, nsamples)
         # shap's TF explainer averages float32 samples one after another (PyTorch's samples are
         # float64): allow that sum's worst case, nsamples float32 roundings (2.4e-4 of the
         # largest value at 2000 samples; measured here: 1.5e-4 absolute, about 1e-5 relative).

@@ -452,7 +452,7 @@ def test_deep_shap_is_additive_for_every_image_and_class(shared):
     e = arm.explain(images, background, "deep", nsamples=0, seed=0)
     assert (e.method, e.output, e.nsamples, e.n_background) == ("deep", "logits", None, 4)
     assert e.attributions.shape == (2, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
-    assert e.additivity_errors.shape == (2, 3)
+    assert e.additivity_errors.shape == (6,)  # one per map: 2 images x 3 classes
     # The sums per (image, class) match that class's logit: the class axis was the last one.
     assert e.additivity_max_abs_error < 1e-4
     assert np.abs(e.outputs - e.base_values).max() > 0.1  # a non-trivial check

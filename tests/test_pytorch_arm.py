@@ -270,7 +270,7 @@ def test_deep_shap_is_additive_for_every_image_and_class(trained):
         e = arm.explain(images, background, "deep", nsamples=0, seed=0)
     assert (e.method, e.output, e.nsamples, e.n_background) == ("deep", "logits", None, len(background))
     assert e.attributions.shape == (3, 3, SIZE, SIZE, 3) and e.attributions.dtype == np.float32
-    assert e.additivity_errors.shape == (3, 3)
+    assert e.additivity_errors.shape == (9,)  # one per map: 3 images x 3 classes
     assert e.additivity_max_abs_error < 1e-4
     assert np.abs(e.outputs).max() > 0.5  # a trained model, not a near-constant one
 
@@ -370,3 +370,33 @@ def test_captum_cross_check_agrees_with_shap(trained):
     rho = rank_correlation(grad.attributions.sum(-1), ours_grad.attributions.sum(-1))
     assert (rho > 0.8).all(), rho  # Monte Carlo on both sides: close, not equal
     assert arm.explain_independently(images, background, "gradinput", nsamples=0, seed=0, classes=classes) is None
+
+
+@pytest.mark.parametrize("method", ["deep", "gradient"])
+def test_explaining_the_predicted_class_runs_a_third_of_the_passes_of_every_class(trained, method):
+    """explain.classes: predicted really explains one output (rows through the model with
+    gradients on, counted by a hook that shap's private copies of the model keep; the
+    forward passes without gradients give the outputs and base values), with the same maps."""
+    arm, data = trained.arm, trained.data
+    images, background = data.x_val[::4], data.x_train[::5]  # 3 images, 3 classes
+    rows = [0]
+
+    def count(module, args, out):
+        if torch.is_grad_enabled():
+            rows[0] += len(out)
+
+    handle = arm.model.features.register_forward_hook(count)
+    try:
+        every = arm.explain(images, background, method, nsamples=8, seed=0)
+        rows_every, rows[0] = rows[0], 0
+        predicted = every.probabilities.argmax(1)
+        one = arm.explain(images, background, method, nsamples=8, seed=0, classes=predicted)
+        rows_one = rows[0]
+    finally:
+        handle.remove()
+    assert rows_every > 0 and rows_one < 0.5 * rows_every, (rows_one, rows_every)
+    np.testing.assert_allclose(
+        one.attributions[:, 0],
+        every.attributions[np.arange(3), predicted],
+        atol=1e-5 * np.abs(every.attributions).max(),
+    )

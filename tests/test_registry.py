@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common import registry
-from common.arm import TrainingData
+from common.arm import Explanation, TrainingData
 from common.config import load_config
 from common.errors import ConfigError
 from experiments.run_all import main, parse_args
@@ -103,7 +103,12 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path,
     assert 0 <= model["test_accuracy_ci95"][0] <= model["test_accuracy"] <= model["test_accuracy_ci95"][1] <= 1
     assert len(model["history"]["val_loss"]) == 3 and model["info"]["device"] == "cpu (NumPy)"
     deep = m["attributions"]["fake_linear"]["deep"]
-    assert deep["n_images"] == 3 and deep["n_classes_explained"] == 3 and deep["additivity_max_abs_error"] < 1e-5
+    assert deep["n_images"] == 3 and deep["additivity_max_abs_error"] < 1e-5
+    # predicted+true (the default): the predicted class, and a second map where it is wrong
+    saved = Explanation.load(out / "fake_linear" / "attributions_deep.npz")
+    assert np.array_equal(saved.classes[:, 0], saved.probabilities.argmax(1))
+    assert np.all((saved.classes[:, 1] == -1) | (saved.classes[:, 1] != saved.classes[:, 0]))
+    assert deep["n_classes_explained"] == 2 and deep["n_maps"] == saved.n_maps == 3 + (saved.classes[:, 1] >= 0).sum()
     assert m["attributions"]["fake_linear"]["gradient"]["nsamples"] == 8
     assert m["agreement"]["pairs"].keys() == {"fake_deep~fake_gradient"}
     assert m["versions"]["numpy"] == np.__version__

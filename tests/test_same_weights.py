@@ -19,7 +19,7 @@ stats = pytest.importorskip("scipy.stats")
 
 from types import SimpleNamespace  # noqa: E402
 
-from common.seeding import seeded  # noqa: E402
+from common.seeding import image_seeds, seeded  # noqa: E402
 from keras_impl import explain as keras_explain  # noqa: E402
 from keras_impl.twin import keras_twin_of_cnn  # noqa: E402
 from pytorch_impl import explain as pytorch_explain  # noqa: E402
@@ -60,7 +60,8 @@ def twins(tiny_images):
 def _explain(arm: str, model, twins, method: str):
     explain = pytorch_explain.explain if arm == "pytorch" else keras_explain.explain
     with seeded(SEED):  # shap reseeds NumPy's global generator; give it back afterwards
-        return explain(model, twins.images, twins.background, method, nsamples=GRADIENT_SAMPLES, seed=SEED)
+        seeds = image_seeds(SEED, twins.images)
+        return explain(model, twins.images, twins.background, method, nsamples=GRADIENT_SAMPLES, seeds=seeds)
 
 
 def _relative_max_diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -51,11 +51,11 @@ class FakeArm(Arm):
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         return softmax(logits(self.weights, self.bias, images))
 
-    def _explain(self, images, background, method, *, nsamples, seed, output, classes) -> Attribution:
+    def _explain(self, images, background, method, *, nsamples, seeds, output, classes) -> Attribution:
         if output != "logits":
             raise ValueError("the fake arm explains logits only")
         return explain(
-            self.weights, self.bias, images, background, method, nsamples=nsamples, seed=seed, classes=classes
+            self.weights, self.bias, images, background, method, nsamples=nsamples, seeds=seeds, classes=classes
         )
 
     def _gradients(self, images, classes, *, output):

@@ -8,16 +8,16 @@ from common.arm import Attribution
 from tests.fake_arm.model import logits, softmax
 
 
-def explain(weights, bias, images, background, method: str, *, nsamples: int, seed: int, classes=None) -> Attribution:
+def explain(weights, bias, images, background, method: str, *, nsamples: int, seeds, classes=None) -> Attribution:
     """For logits W·x/255 + b, Deep SHAP is W ⊙ (x − mean(background))/255 exactly; Gradient
-    SHAP averages W ⊙ (x − background[r])/255 over ``nsamples`` seeded draws r."""
+    SHAP averages W ⊙ (x − background[r])/255 over ``nsamples`` draws r seeded per image by ``seeds[i]``."""
     n, k = len(images), len(bias)
     x = images.reshape(n, -1) / 255.0
     bg = background.reshape(len(background), -1) / 255.0
     if method == "deep":
         reference = np.broadcast_to(bg.mean(0), x.shape)
     else:
-        rows = np.random.default_rng(seed).integers(0, len(bg), size=(n, nsamples))
+        rows = np.stack([np.random.default_rng(s).integers(0, len(bg), size=nsamples) for s in seeds]).reshape(n, -1)
         reference = bg[rows].mean(1)  # (N, D)
     attributions = weights[None, :, :] * (x - reference)[:, None, :]  # (N, K, D)
     if classes is not None:  # only classes[i] for image i
