@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from common.arm import Explanation, TrainingData
+from common.attribution import class_table
 from common.config import StudyConfig, selected_arms
 from common.data import (
     StudyData,
@@ -187,6 +188,7 @@ def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, spec: ArmS
             train,
             selection.key,
             cfg.explain.output,
+            cfg.explain.classes,
             cfg.seed,
             cfg.explain.nsamples if method_spec(method).sampled else None,
         )
@@ -228,10 +230,42 @@ class ArmStages:
         self._assess_inputs = None
 
     def run(self) -> list[StageRecord]:
+        from experiments.plan import planned_work
+
         stages = Stages(self.out, self.force)
-        for step in arm_steps(self.cfg):
-            stages.run(stage_name(self.spec, step), self.keys[step], self.paths.outputs(step), self.action(step))
+        n, b = len(self.selection.explain_idx), len(self.selection.background_idx)
+        plan = {r.stage: r for r in planned_work(self.cfg, n, len(self.data.classes), b) if r.arm == self.spec.title}
+        steps = arm_steps(self.cfg)
+        estimated = False
+        for i, step in enumerate(steps):
+            record = stages.run(
+                stage_name(self.spec, step), self.keys[step], self.paths.outputs(step), self.action(step)
+            )
+            if not estimated and record.status == "ran" and step.startswith("explain_") and record.seconds > 0:
+                estimated = True
+                self._log_estimate(step, record.seconds, [plan[s] for s in steps[i + 1 :] if s in plan])
         return stages.records
+
+    def _log_estimate(self, step: str, seconds: float, rest: list) -> None:
+        """After the first explain stage: the rest of the arm's explain and assess stages at its rate."""
+        spec = method_spec(step.removeprefix("explain_"))
+        done = Explanation.load(self.paths.attributions(spec.key)).n_maps * spec.passes(
+            1, 1, len(self.selection.background_idx), self.cfg.explain.nsamples
+        )
+        rate = done / seconds  # passes per second
+        # a forward-only row costs about a third of a pass (forward + backward)
+        low = sum(r.passes[0] + r.forward_rows / 3 for r in rest) / rate
+        high = sum(r.passes[1] + r.forward_rows / 3 for r in rest) / rate
+        span = f"{low:.0f} s" if round(low) == round(high) else f"{low:.0f}–{high:.0f} s"
+        log.info(
+            "%s: %s ran %d passes in %.1f s (%.0f/s); the remaining explain and assess stages: about %s",
+            self.spec.title,
+            step,
+            done,
+            seconds,
+            rate,
+            span,
+        )
 
     def action(self, step: str) -> Callable[[], None]:
         if step == "train":
@@ -276,6 +310,13 @@ class ArmStages:
             self.paths.predictions, probabilities=proba.astype(np.float32), seconds=np.array(time.perf_counter() - t0)
         )
 
+    def explained_classes(self) -> np.ndarray | None:
+        """The classes the explain stage explains per image (``explain.classes``; None: every class)."""
+        x_test, y_test = self.data.arrays("test")
+        images = x_test[self.selection.explain_idx]
+        predicted = self.arm.predict_proba(images).argmax(1)
+        return class_table(self.cfg.explain.classes, predicted, y_test[self.selection.explain_idx])
+
     def explain(self, method: str) -> None:
         x_test, _ = self.data.arrays("test")
         x_train, _ = self.data.arrays("train")
@@ -286,6 +327,7 @@ class ArmStages:
             nsamples=self.cfg.explain.nsamples,
             seed=self.cfg.seed,
             output=self.cfg.explain.output,
+            classes=self.explained_classes(),
         )
         result.save(self.paths.attributions(method))
 
@@ -388,6 +430,10 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
         out / "data" / "selection.npz", explain_idx=selection.explain_idx, background_idx=selection.background_idx
     )
 
+    from experiments.plan import format_plan, planned_work
+
+    n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
+    log.info(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))
     arm_stage_keys = {}
     for spec in selected_arms(cfg):
         keys = arm_keys(cfg, data, selection, spec)

@@ -50,6 +50,12 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-background", type=int, help="training images in the SHAP background (default: from the config)")
     p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config)")
     p.add_argument(
+        "--classes",
+        choices=list(registry.CLASS_SELECTIONS),
+        help="which classes each image's maps explain: the predicted class, also the true one where the "
+        "prediction is wrong, or every class (default: from the config, predicted+true)",
+    )
+    p.add_argument(
         "--keras-weights",
         help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: from the config)",
     )
@@ -79,6 +85,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "explain.n_explain": args.n_explain,
         "explain.n_background": args.n_background,
         "explain.nsamples": args.nsamples,
+        "explain.classes": args.classes,
         "keras.weights": args.keras_weights,
         "only": args.only,
         "assess.enabled": args.assess,
@@ -103,7 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="seed for the split, selections, training and explainers (default: 0)")
     add_study_flags(p)
     p.add_argument(
-        "--dry-run", action="store_true", help="validate the data, write split.csv, print the counts, and stop"
+        "--dry-run",
+        action="store_true",
+        help="validate the data, write split.csv, print the counts and the planned explainer passes, then stop",
     )
     p.add_argument("--force", action="store_true", help="rerun every stage even when its inputs are unchanged")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -137,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         for s in skipped:
             print(f"  {s.path}: {s.reason}")
         print(f"split written to {out / 'split.csv'}")
+        from experiments.pipeline import make_selection
+        from experiments.plan import format_plan, planned_work
+
+        selection = make_selection(cfg, data)
+        n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
+        print(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))
     else:
         print(
             f"study finished in {time.perf_counter() - t0:.0f} s; "

@@ -29,6 +29,38 @@ def test_dry_run_writes_split_and_prints_counts(tmp_path, capsys, split_folders)
     assert not (out / "metrics.json").exists()  # no training in a dry run
 
 
+@pytest.mark.parametrize(
+    ("selection", "deep_maps", "gradient_passes"), [("predicted", "6", "384"), ("all", "18", "1,152")]
+)
+def test_dry_run_prints_the_planned_explainer_passes(
+    tmp_path, capsys, split_folders, selection, deep_maps, gradient_passes
+):
+    data = split_folders(tmp_path / "ds")
+    flags = ["--n-explain", "6", "--n-background", "4", "--nsamples", "64", "--classes", selection, "--no-assess"]
+    assert main(["--data", str(data), "--out", str(tmp_path / "o"), "--dry-run", "--image-size", "32", *flags]) == 0
+    rows = {tuple(line.split()[:4]): line.split() for line in capsys.readouterr().out.splitlines()}
+    # 6 images x 3 classes (all) or x 1; Deep SHAP 2 x 4 background rows per map, Gradient SHAP 64
+    deep = rows[("PyTorch", "CNN", "explain_deep", "6")]
+    assert deep[4] == deep_maps and deep[5] == f"{int(deep_maps.replace(',', '')) * 8:,}"
+    assert rows[("Keras", "ResNet50", "explain_gradient", "6")][5] == gradient_passes
+
+
+def test_planned_work_of_the_assessment():
+    from common.config import load_config
+    from experiments.plan import planned_work
+
+    cfg = load_config(overrides={"explain.classes": "predicted+true", "assess.n_sanity": 2, "assess.steps": 4})
+    plan = {(r.arm, r.stage): r for r in planned_work(cfg, n_explain=6, n_classes=3, n_background=4)}
+    explain = plan[("PyTorch CNN", "explain_gradient")]
+    assert explain.maps == (6, 12) and explain.passes == (6 * 64, 12 * 64)
+    # Gradient SHAP: the random logit, the second draw (noise floor) and two randomised models, on 2 images
+    assert plan[("PyTorch CNN", "assess_gradient")].maps == (2 * 4, 2 * 4)
+    assert plan[("PyTorch CNN", "assess_deep")].passes == (2 * 3 * 8,) * 2
+    assert plan[("PyTorch CNN", "assess_random")].forward_rows == cfg.assess.random_orders * 5 * 2 * 6
+    # gradient x input is not explained by the explain stage: all 6 images, then 3 maps per sanity image
+    assert plan[("PyTorch CNN", "assess_gradinput")].maps == (6 + 2 * 3,) * 2
+
+
 @pytest.mark.parametrize("bad", ["missing", "file", "empty"])
 def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, bad):
     target = {"missing": tmp_path / "nope", "file": tmp_path / "f.txt", "empty": tmp_path / "empty"}[bad]
