@@ -193,24 +193,38 @@ def raw_rates(
     return raw
 
 
-def pass_formula(method: str, n: int, k: int, b: int, nsamples: int) -> str:
+def pass_formula(method: str, n_maps: int, b: int, nsamples: int) -> str:
     """How :meth:`common.registry.MethodSpec.passes` counted, with the numbers, in words."""
     if registry.METHODS[method].sampled:
-        return f"{n} images x {k} classes x {nsamples} samples"
-    return f"{n} images x {k} classes x 2 x {b} background"
+        return f"{n_maps} maps (image x class) x {nsamples} samples"
+    return f"{n_maps} maps (image x class) x 2 x {b} background"
 
 
 def time_explainer(
-    arm: Arm, cfg: StudyConfig, images: np.ndarray, background: np.ndarray, method: str, repeats: int, saved: Path
+    arm: Arm,
+    cfg: StudyConfig,
+    images: np.ndarray,
+    background: np.ndarray,
+    method: str,
+    repeats: int,
+    saved: Path,
+    classes: np.ndarray | None,
 ) -> tuple[list[float], float | None]:
-    """Seconds of ``repeats`` calls of the arm's explain, and the max |difference| of the first
-    call's maps from the study's saved ones (None when the study saved none)."""
+    """Seconds of ``repeats`` calls of the arm's explain (of the study's explained
+    ``classes``), and the max |difference| of the first call's maps from the study's saved
+    ones (None when the study saved none)."""
     runs, max_diff = [], None
     for _ in range(repeats):
         seed_everything(cfg.seed)
         t0 = time.perf_counter()
         e = arm.explain(
-            images, background, method, nsamples=cfg.explain.nsamples, seed=cfg.seed, output=cfg.explain.output
+            images,
+            background,
+            method,
+            nsamples=cfg.explain.nsamples,
+            seed=cfg.seed,
+            output=cfg.explain.output,
+            classes=classes,
         )
         runs.append(time.perf_counter() - t0)
         if saved.exists() and max_diff is None:
@@ -233,15 +247,19 @@ def measure(
 
     explainers: dict[str, Any] = {}
     for method in cfg.explain.methods:
-        passes = registry.METHODS[method].passes(n, k, b, nsamples)
         saved = paths.attributions(method)
-        study_seconds = Explanation.load(saved).seconds if saved.exists() else None
+        study = Explanation.load(saved) if saved.exists() else None
+        study_seconds = study.seconds if study else None
+        classes = study.classes if study else None  # what the study explained (None: every class)
+        n_maps = study.n_maps if study else n * k
+        passes = registry.METHODS[method].passes(n_maps, 1, b, nsamples)
         log.info("%s: %s explainer, %d passes", spec.title, method, passes)
-        runs, max_diff = time_explainer(arm, cfg, images, background, method, explain_repeats, saved)
+        runs, max_diff = time_explainer(arm, cfg, images, background, method, explain_repeats, saved, classes)
         raw_rate = raw[method]["images_per_second"]
         entry: dict[str, Any] = {
+            "maps": n_maps,
             "passes": passes,
-            "pass_formula": pass_formula(method, n, k, b, nsamples),
+            "pass_formula": pass_formula(method, n_maps, b, nsamples),
             "pass_batch_size": batch_sizes[method],
             "seconds": runs[0],
             "seconds_runs": runs,
