@@ -317,9 +317,14 @@ def plot_shap_image(
         order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
         attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
         explained = order
+    # a class table (predicted, then true where wrong) says which column is which
+    prefix = ("predicted: ", "true: ") if explanation.classes is not None else ("", "")
     labels = np.array(
         [
-            [f"{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else "(prediction right)" for c in row]
+            [
+                f"{prefix[min(k, 1)]}{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else "(right)"
+                for k, c in enumerate(row)
+            ]
             for i, row in enumerate(explained)
         ]
     )
