@@ -319,10 +319,11 @@ def plot_shap_image(
         explained = order
     # a class table (predicted, then true where wrong) says which column is which
     prefix = ("predicted: ", "true: ") if explanation.classes is not None else ("", "")
+    none = "(prediction correct)"  # no true-class map where the prediction is right
     labels = np.array(
         [
             [
-                f"{prefix[min(k, 1)]}{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else "(right)"
+                f"{prefix[min(k, 1)]}{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else none
                 for k, c in enumerate(row)
             ]
             for i, row in enumerate(explained)
