@@ -153,10 +153,10 @@ def test_one_epoch_lowers_the_training_loss(tiny_images):
     torch.manual_seed(0)
     model = build_model(n_classes=3, image_size=SIZE)
     model.normalize.set_statistics(*channel_statistics(x))
-    x_t, y_t = images_to_tensor(x), torch.as_tensor(y)
-    before, _ = evaluate(model, x_t, y_t, batch_size=64)
-    history = train(model, x_t, y_t, x_t, y_t, cfg.pytorch, seed=0)
-    after, _ = evaluate(model, x_t, y_t, batch_size=64)
+    y_t = torch.as_tensor(y)
+    before, _ = evaluate(model, x, y_t, batch_size=64)  # NHWC images; each step gathers its batch
+    history = train(model, x, y_t, x, y_t, cfg.pytorch, seed=0)
+    after, _ = evaluate(model, x, y_t, batch_size=64)
     assert after < before
     assert history["val_loss"] == [pytest.approx(after)]  # validation ran in eval mode too
 
