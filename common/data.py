@@ -22,6 +22,7 @@ import io
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -397,9 +398,7 @@ def _decode_records(manifest: Manifest, size: int, path: Path, workers: int | No
     corrupt: dict[int, str] = {}
     bar = tqdm(total=len(records), desc=f"decode {manifest.name} @{size}px", unit="img", leave=False)
     if workers > 1 and manifest.root is not None:  # files: a pool of processes (the GIL does not scale here)
-        # "spawn": a fresh interpreter per worker, safe whatever threads this process runs.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
             futures = {
                 pool.submit(
                     _decode_files,
@@ -424,6 +423,19 @@ def _decode_records(manifest: Manifest, size: int, path: Path, workers: int | No
     if corrupt:
         _drop_rows(path, sorted(corrupt))
     return {records[i].path: why for i, why in corrupt.items()}
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """How the decoding workers start: forked (instantly) from a process that runs no
+    framework, else from a clean fork server (forking a process with PyTorch's or
+    TensorFlow's threads running can deadlock the child)."""
+    if "fork" in multiprocessing.get_all_start_methods() and not {"torch", "tensorflow"} & set(sys.modules):
+        return multiprocessing.get_context("fork")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _decode_files(path: str, offset: int, size: int, files: dict[int, str], jpeg_draft: bool) -> dict[int, str]:

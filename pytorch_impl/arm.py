@@ -25,10 +25,12 @@ from pytorch_impl.train import resolve_device, train
 PREDICT_BATCH_SIZE = 256
 
 
-def channel_statistics(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (population) std of uint8 (N, H, W, C) images, float64.
+def channel_statistics(images: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) std of uint8 (N, H, W, C) images (an array or a
+    store read ``chunk`` images at a time), float64.
 
-    Exact integer sums over chunks of images, so no float copy of the whole set is made.
+    Exact integer sums over chunks of images, so no float copy of the whole set is made
+    (a chunk's int64 copy: 38 MB for 32 images at 224 px).
     """
     n_channels = images.shape[-1]
     total, total_sq = [0] * n_channels, [0] * n_channels

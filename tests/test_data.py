@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -338,7 +339,10 @@ def test_store_gives_the_same_pixels_and_split_as_before(tmp_path, class_folders
     assert np.array_equal(np.load(npy, mmap_mode="r"), before)
 
 
-def test_pool_and_single_process_write_the_same_cache(tmp_path, class_folders):
+@pytest.mark.parametrize("start", ["own choice", "forkserver"])  # forkserver: a process running a framework
+def test_pool_and_single_process_write_the_same_cache(tmp_path, class_folders, monkeypatch, start):
+    if start != "own choice":
+        monkeypatch.setattr(data_mod, "_pool_context", lambda: multiprocessing.get_context(start))
     root = class_folders(tmp_path / "flat", n=12, size=(20, 28), fmt="jpeg", pattern="noise")
     one = load_study_data(root, 12, cache_dir=tmp_path / "c1", workers=1)
     two = load_study_data(root, 12, cache_dir=tmp_path / "c2", workers=2)
