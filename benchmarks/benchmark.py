@@ -16,7 +16,10 @@ One command writes ``benchmark.json`` and a Markdown table ``benchmark.md`` into
   defaults) against the project's stage times of this run, with a check that the results
   are the same (pixels, test accuracy, Deep SHAP maps of the same model);
 - ``seeds``: the study for every ``--seeds`` seed (explainers off: accuracy only), mean,
-  spread and the published figures.
+  spread and the published figures;
+- ``scale`` (only when asked for: ``--parts scale``): decoding speed (a pool of processes
+  against one) and every process's peak memory on synthetic folders of ``--scale-sizes``
+  images (``benchmarks.scale``).
 
 The stages, efficiency and published parts use the first seed. Each part is written to
 ``benchmark.json`` as soon as it finishes, so a stopped run keeps what it measured; parts
@@ -25,6 +28,7 @@ not run this time are kept from an earlier run with the same configuration.
 
     python -m benchmarks.benchmark                      # the insects data at the published settings
     python -m benchmarks.benchmark --parts stages,efficiency --only pytorch
+    python -m benchmarks.benchmark --parts scale --scale-sizes 1000,5000,20000
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "datasets" / "insects"
 DEFAULT_CONFIG = REPO_ROOT / "experiments" / "configs" / "insects.yaml"
 DEFAULT_OUT = REPO_ROOT / "reports" / "benchmark"
-PARTS = ("stages", "efficiency", "published", "seeds")
+PARTS = ("stages", "efficiency", "published", "seeds", "scale")
+DEFAULT_PARTS = ("stages", "efficiency", "published", "seeds")  # scale runs when asked for
 EFFICIENCY_GOAL = 0.8
 BENCHMARK_VERSION = 1
 PUBLISHED_WAY_ARM = "pytorch"  # the arm benchmarks.published_way re-implements (a key of common.registry.ARMS)
@@ -112,7 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seeds of the seeds part; the first also seeds the other parts (default: 0 1 2)",
     )
     p.add_argument(
-        "--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default: {','.join(PARTS)})"
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: {','.join(DEFAULT_PARTS)})",
     )
     add_study_flags(p)  # the study's own flags: --image-size, --epochs-<arm>, --n-explain, ..., --only
     p.add_argument(
@@ -139,8 +146,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="time the stages with the usual decode/feature cache instead of an empty one (default: empty)",
     )
+    p.add_argument(
+        "--scale-sizes",
+        default="1000,5000,20000",
+        help="comma-separated image counts of the scale part's synthetic folders (default: 1000,5000,20000)",
+    )
+    p.add_argument(
+        "--scale-steps",
+        type=int,
+        default=2,
+        help="training and test batches each arm computes in the scale part (default: 2)",
+    )
+    p.add_argument(
+        "--scale-dir", help="where the scale part builds its temporary folders (default: the system's temp folder)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     args = p.parse_args(argv)
+    try:
+        args.scale_sizes = sorted({int(n) for n in args.scale_sizes.split(",") if n.strip()})
+    except ValueError:
+        p.error(f"--scale-sizes: comma-separated whole numbers, got {args.scale_sizes!r}")
+    if not args.scale_sizes or min(args.scale_sizes) < 1:
+        p.error("--scale-sizes: at least one positive image count")
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = [s for s in parts if s not in PARTS]
     if unknown or not parts:
@@ -604,6 +631,22 @@ def seed_summary(runs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def part_scale(ctx: Context) -> dict[str, Any]:
+    from benchmarks.scale import run_scale
+
+    return {
+        **run_scale(
+            ctx.cfg,
+            ctx.args.scale_sizes,
+            run_child,
+            steps=ctx.args.scale_steps,
+            tmp_dir=ctx.args.scale_dir,
+            on_progress=lambda partial: ctx.bench.set_part("scale", partial),
+        ),
+        "memory": memory(),
+    }
+
+
 # ----------------------------------------------------------------------------- Markdown
 
 
@@ -677,6 +720,7 @@ RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "efficiency": part_efficiency,
     "published": part_published,
     "seeds": part_seeds,
+    "scale": part_scale,
 }
 
 

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from common.config import StudyConfig
+from common.imagestore import ImageStore
 from common.registry import OUTPUTS, RANDOMISATION_SCOPES, ArmSpec, method_spec
 from common.seeding import image_seeds, seed_everything, seeded
 
@@ -44,9 +45,9 @@ HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 class TrainingData:
     """What an arm trains on: the shared split's arrays and the key of their pixels."""
 
-    x_train: np.ndarray  # uint8 (N, H, W, C)
+    x_train: np.ndarray | ImageStore  # uint8 (N, H, W, C); a store is read a batch at a time
     y_train: np.ndarray  # int64 (N,)
-    x_val: np.ndarray  # uint8 (M, H, W, C)
+    x_val: np.ndarray | ImageStore  # uint8 (M, H, W, C)
     y_val: np.ndarray  # int64 (M,)
     data_key: str  # content key of the decoded pixels (for caches derived from them)
     cache_dir: Path | None = None  # where an arm may cache derived data (Keras features)
@@ -258,8 +259,9 @@ class Arm(abc.ABC):
             fallbacks=self.fallbacks(info),
         )
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities, float32 (N, K), for uint8 (N, H, W, C) images."""
+    def predict_proba(self, images: np.ndarray | ImageStore) -> np.ndarray:
+        """Class probabilities, float32 (N, K), for uint8 (N, H, W, C) images (an array, or
+        a store that the arm reads a batch at a time)."""
         self.check_images(images, "images")
         if len(images) == 0:
             return np.zeros((0, self.n_classes), np.float32)
@@ -438,7 +440,8 @@ class Arm(abc.ABC):
     def check_images(self, images: np.ndarray, what: str) -> None:
         """Raise ValueError unless ``images`` is uint8 (N, S, S, 3) for this arm's size S."""
         expected = (self.image_size, self.image_size, 3)
-        images = np.asarray(images)
+        if not isinstance(images, ImageStore):  # a store says its shape without being read
+            images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(
                 f"{what}: expected uint8 (N, {', '.join(map(str, expected))}) NHWC images, "
@@ -475,11 +478,14 @@ class Arm(abc.ABC):
 
     @abc.abstractmethod
     def _fit(self, data: TrainingData) -> Fitted:
-        """Train in place on checked inputs; return the history (every HISTORY_KEYS key)."""
+        """Train in place on checked inputs; return the history (every HISTORY_KEYS key).
+        Gather each step's batch from ``data.x_train``/``x_val`` (``x[index_array]``): they
+        may be stores on disk, whose whole content must not be read at once."""
 
     @abc.abstractmethod
-    def _predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, K) for checked, non-empty uint8 images."""
+    def _predict_proba(self, images: np.ndarray | ImageStore) -> np.ndarray:
+        """Class probabilities (N, K) for checked, non-empty uint8 images; read a store a
+        batch at a time (``images[i : i + batch]``)."""
 
     @abc.abstractmethod
     def _explain(

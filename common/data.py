@@ -6,7 +6,8 @@ split and the same labels. The flow is::
     discover(root)            list class folders and files, hash them, sniff formats
       -> decode_all(...)      decode + resize every image once (cached on disk)
       -> make_split(...)      seeded, stratified train/val/test assignment
-      -> StudyData            uint8 NHWC arrays per split, plus the manifest
+      -> StudyData            the decoded images (an on-disk ImageStore, read a batch
+                              at a time), the split as index arrays into it, the manifest
 
 A data root is either split folders (``train/`` plus a held-out ``test/``, ``val/``,
 ``valid/`` or ``validation/``, each holding one folder per class) or class folders
@@ -19,10 +20,13 @@ import csv
 import hashlib
 import io
 import logging
+import multiprocessing
 import os
+import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ from common.errors import (
     NotADirectoryDataError,
     TooFewImagesError,
 )
+from common.imagestore import ImageStore, create_store, take, write_rows
 from common.io import atomic_path, read_json, stable_key, write_json_atomic
 from common.results import DatasetSummary, SkippedFile
 
@@ -50,6 +55,8 @@ DOC_SUFFIXES = (".md", ".txt", ".rst", ".csv", ".json", ".yaml", ".yml")  # top-
 DIGITS_NAME = "digits"
 DEFAULT_FOLDER_SIZE = 224
 DEFAULT_DIGITS_SIZE = 32
+DECODE_CHUNK = 32  # images per task of the decoding pool
+POOL_MIN_IMAGES = 256  # fewer images decode faster in this process than a pool of processes starts
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class StudyData:
 
     manifest: Manifest  # with corrupt images moved from records to skipped
     image_size: int
-    images: np.ndarray  # uint8 (N, S, S, 3), aligned with manifest.records
+    images: ImageStore | np.ndarray  # uint8 (N, S, S, 3), aligned with manifest.records (read lazily)
     labels: np.ndarray  # int64 (N,)
     split: np.ndarray  # str (N,): "train", "val" or "test"
     data_key: str  # content key of the decoded pixels and the split
@@ -92,10 +99,11 @@ class StudyData:
     def indices(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)
 
-    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (n, S, S, 3) images and int64 (n,) labels of one split."""
+    def arrays(self, name: str) -> tuple[ImageStore | np.ndarray, np.ndarray]:
+        """uint8 (n, S, S, 3) images and int64 (n,) labels of one split. The images are a
+        view of the decode cache (nothing read yet): index it to read a batch."""
         idx = self.indices(name)
-        return self.images[idx], self.labels[idx]
+        return take(self.images, idx), self.labels[idx]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class: {"train": {"beetles": 368, ...}, ...}."""
@@ -286,8 +294,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(img: Image.Image, size: int) -> np.ndarray:
-    """Decode, convert to RGB and resize (bilinear) to uint8 (size, size, 3)."""
+def decode_image(img: Image.Image, size: int, jpeg_draft: bool = False) -> np.ndarray:
+    """Decode, convert to RGB and resize (bilinear) to uint8 (size, size, 3).
+
+    With ``jpeg_draft`` a JPEG at least twice the size on both sides is decoded at a
+    reduced scale (1/2, 1/4 or 1/8, Pillow's ``Image.draft``) before the resize: faster,
+    but not the same pixels (measured in BENCHMARKS.md), so it is off by default.
+    """
+    if jpeg_draft and img.format == "JPEG":
+        img.draft("RGB", (size, size))
     img.load()
     img = to_rgb(img).resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -298,47 +313,57 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / ".cache"
 
 
-def decode_key(manifest: Manifest, size: int) -> str:
-    """Key of the decoded pixels: every file's path and hash, the size, the resize method."""
+def decode_key(manifest: Manifest, size: int, jpeg_draft: bool = False) -> str:
+    """Key of the decoded pixels: every file's path and hash, the size, the resize method
+    (and the reduced-scale JPEG decoding when it is on: it changes pixels)."""
+    method = RESIZE_METHOD + ("+jpeg-draft" if jpeg_draft else "")
     return stable_key(
-        "decode", DECODE_VERSION, manifest.name, size, RESIZE_METHOD, [(r.path, r.sha256) for r in manifest.records]
+        "decode", DECODE_VERSION, manifest.name, size, method, [(r.path, r.sha256) for r in manifest.records]
     )
 
 
 def decode_all(
-    manifest: Manifest, size: int, cache_dir: str | os.PathLike | None = None, workers: int | None = None
-) -> tuple[Manifest, np.ndarray]:
-    """Decode every record once to uint8 (N, size, size, 3), or read it from the cache.
+    manifest: Manifest,
+    size: int,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    jpeg_draft: bool = False,
+) -> tuple[Manifest, ImageStore]:
+    """Decode every record once to uint8 (N, size, size, 3) in the on-disk cache, or find it there.
 
     Corrupt images are dropped from ``records`` and added to ``skipped``. The cache file
-    is keyed by :func:`decode_key`, so a changed or added file gives a new key.
+    (a ``.npy``, written atomically) is keyed by :func:`decode_key`, so a changed or added
+    file gives a new key. Image files are decoded by a pool of ``workers`` processes (None:
+    every core, for a set of at least ``POOL_MIN_IMAGES``), each writing its rows straight
+    into the file, so no process holds more than a chunk of decoded images.
 
     Returns:
-        The manifest without corrupt records, and the images aligned with its records.
+        The manifest without corrupt records, and the images aligned with its records (a
+        store on the cache file: rows are read when indexed).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = decode_key(manifest, size)
+    key = decode_key(manifest, size, jpeg_draft)
     stem = cache / f"decoded-{_safe(manifest.name)}-{size}-{key}"
     npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
     if npy.exists() and meta.exists():
         info = read_json(meta)
-        images = np.load(npy)
         corrupt = {c["path"]: c["reason"] for c in info["corrupt"]}
         log.info("decoded images read from cache %s", npy)
     else:
-        images, corrupt = _decode_records(manifest, size, workers)
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(npy) as tmp:
-            np.save(tmp, images)
+            corrupt = _decode_records(manifest, size, tmp, workers, jpeg_draft)
         write_json_atomic(
             meta,
             {
                 "key": key,
                 "size": size,
                 "resize": RESIZE_METHOD,
+                "jpeg_draft": jpeg_draft,
                 "corrupt": [{"path": p, "reason": r} for p, r in sorted(corrupt.items())],
             },
         )
+    images = ImageStore(npy)
     if corrupt:
         records = tuple(r for r in manifest.records if r.path not in corrupt)
         skipped = tuple(
@@ -355,36 +380,94 @@ def decode_all(
             manifest.loader,
         )
         _check_nonempty(manifest)
-    if len(images) != len(manifest.records):
+    if len(images) != len(manifest.records) or images.shape[1:] != (size, size, 3):
         raise RuntimeError(f"decode cache {npy} does not match the data set; delete it and rerun")
     return manifest, images
 
 
-def _decode_records(manifest: Manifest, size: int, workers: int | None) -> tuple[np.ndarray, dict[str, str]]:
+def _decode_records(manifest: Manifest, size: int, path: Path, workers: int | None, jpeg_draft: bool) -> dict[str, str]:
+    """Decode every record into a new store file at ``path``; return {path: why} of the
+    corrupt ones (their rows are left out of the file)."""
     from tqdm.auto import tqdm
 
-    def one(rec: ImageRecord) -> np.ndarray | str:
-        try:
-            with manifest.loader(rec) as img:
-                return decode_image(img, size)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return f"corrupt image: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
-        results = list(
-            tqdm(
-                pool.map(one, manifest.records),
-                total=len(manifest.records),
-                desc=f"decode {manifest.name} @{size}px",
-                unit="img",
-                leave=False,
+    records = manifest.records
+    offset = create_store(path, len(records), (size, size, 3))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(records) >= POOL_MIN_IMAGES else 1
+    chunks = [range(i, min(i + DECODE_CHUNK, len(records))) for i in range(0, len(records), DECODE_CHUNK)]
+    corrupt: dict[int, str] = {}
+    bar = tqdm(total=len(records), desc=f"decode {manifest.name} @{size}px", unit="img", leave=False)
+    if workers > 1 and manifest.root is not None:  # files: a pool of processes (the GIL does not scale here)
+        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+            futures = {
+                pool.submit(
+                    _decode_files,
+                    str(path),
+                    offset,
+                    size,
+                    {i: str(manifest.root / records[i].path) for i in c},
+                    jpeg_draft,
+                ): len(c)
+                for c in chunks
+            }
+            for future in as_completed(futures):
+                corrupt.update(future.result())
+                bar.update(futures[future])
+    else:  # in this process (the bundled set's images live in memory here)
+        for c in chunks:
+            corrupt.update(
+                _decode_chunk(str(path), offset, size, {i: partial(manifest.loader, records[i]) for i in c}, jpeg_draft)
             )
-        )
-    corrupt = {r.path: res for r, res in zip(manifest.records, results, strict=True) if isinstance(res, str)}
-    good = [res for res in results if not isinstance(res, str)]
-    images = np.stack(good) if good else np.zeros((0, size, size, 3), np.uint8)
-    return images, corrupt
+            bar.update(len(c))
+    bar.close()
+    if corrupt:
+        _drop_rows(path, sorted(corrupt))
+    return {records[i].path: why for i, why in corrupt.items()}
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """How the decoding workers start: forked (instantly) from a process that runs no
+    framework, else from a clean fork server (forking a process with PyTorch's or
+    TensorFlow's threads running can deadlock the child)."""
+    if "fork" in multiprocessing.get_all_start_methods() and not {"torch", "tensorflow"} & set(sys.modules):
+        return multiprocessing.get_context("fork")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _decode_files(path: str, offset: int, size: int, files: dict[int, str], jpeg_draft: bool) -> dict[int, str]:
+    """A pool task: decode image files (row -> file path) into the store; {row: why} of corrupt ones."""
+    return _decode_chunk(path, offset, size, {i: partial(Image.open, f) for i, f in files.items()}, jpeg_draft)
+
+
+def _decode_chunk(
+    path: str, offset: int, size: int, openers: dict[int, Callable[[], Image.Image]], jpeg_draft: bool
+) -> dict[int, str]:
+    """Decode images (row -> a function opening it) and write them into the store at ``path``."""
+    rows, corrupt = {}, {}
+    for i, open_image in openers.items():
+        try:
+            with open_image() as img:
+                rows[i] = decode_image(img, size, jpeg_draft)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            corrupt[i] = f"corrupt image: {type(exc).__name__}: {message}".rstrip(": ")
+    write_rows(path, offset, rows)
+    return corrupt
+
+
+def _drop_rows(path: Path, drop: list[int]) -> None:
+    """Rewrite the store at ``path`` without the rows ``drop``, a chunk at a time."""
+    store = ImageStore(path)
+    keep = np.setdiff1d(np.arange(len(store)), drop)
+    with atomic_path(path) as tmp:
+        offset = create_store(tmp, len(keep), store.shape[1:])
+        for start in range(0, len(keep), 256):
+            block = store.read(keep[start : start + 256])
+            write_rows(tmp, offset, {start + j: row for j, row in enumerate(block)})
 
 
 def _safe(name: str) -> str:
@@ -470,20 +553,23 @@ def load_study_data(
     test_fraction: float = 0.2,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    jpeg_draft: bool = False,
 ) -> StudyData:
     """Discover, decode (cached) and split a data set; ``root=None`` = bundled digits.
 
-    Logs one warning that counts and lists the skipped files.
+    ``workers`` and ``jpeg_draft`` are :func:`decode_all`'s. Logs one warning that counts
+    and lists the skipped files.
     """
     manifest = digits_manifest() if root is None else discover(root)
     size = image_size or (DEFAULT_DIGITS_SIZE if root is None else DEFAULT_FOLDER_SIZE)
-    manifest, images = decode_all(manifest, size, cache_dir)
+    manifest, images = decode_all(manifest, size, cache_dir, workers, jpeg_draft)
     if manifest.skipped:
         listed = ", ".join(f"{s.path} ({s.reason})" for s in manifest.skipped)
         log.warning("skipped %d file(s) that are not usable images: %s", len(manifest.skipped), listed)
     split = make_split(manifest, val_fraction, test_fraction, seed)
     labels = np.array([r.label for r in manifest.records], dtype=np.int64)
-    key = stable_key(decode_key(manifest, size), split.tolist())
+    key = stable_key(decode_key(manifest, size, jpeg_draft), split.tolist())
     return StudyData(manifest, size, images, labels, split, key)
 
 

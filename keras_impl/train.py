@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.arm import HISTORY_KEYS, Fitted, TrainingData
+from common.imagestore import ImageStore, concatenate, take
 from common.io import stable_key, write_npz_atomic
 from keras_impl import model as km
 from keras_impl import onednn_enabled
@@ -57,7 +58,8 @@ def train(
 
     Args:
         model: pixels → probabilities, or pooled features → probabilities (the head).
-        x_train, x_val: model inputs, (N, ...) uint8 pixels or float32 features.
+        x_train, x_val: model inputs, (N, ...) uint8 pixels (an array or a store on disk:
+            each step gathers its batch) or float32 features.
         y_train, y_val: int labels, (N,).
         epochs, batch_size, lr, seed: the recipe.
         augmenter: preprocessing layers applied to the inputs while training only.
@@ -165,7 +167,7 @@ def backbone_features(
     features = km.feature_model(model)
     if data.cache_dir is None:
         return _predict(features, data.x_train, batch_size), _predict(features, data.x_val, batch_size), "off"
-    images = np.concatenate([data.x_train, data.x_val])
+    images = concatenate(data.x_train, data.x_val)  # a view when the images are the decode cache's
     digests = pixel_digests(images)
     unique, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
     key = stable_key(
@@ -191,22 +193,29 @@ def backbone_features(
         except (OSError, ValueError, KeyError) as exc:  # a damaged cache file: recompute it
             log.warning("backbone features in %s unreadable (%s); recomputing", path, exc)
     if table is None:
-        table = _predict(features, images[first], batch_size)
+        table = _predict(features, take(images, first), batch_size)
         write_npz_atomic(path, digests=unique, features=table)
-    rows = table[inverse.reshape(-1)]
-    return rows[: len(data.x_train)], rows[len(data.x_train) :], status
+    rows = inverse.reshape(-1)
+    return table[rows[: len(data.x_train)]], table[rows[len(data.x_train) :]], status
 
 
-def pixel_digests(images: np.ndarray) -> np.ndarray:
-    """One 16-byte BLAKE2 digest of each image's pixels (``S16`` array). The image size
-    is part of the cache key, so the bytes alone identify an image."""
+def pixel_digests(images: np.ndarray | ImageStore, chunk: int = 256) -> np.ndarray:
+    """One 16-byte BLAKE2 digest of each image's pixels (``S16`` array), read ``chunk``
+    images at a time. The image size is part of the cache key, so the bytes alone
+    identify an image."""
     return np.array(
-        [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest() for im in images], dtype="S16"
+        [
+            hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest()
+            for start in range(0, len(images), chunk)
+            for im in images[start : start + chunk]
+        ],
+        dtype="S16",
     )
 
 
-def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """``model`` on ``x`` in batches, with a progress bar (uint8 pixels → float32)."""
+def _predict(model: keras.Model, x: np.ndarray | ImageStore, batch_size: int) -> np.ndarray:
+    """``model`` on ``x`` in batches (each read when its turn comes), with a progress bar
+    (uint8 pixels → float32)."""
     predict = km.predictor(model)
     out = [
         predict(x[i : i + batch_size].astype(np.float32))

@@ -24,10 +24,12 @@ from pytorch_impl.train import resolve_device, train
 PREDICT_BATCH_SIZE = 256
 
 
-def channel_statistics(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (population) std of uint8 (N, H, W, C) images, float64.
+def channel_statistics(images: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) std of uint8 (N, H, W, C) images (an array or a
+    store read ``chunk`` images at a time), float64.
 
-    Exact integer sums over chunks of images, so no float copy of the whole set is made.
+    Exact integer sums over chunks of images, so no float copy of the whole set is made
+    (a chunk's int64 copy: 38 MB for 32 images at 224 px).
     """
     n_channels = images.shape[-1]
     total, total_sq = [0] * n_channels, [0] * n_channels
@@ -67,21 +69,21 @@ class PyTorchArm(Arm):
     def _fit(self, data: TrainingData) -> Fitted:
         mean, std = channel_statistics(data.x_train)
         self.model.normalize.set_statistics(mean, std)
-        # The whole split goes to the device once, as uint8 NCHW; batches are indexed from it.
-        x_train = images_to_tensor(data.x_train, self.device)
-        x_val = images_to_tensor(data.x_val, self.device)
+        # Images stay where they are (an array, or the decode cache on disk): each step
+        # gathers its batch and moves it to the device; the labels go to the device once.
         y_train = torch.as_tensor(data.y_train, dtype=torch.int64, device=self.device)
         y_val = torch.as_tensor(data.y_val, dtype=torch.int64, device=self.device)
-        history = train(self.model, x_train, y_train, x_val, y_val, self.settings, seed=self.cfg.seed)
+        history = train(self.model, data.x_train, y_train, data.x_val, y_val, self.settings, seed=self.cfg.seed)
         return Fitted(history)
 
     @torch.no_grad()
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         self.model.eval()
-        x = images_to_tensor(images, self.device)
         probs = [
-            torch.softmax(self.model(as_input(x[i : i + PREDICT_BATCH_SIZE])), dim=1).cpu()
-            for i in range(0, len(x), PREDICT_BATCH_SIZE)
+            torch.softmax(
+                self.model(as_input(images_to_tensor(images[i : i + PREDICT_BATCH_SIZE], self.device))), dim=1
+            ).cpu()
+            for i in range(0, len(images), PREDICT_BATCH_SIZE)
         ]
         return torch.cat(probs).numpy()
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from common.arm import HISTORY_KEYS
+from common.imagestore import ImageStore
 from pytorch_impl.config import PyTorchConfig
-from pytorch_impl.model import as_input
+from pytorch_impl.model import as_input, images_to_tensor
+
+Images = np.ndarray | ImageStore  # uint8 (N, H, W, C): an array, or the decode cache read a batch at a time
 
 
 def resolve_device(name: str) -> torch.device:
@@ -23,12 +27,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode on uint8 NCHW ``x``."""
+def evaluate(model: nn.Module, x: Images, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` in eval mode on uint8 NHWC ``x`` (read a batch at a time)."""
     model.eval()
+    device = y.device
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        xb, yb = as_input(x[start : start + batch_size]), y[start : start + batch_size]
+        xb = as_input(images_to_tensor(x[start : start + batch_size], device))  # (B, C, H, W)
+        yb = y[start : start + batch_size]
         logits = model(xb)
         loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -38,24 +44,26 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     cfg: PyTorchConfig,
     generator: torch.Generator,
     desc: str = "",
 ) -> tuple[float, float]:
-    """One shuffled pass over uint8 NCHW ``x``; returns the running mean loss and accuracy."""
+    """One shuffled pass over uint8 NHWC ``x`` (each step gathers its batch); returns the
+    running mean loss and accuracy."""
     model.train()
+    device = y.device
     loss_fn = nn.CrossEntropyLoss()
     # The order (and flips) come from a CPU generator, so they do not depend on the device.
     order = torch.randperm(len(x), generator=generator)
     loss_sum, correct = 0.0, 0
     for start in tqdm(range(0, len(x), cfg.batch_size), desc=desc, leave=False, disable=None):
         idx = order[start : start + cfg.batch_size]
-        xb = as_input(x[idx.to(x.device)])  # (B, C, H, W) raw pixels in [0, 255]
-        yb = y[idx.to(y.device)]
+        xb = as_input(images_to_tensor(x[idx.numpy()], device))  # (B, C, H, W) raw pixels in [0, 255]
+        yb = y[idx.to(device)]
         if cfg.hflip:
-            flip = (torch.rand(len(idx), generator=generator) < 0.5).to(x.device)
+            flip = (torch.rand(len(idx), generator=generator) < 0.5).to(device)
             xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
         optimizer.zero_grad()
         logits = model(xb)
@@ -69,9 +77,9 @@ def train_one_epoch(
 
 def train(
     model: nn.Module,
-    x_train: torch.Tensor,
+    x_train: Images,
     y_train: torch.Tensor,
-    x_val: torch.Tensor,
+    x_val: Images,
     y_val: torch.Tensor,
     cfg: PyTorchConfig,
     *,
@@ -81,9 +89,10 @@ def train(
     model is kept.
 
     Args:
-        model: the CNN, already on the device of the tensors.
-        x_train, x_val: uint8 (N, C, H, W) images on the model's device.
-        y_train, y_val: int64 (N,) labels on the same device.
+        model: the CNN, already on the device of the labels.
+        x_train, x_val: uint8 (N, H, W, C) images, arrays or stores; each step gathers
+            its batch and moves it to the labels' device.
+        y_train, y_val: int64 (N,) labels on the model's device.
         cfg: optimiser and loop settings.
         seed: seeds torch and the shuffling generator.
 

@@ -20,6 +20,7 @@ from benchmarks.benchmark import (
     render_markdown,
     seed_summary,
 )
+from benchmarks.scale import source_images
 from common.registry import ARMS, METHODS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,23 @@ def test_pass_counts_follow_shap():
     assert METHODS["gradient"].passes(6, 3, 16, 64) == 6 * 3 * 64
     assert pass_formula("deep", 8, 16, 64) == "8 maps (image x class) x 2 x 16 background"
     assert pass_formula("gradient", 8, 16, 64) == "8 maps (image x class) x 64 samples"
+
+
+def test_scale_is_asked_for_and_its_sizes_are_checked():
+    assert "scale" not in parse_args([]).parts  # the default benchmark does not build 20,000 images
+    assert parse_args(["--parts", "scale", "--scale-sizes", "500,100,500"]).scale_sizes == [100, 500]
+    for bad in ("ten", "0,100", ""):
+        with pytest.raises(SystemExit):
+            parse_args(["--scale-sizes", bad])
+
+
+def test_scale_sources_take_turns_over_the_classes(tmp_path):
+    for cls, n in (("a", 3), ("b", 1), ("c", 2)):
+        for i in range(n):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            (tmp_path / cls / f"{i}.jpg").write_bytes(b"")
+    order = [(c, p.name) for c, p in source_images(tmp_path)]
+    assert order == [("a", "0.jpg"), ("b", "0.jpg"), ("c", "0.jpg"), ("a", "1.jpg"), ("a", "2.jpg"), ("c", "1.jpg")]
 
 
 def test_arm_choices_come_from_the_registry():
@@ -226,3 +244,31 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
     assert "| **total** |" in md and "| pytorch_cnn | 1 |" in md  # the published way's and the seeds' tables
     assert not (out / "cache").exists()  # the timed run's own cache is removed
     assert list(out.glob("**/.*.tmp*")) == []
+
+
+@pytest.mark.slow
+def test_benchmark_scale_part_tiny(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "benchmarks.benchmark", "--parts", "scale", "--scale-sizes", "40,80"]
+    cmd += ["--image-size", "32", "--only", "pytorch", "--scale-steps", "1", "--scale-dir", str(scratch)]
+    cmd += ["--out", str(out), "-q"]
+    env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    part = json.loads((out / "benchmark.json").read_text())["parts"]["scale"]
+    assert part["status"] == "done" and part["sizes"] == [40, 80] and part["image_size"] == 32
+    for n, run in part["runs"].items():
+        for label, workers in (("data_pool", os.cpu_count()), ("data_single", 1)):
+            assert run[label]["n_images"] == int(n) and run[label]["workers"] == workers
+            assert sum(run[label]["n_split"].values()) == int(n) and run[label]["max_rss_mb"] > 0
+        arm = run["arms"]["pytorch"]
+        assert arm["n_images"] == int(n) and sum(arm["n_split"].values()) == int(n)
+        assert arm["fit_images"] == min(arm["n_split"]["train"], arm["batch_size"])  # one step: bounded compute
+        assert list(arm["max_rss_mb_after"])[-1] == "every batch of every split gathered"
+    summary = part["summary"]
+    assert summary["from"] == 40 and summary["to"] == 80 and "pytorch_cnn process" in summary["peak_growth_mb"]
+    assert "## Scale" in (out / "benchmark.md").read_text()
+    assert list(scratch.iterdir()) == []  # the synthetic folders and their caches are removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 import common.data as data_mod
 from common.data import (
     decode_all,
+    decode_key,
     digits_manifest,
     discover,
     load_study_data,
@@ -29,6 +31,7 @@ from common.errors import (
     NotADirectoryDataError,
     TooFewImagesError,
 )
+from common.imagestore import ImageStore
 
 INSECTS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "insects"
 
@@ -211,9 +214,14 @@ def test_select_stratified():
 def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_path, monkeypatch, tree, image_file):
     root = tree(tmp_path / "ds")
     cache = tmp_path / "cache"
-    calls = []
-    real = data_mod.decode_image
-    monkeypatch.setattr(data_mod, "decode_image", lambda img, size: calls.append(1) or real(img, size))
+    calls = []  # one entry per image decoded
+    real = data_mod._decode_records
+
+    def counting(manifest, *args):
+        calls.extend([1] * len(manifest.records))
+        return real(manifest, *args)
+
+    monkeypatch.setattr(data_mod, "_decode_records", counting)
     first = load_study_data(root, 12, cache_dir=cache)
     assert len(calls) == len(first.labels) == 24
     calls.clear()
@@ -228,6 +236,7 @@ def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_
     assert len(calls) == 24 and third.data_key != first.data_key
     pos = [r.path for r in third.manifest.records].index("train/ants/03.jpg")
     assert third.images[pos].max() == 0
+    assert len(list(cache.glob("decoded-*.npy"))) == 2 and list(cache.glob(".*tmp*")) == []  # written atomically
 
     # an added file too; another size is another cache entry
     calls.clear()
@@ -267,7 +276,8 @@ def test_digits_default_is_offline_and_32px_rgb(tmp_path):
     data = load_study_data(None, cache_dir=tmp_path / "c")
     assert data.manifest.name == "digits" and data.classes == tuple(str(i) for i in range(10))
     assert data.images.shape == (1797, 32, 32, 3) and data.images.dtype == np.uint8
-    assert data.images.max() == 255 and data.images.min() == 0
+    pixels = np.asarray(data.images)
+    assert pixels.max() == 255 and pixels.min() == 0
     counts = data.counts()
     assert sum(counts["test"].values()) == 360 and sum(counts["val"].values()) == 288
 
@@ -289,3 +299,68 @@ def test_insects_counts(tmp_path):
     assert abs(n_val - 0.2 * 1019) <= 1
     for c in data.classes:  # stratified: each class's validation share within one image of exact
         assert abs(counts["val"][c] - 0.2 * train[c]) <= 1
+
+
+# ----------------------------------------------------------------------------- the on-disk data path
+
+
+def _decoded_before(path: Path, size: int) -> np.ndarray:
+    """The decode every cache held before the on-disk store: open, RGB, bilinear resize."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_store_gives_the_same_pixels_and_split_as_before(tmp_path, class_folders, image_file, workers):
+    # JPEGs larger and smaller than the target, other modes, and a truncated file that must be dropped.
+    root = class_folders(tmp_path / "flat", classes=("a", "b", "c"), n=9, size=(40, 30), fmt="jpeg", pattern="noise")
+    image_file(root / "b" / "grey.png", mode="L")
+    image_file(root / "c" / "rgba.png", mode="RGBA", size=(50, 64))
+    good = (root / "a" / "00.jpg").read_bytes()
+    (root / "a" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    data = load_study_data(root, 16, cache_dir=tmp_path / "cache", workers=workers, seed=3)
+
+    paths = [r.path for r in data.manifest.records]
+    assert "a/broken.jpg" not in paths and len(paths) == 29
+    before = np.stack([_decoded_before(root / p, 16) for p in paths])
+    assert isinstance(data.images, ImageStore) and data.images.shape == before.shape
+    assert np.array_equal(np.asarray(data.images), before)
+    # the split is the one make_split gives, and each part is index arrays into the store
+    assert np.array_equal(data.split, make_split(data.manifest, 0.2, 0.2, seed=3))
+    for name in ("train", "val", "test"):
+        x, y = data.arrays(name)
+        idx = np.flatnonzero(data.split == name)
+        assert isinstance(x, ImageStore) and np.array_equal(x.rows, idx)  # a view: nothing read yet
+        assert np.array_equal(np.asarray(x), before[idx]) and np.array_equal(y, data.labels[idx])
+        order = np.random.default_rng(0).permutation(len(x))[:5]
+        assert np.array_equal(x[order], before[idx][order])  # a shuffled batch, gathered in its order
+    # the cache is a plain .npy that NumPy memory-maps
+    (npy,) = (tmp_path / "cache").glob("decoded-*.npy")
+    assert np.array_equal(np.load(npy, mmap_mode="r"), before)
+
+
+@pytest.mark.parametrize("start", ["own choice", "forkserver"])  # forkserver: a process running a framework
+def test_pool_and_single_process_write_the_same_cache(tmp_path, class_folders, monkeypatch, start):
+    if start != "own choice":
+        monkeypatch.setattr(data_mod, "_pool_context", lambda: multiprocessing.get_context(start))
+    root = class_folders(tmp_path / "flat", n=12, size=(20, 28), fmt="jpeg", pattern="noise")
+    one = load_study_data(root, 12, cache_dir=tmp_path / "c1", workers=1)
+    two = load_study_data(root, 12, cache_dir=tmp_path / "c2", workers=2)
+    assert one.data_key == two.data_key
+    ((f1,), (f2,)) = (tmp_path / "c1").glob("decoded-*.npy"), (tmp_path / "c2").glob("decoded-*.npy")
+    assert f1.name == f2.name and f1.read_bytes() == f2.read_bytes()
+
+
+def test_jpeg_draft_changes_pixels_and_the_cache_key(tmp_path, class_folders):
+    # 64x96 JPEGs decoded for 16 px: draft decodes them at 1/4 scale before the resize.
+    root = class_folders(tmp_path / "flat", n=8, size=(64, 96), fmt="jpeg", pattern="noise")
+    plain = load_study_data(root, 16, cache_dir=tmp_path / "c")
+    draft = load_study_data(root, 16, cache_dir=tmp_path / "c", jpeg_draft=True)
+    assert draft.data_key != plain.data_key
+    assert decode_key(plain.manifest, 16, jpeg_draft=True) != decode_key(plain.manifest, 16)
+    assert len(list((tmp_path / "c").glob("decoded-*.npy"))) == 2
+    assert not np.array_equal(np.asarray(draft.images), np.asarray(plain.images))
+    # an image not twice the target on both sides is decoded at full scale: the same pixels
+    small = load_study_data(root, 40, cache_dir=tmp_path / "c", jpeg_draft=True)
+    before = [_decoded_before(root / r.path, 40) for r in small.manifest.records]
+    assert np.array_equal(np.asarray(small.images), np.stack(before))

@@ -31,6 +31,7 @@ import keras_impl  # noqa: E402
 from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
+from common.imagestore import ImageStore, create_store, write_rows  # noqa: E402
 from keras_impl import model as km  # noqa: E402
 from keras_impl import train as kt  # noqa: E402
 from keras_impl.arm import KerasArm  # noqa: E402
@@ -525,3 +526,24 @@ def test_gradient_times_input_is_the_gradient_of_the_logit_times_the_offset(shar
 def test_keras_arm_has_no_independent_library(shared):
     x = shared.data.x_val[:1]
     assert shared.arm.explain_independently(x, x, "deep", nsamples=0, seed=0, classes=np.array([0])) is None
+
+
+def test_features_and_predictions_from_the_on_disk_store_equal_those_from_arrays(shared, tiny_images, tmp_path):
+    # The study's splits are stores read a batch at a time; arrays held whole are how it ran before.
+    arm, data = shared.arm, _data(tiny_images)
+    path = tmp_path / "images.npy"
+    offset = create_store(path, len(data.x_train) + len(data.x_val), data.x_train.shape[1:])
+    write_rows(path, offset, dict(enumerate(np.concatenate([data.x_train, data.x_val]))))
+    store, n = ImageStore(path), len(data.x_train)
+    x_train, x_val = store.subset(np.arange(n)), store.subset(np.arange(n, len(store)))
+    lazy = TrainingData(x_train, data.y_train, x_val, data.y_val, data_key="tiny", cache_dir=tmp_path / "c")
+    held = TrainingData(data.x_train, data.y_train, data.x_val, data.y_val, data_key="tiny", cache_dir=tmp_path / "c")
+    l_train, l_val, status = kt.backbone_features(arm.model, lazy, arm.backbone_weights)
+    assert status == "miss"
+    h_train, h_val, status = kt.backbone_features(arm.model, held, arm.backbone_weights)
+    assert status == "hit"  # the same pixels: the same digests and key
+    assert np.array_equal(l_train, h_train) and np.array_equal(l_val, h_val)
+    o_train, _, status = kt.backbone_features(arm.model, data, arm.backbone_weights)
+    assert status == "off"
+    np.testing.assert_allclose(o_train, l_train, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(arm.predict_proba(x_val), arm.predict_proba(data.x_val))

@@ -21,6 +21,7 @@ from torch import nn  # noqa: E402
 
 from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
+from common.imagestore import ImageStore, create_store, write_rows  # noqa: E402
 from common.quality import rank_correlation  # noqa: E402
 from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
 from pytorch_impl.explain import shap_to_explanation_layout  # noqa: E402
@@ -153,12 +154,30 @@ def test_one_epoch_lowers_the_training_loss(tiny_images):
     torch.manual_seed(0)
     model = build_model(n_classes=3, image_size=SIZE)
     model.normalize.set_statistics(*channel_statistics(x))
-    x_t, y_t = images_to_tensor(x), torch.as_tensor(y)
-    before, _ = evaluate(model, x_t, y_t, batch_size=64)
-    history = train(model, x_t, y_t, x_t, y_t, cfg.pytorch, seed=0)
-    after, _ = evaluate(model, x_t, y_t, batch_size=64)
+    y_t = torch.as_tensor(y)
+    before, _ = evaluate(model, x, y_t, batch_size=64)  # NHWC images; each step gathers its batch
+    history = train(model, x, y_t, x, y_t, cfg.pytorch, seed=0)
+    after, _ = evaluate(model, x, y_t, batch_size=64)
     assert after < before
     assert history["val_loss"] == [pytest.approx(after)]  # validation ran in eval mode too
+
+
+def test_training_from_the_on_disk_store_equals_training_from_arrays(tiny_images, tmp_path):
+    # The study's splits are stores read a batch at a time; arrays held whole are how it trained before.
+    data = _data(tiny_images)
+    path = tmp_path / "images.npy"
+    offset = create_store(path, len(data.x_train) + len(data.x_val), data.x_train.shape[1:])
+    write_rows(path, offset, dict(enumerate(np.concatenate([data.x_train, data.x_val]))))
+    store = ImageStore(path)
+    n = len(data.x_train)
+    x_train, x_val = store.subset(np.arange(n)), store.subset(np.arange(n, len(store)))
+    lazy = TrainingData(x_train, data.y_train, x_val, data.y_val, data_key="tiny")
+    cfg = _cfg(epochs=2, batch_size=8, hflip=True)
+    a, b = PyTorchArm.create(cfg, 3, SIZE), PyTorchArm.create(cfg, 3, SIZE)
+    assert a.fit(data).history == b.fit(lazy).history
+    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name
+    assert np.array_equal(a.predict_proba(data.x_val), b.predict_proba(lazy.x_val))
 
 
 def test_fit_history_best_epoch_and_info(trained):

@@ -39,9 +39,9 @@ class FakeArm(Arm):
         history = train(
             self.weights,
             self.bias,
-            data.x_train,
+            np.asarray(data.x_train),  # a tiny test double: reads the whole (store) split
             data.y_train,
-            data.x_val,
+            np.asarray(data.x_val),
             data.y_val,
             epochs=self.settings.epochs,
             lr=self.settings.lr,
@@ -49,7 +49,7 @@ class FakeArm(Arm):
         return Fitted(history, info={"device": "cpu (NumPy)"})
 
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return softmax(logits(self.weights, self.bias, images))
+        return softmax(logits(self.weights, self.bias, np.asarray(images)))
 
     def _explain(self, images, background, method, *, nsamples, seeds, output, classes) -> Attribution:
         if output != "logits":
