@@ -56,8 +56,13 @@ EVALUATE_SOURCES = (
     "experiments/evaluate.py",
     "experiments/seeds.py",
 )
-REPORT_SOURCES = ("common/report.py", "common/plotting.py", "common/templates")
-REPORT_TEMPLATES = ("common/templates/report.md.j2", "common/templates/report.html.j2")
+REPORT_SOURCES = ("common/report.py", "common/plotting.py", "common/seeds_report.py", "common/templates")
+REPORT_TEMPLATES = (
+    "common/templates/report.md.j2",
+    "common/templates/report.html.j2",
+    "common/templates/seeds.md.j2",
+    "common/templates/seeds.html.j2",
+)
 
 
 @dataclass

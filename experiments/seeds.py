@@ -26,7 +26,7 @@ from experiments.pipeline import ArmPaths, Selection, unit_config
 
 INTERVAL = "two-sided 95% Student-t interval over seeds (scipy.stats.t, n - 1 degrees of freedom)"
 STABILITY_METHOD = (
-    f"per image, the mean over pairs of training seeds of the {AGREEMENT_METHOD[0].lower()}{AGREEMENT_METHOD[1:]}; "
+    f"per image, the mean over pairs of training seeds of the {AGREEMENT_METHOD}; "
     "mean and 95% Student-t interval over the explained images"
 )
 

@@ -231,6 +231,8 @@ def run_units(out: Path, units: list[Unit], execution: Execution, force: bool = 
 def _run_on_dask(out: Path, units: list[Unit], execution: Execution, force: bool) -> list[UnitResult]:
     from dask.distributed import Client, LocalCluster, as_completed
 
+    # Dask's own INFO lines (scheduler and worker start-up, connections) would drown the study's.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         if execution.scheduler:
             client = stack.enter_context(Client(execution.scheduler))
@@ -241,7 +243,7 @@ def _run_on_dask(out: Path, units: list[Unit], execution: Execution, force: bool
                     n_workers=execution.jobs,
                     threads_per_worker=1,  # one unit at a time per worker; the unit's process has its own threads
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: several studies may run at once
                     silence_logs=logging.WARNING,
                 )
             )
