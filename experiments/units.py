@@ -165,19 +165,30 @@ def run_unit(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     env.update(thread_env(threads))
     t0 = time.perf_counter()
-    with open(path, "w", encoding="utf-8") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            sink.write(line)
+    with open(path, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # Raw bytes as they come, so progress bars (carriage returns) reach the terminal as they were written.
+        while chunk := proc.stdout.read1(65536):
+            sink.write(chunk)
             sink.flush()
             if echo:
-                sys.stderr.write(line)
+                _echo(chunk)
         returncode = proc.wait()
     seconds = time.perf_counter() - t0
     rel = str(path.relative_to(study))
     result = UnitResult(unit.label, unit.arm, unit.seed, returncode, rel, threads, host, seconds)
     write_json_atomic(record_path(study, unit), dataclasses.asdict(result))
     return result
+
+
+def _echo(chunk: bytes) -> None:
+    """Copy a worker's output to this process's stderr (a replaced stderr may have no byte buffer)."""
+    sys.stderr.flush()
+    if hasattr(sys.stderr, "buffer"):
+        sys.stderr.buffer.write(chunk)
+    else:
+        sys.stderr.write(chunk.decode(errors="replace"))
+    sys.stderr.flush()
 
 
 def _slots_here(host_slots: dict[str, int]) -> int:
