@@ -8,7 +8,9 @@ so an interrupted study resumes where it stopped, changing only ``n_explain`` re
 nothing, and a finished study is re-reported without recomputing anything.
 
 Each arm runs in its own process (``python -m experiments.arm_worker``), so TensorFlow
-and PyTorch never share an interpreter, memory or a GPU. This module imports neither;
+and PyTorch never share an interpreter, memory or a GPU. A seed sweep (``seeds``) runs
+every arm once per training seed on one split; each (arm, seed) pair is a unit, run one
+after another or in parallel through Dask (:mod:`experiments.units`). This module imports neither;
 it knows the arms only through :mod:`common.registry`.
 """
 

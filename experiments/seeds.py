@@ -24,7 +24,10 @@ from common.results import PooledComparison, SeedRun, SeedsSummary, Stability, S
 from experiments.evaluate import evaluate_study
 from experiments.pipeline import ArmPaths, Selection, unit_config
 
-INTERVAL = "two-sided 95% Student-t interval over seeds (scipy.stats.t, n - 1 degrees of freedom)"
+INTERVAL = (
+    "two-sided 95% Student-t interval over seeds (scipy.stats.t, n - 1 degrees of freedom; "
+    "wide with few seeds, and not clipped to the quantity's range)"
+)
 STABILITY_METHOD = (
     f"per image, the mean over pairs of training seeds of the {AGREEMENT_METHOD}; "
     "mean and 95% Student-t interval over the explained images"
