@@ -29,7 +29,9 @@ def fake_arm(monkeypatch):
     return FAKE
 
 
-def _args(data, out, *extra: str) -> list[str]:
+def _args(data, out, *extra: str, threads: str | None = "1") -> list[str]:
+    """A fake-arm study; every unit with ``threads`` threads (the same in runs compared: the
+    same arithmetic), or None for the default rule."""
     return [
         "--data",
         str(data),
@@ -47,8 +49,7 @@ def _args(data, out, *extra: str) -> list[str]:
         "8",
         "--assess-steps",
         "4",
-        "--threads",
-        "1",  # the same threads in both runs compared, so the same arithmetic
+        *(["--threads", threads] if threads else []),
         *extra,
     ]
 
@@ -164,3 +165,23 @@ def test_a_failed_unit_is_reported_the_others_finish_and_a_rerun_resumes_it(
         "explain_gradient fake seed-1",
     }
     assert statuses["assess_deep fake seed-0"] == "cached" and "assess_deep fake seed-1" not in statuses
+
+
+@pytest.mark.slow
+def test_units_run_on_an_existing_cluster_with_threads_shared_per_machine(fake_arm, split_folders, tmp_path):
+    from dask.distributed import LocalCluster
+
+    from experiments.units import available_cores
+
+    data = split_folders(tmp_path / "ds")
+    out = tmp_path / "out"
+    args = _args(data, out, "--seeds", "3", "4", threads=None)  # each unit's threads follow the cluster's shape
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster:
+        assert main([*args, "--scheduler", cluster.scheduler_address]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["execution"]["scheduler"] == cluster.scheduler_address
+    units = m["execution"]["units"]
+    assert set(units) == {"fake_seed-3", "fake_seed-4"}
+    # one machine, one worker of 2 threads: 2 units at a time, each with half the cores
+    assert {u["threads"] for u in units.values()} == {max(1, available_cores() // 2)}
+    assert m["seeds"]["seeds"] == [3, 4] and m["seeds"]["split_seed"] == 0  # --seed's default splits
