@@ -67,6 +67,18 @@ class StudyConfig:
     assess: AssessConfig = field(default_factory=AssessConfig)
     # arm key -> that arm's settings (its YAML section of the same name, e.g. ``pytorch:``)
     arms: Mapping[str, Any] = field(default_factory=_default_arm_settings, hash=False)
+    split_seed: int | None = None  # seed of the split and the explained/background images; None = seed
+    seeds: tuple[int, ...] | None = None  # training seeds of a seed sweep (layout <arm>/seed-<s>/); None = (seed,)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the split and of the explained and background images, shared by every training seed."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        """The seeds each arm is trained and explained with: ``seeds``, or ``(seed,)``."""
+        return self.seeds if self.seeds is not None else (self.seed,)
 
     def arm(self, key: str) -> Any:
         """The settings section of arm ``key``."""
@@ -90,6 +102,11 @@ class StudyConfig:
         d.update({key: dataclasses.asdict(section) for key, section in self.arms.items()})
         d["explain"] = {**dataclasses.asdict(self.explain), "methods": list(self.explain.methods)}
         d["assess"] = {**dataclasses.asdict(self.assess), "randomise": list(self.assess.randomise)}
+        # Written only when set, so a single-seed study's config (and its stage keys) stay as they were.
+        if self.split_seed is not None:
+            d["split_seed"] = self.split_seed
+        if self.seeds is not None:
+            d["seeds"] = list(self.seeds)
         return d
 
 
@@ -109,7 +126,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
 
 
 SECTIONS = {"data": DataConfig, "explain": ExplainConfig, "assess": AssessConfig}
-SCALARS = ("seed", "out", "only")
+SCALARS = ("seed", "out", "only", "split_seed", "seeds")
 
 
 def from_dict(values: Mapping[str, Any]) -> StudyConfig:
@@ -126,6 +143,8 @@ def from_dict(values: Mapping[str, Any]) -> StudyConfig:
     if unknown:
         raise ConfigError(f"config: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     kwargs: dict[str, Any] = {k: values[k] for k in SCALARS if k in values}
+    if isinstance(kwargs.get("seeds"), (list, tuple)):
+        kwargs["seeds"] = tuple(kwargs["seeds"])
     for name, cls in SECTIONS.items():
         if name in values:
             kwargs[name] = _build(cls, values[name] or {}, name)
@@ -173,6 +192,13 @@ def validate(cfg: StudyConfig) -> None:
             problems.append(f"data.{name} must be between 0 and 1, got {v}")
     for section in cfg.arms.values():
         problems += section.problems()
+    if cfg.seeds is not None and (
+        not isinstance(cfg.seeds, tuple)
+        or not cfg.seeds
+        or not all(isinstance(s, int) for s in cfg.seeds)
+        or len(set(cfg.seeds)) != len(cfg.seeds)
+    ):
+        problems.append(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
     if cfg.only is not None and cfg.only not in registry.ARMS:
         problems.append(f"only must be one of {', '.join(registry.ARMS)}, got {cfg.only!r}")
     if cfg.explain.output not in registry.OUTPUTS:

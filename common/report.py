@@ -37,6 +37,7 @@ from common.plotting import (
     plot_training_curves,
 )
 from common.results import SCHEMA_VERSION, Estimate, QualitySummary, StudyMetrics
+from common.seeds_report import seeds_context
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -390,6 +391,7 @@ def _context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], e
         "fig": {key: _figure(out_dir, figures, key, caption, embed) for key, caption in FIGURE_CAPTIONS.items()},
         "shap_figures": shap_figures,
         "quality": _quality_context(metrics),
+        "seeds": seeds_context(metrics),
     }
 
 

@@ -25,7 +25,7 @@ from common.results import (
     SelectionSummary,
     StudyMetrics,
 )
-from experiments.pipeline import ArmPaths, Selection, assessed_methods
+from experiments.pipeline import ArmPaths, Selection, assessed_methods, unit_seed
 
 
 def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Selection) -> StudyMetrics:
@@ -44,7 +44,7 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     predictions: dict[str, np.ndarray] = {}
     explanations: dict[tuple[str, str], Explanation] = {}
     for spec in selected_arms(cfg):
-        paths = ArmPaths.of(out, spec)
+        paths = ArmPaths.of(out, spec, unit_seed(cfg))
         model, predictions[spec.key], fallbacks = evaluate_model(paths, y_test, classes)
         metrics.models[spec.name] = model
         metrics.fallbacks += fallbacks
@@ -75,7 +75,7 @@ def evaluate_quality(cfg: StudyConfig, out: Path, data: StudyData) -> QualitySum
     """The attribution-quality figures from the assess stage's arrays, and their findings."""
     arms: dict[str, ArmQuality] = {}
     for spec in selected_arms(cfg):
-        paths = ArmPaths.of(out, spec)
+        paths = ArmPaths.of(out, spec, unit_seed(cfg))
         with np.load(paths.assessment("random")) as z:
             random = {k: z[k] for k in z.files}
         methods = {}

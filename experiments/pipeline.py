@@ -8,7 +8,9 @@ so an interrupted study resumes where it stopped, changing only ``n_explain`` re
 nothing, and a finished study is re-reported without recomputing anything.
 
 Each arm runs in its own process (``python -m experiments.arm_worker``), so TensorFlow
-and PyTorch never share an interpreter, memory or a GPU. This module imports neither;
+and PyTorch never share an interpreter, memory or a GPU. A seed sweep (``seeds``) runs
+every arm once per training seed on one split; each (arm, seed) pair is a unit, run one
+after another or in parallel through Dask (:mod:`experiments.units`). This module imports neither;
 it knows the arms only through :mod:`common.registry`.
 """
 
@@ -17,9 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,11 +39,11 @@ from common.data import (
     select_stratified,
     write_split_csv,
 )
-from common.errors import StudyError
 from common.io import read_json, stable_key, write_json_atomic, write_npz_atomic, write_text_atomic
-from common.registry import BASELINE_METHODS, ArmSpec, arm_by_name, library_versions, method_spec
+from common.registry import BASELINE_METHODS, ArmSpec, arm_by_name, arm_spec, library_versions, method_spec
 from common.results import SCHEMA_VERSION, StageRecord, StudyMetrics, from_json, to_json
 from experiments.stages import REPO_ROOT, Stages, code_digest
+from experiments.units import Execution, Unit, run_units, unit_records
 
 log = logging.getLogger("study")
 
@@ -58,9 +57,15 @@ EVALUATE_SOURCES = (
     "common/quality.py",
     "common/results.py",
     "experiments/evaluate.py",
+    "experiments/seeds.py",
 )
-REPORT_SOURCES = ("common/report.py", "common/plotting.py", "common/templates")
-REPORT_TEMPLATES = ("common/templates/report.md.j2", "common/templates/report.html.j2")
+REPORT_SOURCES = ("common/report.py", "common/plotting.py", "common/seeds_report.py", "common/templates")
+REPORT_TEMPLATES = (
+    "common/templates/report.md.j2",
+    "common/templates/report.html.j2",
+    "common/templates/seeds.md.j2",
+    "common/templates/seeds.html.j2",
+)
 
 
 @dataclass
@@ -84,7 +89,7 @@ def prepare_data(cfg: StudyConfig) -> StudyData:
         d.image_size,
         val_fraction=d.val_fraction,
         test_fraction=d.test_fraction,
-        seed=cfg.seed,
+        seed=cfg.data_seed,
         cache_dir=d.cache_dir,
     )
 
@@ -106,8 +111,8 @@ def make_selection(cfg: StudyConfig, data: StudyData) -> Selection:
     _, y_test = data.arrays("test")
     _, y_train = data.arrays("train")
     n_explain = cfg.explain.n_explain or 2 * len(data.classes)
-    explain_idx = select_stratified(y_test, n_explain, cfg.seed)
-    background_idx = select_stratified(y_train, cfg.explain.n_background, cfg.seed + 1)
+    explain_idx = select_stratified(y_test, n_explain, cfg.data_seed)
+    background_idx = select_stratified(y_train, cfg.explain.n_background, cfg.data_seed + 1)
     return Selection(
         explain_idx, background_idx, stable_key(data.data_key, explain_idx.tolist(), background_idx.tolist())
     )
@@ -115,14 +120,16 @@ def make_selection(cfg: StudyConfig, data: StudyData) -> Selection:
 
 @dataclass(frozen=True)
 class ArmPaths:
-    """Where one arm's artifacts live: ``<out>/<arm name>/``."""
+    """Where one arm's artifacts live: ``<out>/<arm name>/``, or ``<out>/<arm name>/seed-<s>/``
+    for training seed ``s`` of a seed sweep."""
 
     dir: Path
     model: Path
 
     @classmethod
-    def of(cls, out: Path, spec: ArmSpec) -> ArmPaths:
-        return cls(out / spec.name, out / spec.name / spec.model_filename)
+    def of(cls, out: Path, spec: ArmSpec, seed: int | None = None) -> ArmPaths:
+        folder = out / spec.name if seed is None else out / spec.name / f"seed-{seed}"
+        return cls(folder, folder / spec.model_filename)
 
     @property
     def train_json(self) -> Path:
@@ -165,8 +172,25 @@ def arm_steps(cfg: StudyConfig) -> list[str]:
     return steps
 
 
-def stage_name(spec: ArmSpec, step: str) -> str:
-    return f"{step} {spec.key}"
+def stage_name(spec: ArmSpec, step: str, seed: int | None = None) -> str:
+    return f"{step} {spec.key}" if seed is None else f"{step} {spec.key} seed-{seed}"
+
+
+def unit_config(cfg: StudyConfig, seed: int) -> StudyConfig:
+    """The config one training seed of a study runs with: ``cfg`` itself in a single-seed
+    study; in a seed sweep, ``seed`` as the training seed on the sweep's split, and the
+    assess stage for the first seed only (the report's quality section shows that seed)."""
+    if cfg.seeds is None:
+        return cfg
+    if seed not in cfg.seeds:
+        raise ValueError(f"seed {seed} is not one of the study's seeds {list(cfg.seeds)}")
+    assess = cfg.assess if seed == cfg.seeds[0] else dataclasses.replace(cfg.assess, enabled=False)
+    return dataclasses.replace(cfg, seed=seed, split_seed=cfg.data_seed, assess=assess)
+
+
+def unit_seed(cfg: StudyConfig) -> int | None:
+    """The seed in a unit's folder and stage names: its training seed in a sweep, None otherwise."""
+    return None if cfg.seeds is None else cfg.seed
 
 
 def arm_code_digest(spec: ArmSpec) -> str:
@@ -224,7 +248,8 @@ class ArmStages:
             )
         self.selection = make_selection(cfg, self.data)
         self.keys = arm_keys(cfg, self.data, self.selection, spec)
-        self.paths = ArmPaths.of(out, spec)
+        self.seed = unit_seed(cfg)
+        self.paths = ArmPaths.of(out, spec, self.seed)
         self.arm_class = spec.load_arm_class()
         self._arm = None
         self._assess_inputs = None
@@ -239,7 +264,7 @@ class ArmStages:
         estimated = False
         for i, step in enumerate(steps):
             record = stages.run(
-                stage_name(self.spec, step), self.keys[step], self.paths.outputs(step), self.action(step)
+                stage_name(self.spec, step, self.seed), self.keys[step], self.paths.outputs(step), self.action(step)
             )
             if not estimated and record.status == "ran" and step.startswith("explain_") and record.seconds > 0:
                 estimated = True
@@ -387,8 +412,8 @@ class ArmStages:
 # ----------------------------------------------------------------------------- the whole study
 
 
-def worker_log_path(out: Path, spec: ArmSpec) -> Path:
-    return out / "stages" / f"worker_{spec.key}.json"
+def worker_log_path(out: Path, spec: ArmSpec, seed: int | None = None) -> Path:
+    return out / "stages" / (f"worker_{spec.key}.json" if seed is None else f"worker_{spec.key}_seed-{seed}.json")
 
 
 def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
@@ -416,12 +441,17 @@ def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
     return out, data, record
 
 
-def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
+def run_study(cfg: StudyConfig, *, force: bool = False, execution: Execution | None = None) -> StudyRun:
     """Run the whole study; return its folder and every stage's record.
+
+    Each (arm, training seed) pair is a unit run by :mod:`experiments.units`: one after
+    another by default, or in parallel through Dask (``execution``).
 
     Raises:
         StudyError: for a user's mistake (bad data, bad config); no report is written then.
+        UnitsFailed: some units failed (the others finished); no report is written then.
     """
+    execution = execution or Execution()
     out, data, data_record = data_stage(cfg)
     stages = Stages(out, force)
     stages.add(data_record)
@@ -433,12 +463,26 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
     from experiments.plan import format_plan, planned_work
 
     n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
-    log.info(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))
-    arm_stage_keys = {}
-    for spec in selected_arms(cfg):
-        keys = arm_keys(cfg, data, selection, spec)
-        arm_stage_keys[spec.key] = keys
-        run_arm(cfg, out, spec, keys, stages, force)
+    plan = format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes)
+    log.info("%s%s", plan, f"\n  (per training seed: {len(cfg.training_seeds)} seeds)" if cfg.seeds else "")
+    arm_stage_keys, units, pending, unit_stages = {}, [], [], {}
+    for seed in cfg.training_seeds:
+        ucfg = unit_config(cfg, seed)
+        for spec in selected_arms(cfg):
+            keys = arm_keys(ucfg, data, selection, spec)
+            unit = Unit(spec.key, spec.title, json.dumps(spec.to_json()), unit_seed(ucfg))
+            arm_stage_keys[spec.key if unit.seed is None else f"{spec.key} seed-{unit.seed}"] = keys
+            units.append(unit)
+            unit_stages[unit.label] = cached_unit(ucfg, out, spec, keys, force)
+            if unit_stages[unit.label] is None:
+                pending.append(unit)
+    run_units(out, pending, execution, force)
+    for unit in units:  # every unit's stage records, in the units' order
+        records = unit_stages[unit.label]
+        if records is None:
+            records = [StageRecord(**r) for r in read_json(worker_log_path(out, arm_spec(unit.arm), unit.seed))]
+        for record in records:
+            stages.add(record)
 
     evaluate_key = stable_key(
         PIPELINE_VERSION,
@@ -454,64 +498,49 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
 
     def evaluate() -> None:
         from experiments.evaluate import evaluate_study  # it imports this module
+        from experiments.seeds import evaluate_sweep
 
-        write_json_atomic(evaluation, to_json(evaluate_study(cfg, out, data, selection)))
+        sweep = cfg.seeds is not None
+        evaluated = evaluate_sweep(cfg, out, data, selection) if sweep else evaluate_study(cfg, out, data, selection)
+        write_json_atomic(evaluation, to_json(evaluated))
 
     stages.run("evaluate", evaluate_key, [evaluation], evaluate)
 
-    report_key = stable_key("report", evaluate_key, code_digest([*REPORT_SOURCES, *REPORT_TEMPLATES]))
+    ran_with = {**execution.describe(), "units": unit_records(out, units)}
+    report_key = stable_key(
+        "report", evaluate_key, code_digest([*REPORT_SOURCES, *REPORT_TEMPLATES]), execution.describe()
+    )
     report_outputs = [out / "metrics.json", out / "report.md", out / "report.html"]
     stages.run(
         "report",
         report_key,
         report_outputs,
-        lambda: write_report(out, data, selection, read_json(evaluation), stages.records),
+        lambda: write_report(out, data, selection, read_json(evaluation), stages.records, ran_with),
     )
     return StudyRun(out, stages.records)
 
 
-def run_arm(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str], stages: Stages, force: bool) -> None:
-    """One arm's stages: recorded as cached when every one is current (without starting the
-    framework's process), else run in the arm's own process."""
-    paths = ArmPaths.of(out, spec)
+def cached_unit(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str], force: bool) -> list | None:
+    """One unit's stage records when every one of its stages is current (no process starts),
+    else None: the unit must run (in the arm's own process, :mod:`experiments.units`)."""
+    seed = unit_seed(cfg)
+    paths = ArmPaths.of(out, spec, seed)
     steps = arm_steps(cfg)
-    if all(stages.is_current(stage_name(spec, s), keys[s], paths.outputs(s)) for s in steps):
-        for s in steps:
-            stages.run(stage_name(spec, s), keys[s], paths.outputs(s), lambda: None)
-        return
-    _run_worker(cfg, out, spec, force)
-    for record in read_json(worker_log_path(out, spec)):
-        stages.add(StageRecord(**record))
-
-
-def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None:
-    """Run one arm's stages in a fresh interpreter; its exit status 2 is a user's mistake."""
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.arm_worker",
-        "--out",
-        str(out),
-        "--arm",
-        spec.key,
-        "--spec",
-        json.dumps(spec.to_json()),
-    ]
-    if force:
-        cmd.append("--force")
-    log.info("starting the %s arm in its own process", spec.title)
-    # Same working directory as the runner, so relative paths in the config mean the same.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode == 2:
-        raise StudyError(f"the {spec.title} arm stopped (see its message above)")
-    if proc.returncode != 0:
-        raise RuntimeError(f"the {spec.title} arm failed with exit status {proc.returncode}")
+    stages = Stages(out, force)
+    if not all(stages.is_current(stage_name(spec, s, seed), keys[s], paths.outputs(s)) for s in steps):
+        return None
+    for s in steps:
+        stages.run(stage_name(spec, s, seed), keys[s], paths.outputs(s), lambda: None)
+    return stages.records
 
 
 def write_report(
-    out: Path, data: StudyData, selection: Selection, evaluation: dict, records: list[StageRecord]
+    out: Path,
+    data: StudyData,
+    selection: Selection,
+    evaluation: dict,
+    records: list[StageRecord],
+    execution: dict | None = None,
 ) -> None:
     """The report stage: figures and the two reports from the evaluation and the stage
     records so far, then metrics.json, whose records end with this stage's own (which the
@@ -521,12 +550,14 @@ def write_report(
     start = time.perf_counter()
     metrics = from_json(StudyMetrics, evaluation)
     metrics.stages = list(records)
+    metrics.execution = execution
     x_test, y_test = data.arrays("test")
     explanations = {}
+    first_seed = metrics.seeds.seeds[0] if metrics.seeds else None  # a sweep's figures: its first seed
     for name, by_method in metrics.attributions.items():
         spec = arm_by_name(name)
         for method in by_method:
-            explanations[(spec.key, method)] = Explanation.load(ArmPaths.of(out, spec).attributions(method))
+            explanations[(spec.key, method)] = Explanation.load(ArmPaths.of(out, spec, first_seed).attributions(method))
     figures = build_figures(
         out, metrics, x_test[selection.explain_idx], y_test[selection.explain_idx], list(data.classes), explanations
     )

@@ -6,6 +6,11 @@ With no arguments it runs the quick default study on scikit-learn's bundled digi
 (offline; its measured time is in benchmarks/BENCHMARKS.md). Example on the insects data:
 
     python experiments/run_all.py --data ../shared/datasets/insects --config experiments/configs/insects.yaml
+
+A seed sweep trains and explains every arm once per training seed on one split, here two
+seeds at a time on a local Dask cluster (README: "Seed sweeps on a cluster"):
+
+    python experiments/run_all.py --seeds 0 1 2 --jobs 2
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from common import registry
 from common.config import load_config
 from common.data import format_counts_table
-from common.errors import StudyError
+from common.errors import ConfigError, StudyError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 log = logging.getLogger("study")
@@ -107,7 +112,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"YAML config file (default: {_shown(DEFAULT_CONFIG)}); flags override it",
     )
     p.add_argument("--out", help="output folder (default: reports/<data set name>)")
-    p.add_argument("--seed", type=int, help="seed for the split, selections, training and explainers (default: 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="a single-seed study's seed: of the split, the explained images, training and explainers (default: 0)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="training seeds of a seed sweep: each arm is trained and explained once per seed, all on one split "
+        "(default: the config's seeds, else the single --seed)",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the split and of the explained and background images, shared by every training seed "
+        "(default: the config's split_seed, else --seed)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="units (arm x seed) run at once on a local Dask cluster of this many worker processes "
+        "(default: 1, one after another without Dask)",
+    )
+    p.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (e.g. tcp://host:8786) whose workers run the units and see "
+        "the same --out folder (default: none; --jobs decides)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads (torch, TensorFlow, BLAS) per unit (default: the libraries' own with --jobs 1, "
+        "else the cores of the machine // the workers on it)",
+    )
     add_study_flags(p)
     p.add_argument(
         "--dry-run",
@@ -126,18 +167,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(
             args.config or DEFAULT_CONFIG,
-            {"data.root": args.data, "out": args.out, "seed": args.seed, **config_overrides(args)},
+            {
+                "data.root": args.data,
+                "out": args.out,
+                "seed": args.seed,
+                "seeds": args.seeds,
+                "split_seed": args.split_seed,
+                **config_overrides(args),
+            },
         )
         from experiments.pipeline import data_stage, run_study
+        from experiments.units import Execution, UnitsFailed
+
+        execution = Execution(jobs=args.jobs, scheduler=args.scheduler, threads=args.threads)
+        if execution.problems():
+            raise ConfigError("; ".join(execution.problems()))
 
         t0 = time.perf_counter()
         if args.dry_run:
             out, data, _ = data_stage(cfg)
         else:
-            out = run_study(cfg, force=args.force).out
+            out = run_study(cfg, force=args.force, execution=execution).out
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except UnitsFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if exc.user_mistake else 1
     if args.dry_run:
         print(f"data set '{data.manifest.name}' ({data.manifest.layout}), {data.image_size}x{data.image_size} px")
         print(format_counts_table(data))

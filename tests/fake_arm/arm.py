@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from tests.fake_arm import SPEC
 from tests.fake_arm.explain import explain, gradients
 from tests.fake_arm.model import logits, softmax
 from tests.fake_arm.train import train
+
+FAIL_SEED_VARIABLE = "FAKE_ARM_FAIL_SEED"  # training with this seed raises (tests of failed units)
 
 
 class FakeArm(Arm):
@@ -36,6 +39,8 @@ class FakeArm(Arm):
         return cls(weights, np.zeros(n_classes), image_size, cfg)
 
     def _fit(self, data: TrainingData) -> Fitted:
+        if os.environ.get(FAIL_SEED_VARIABLE) == str(self.cfg.seed):  # a unit made to fail, for the tests
+            raise RuntimeError(f"{FAIL_SEED_VARIABLE}={self.cfg.seed}: this training run fails on purpose")
         history = train(
             self.weights,
             self.bias,
