@@ -1,9 +1,11 @@
 """Run one arm's stages (train, predict, explain) in a process of its own.
 
-Started by the runner as ``python -m experiments.arm_worker --out OUT --arm KEY --spec JSON``;
-``--spec`` is the arm's registry entry as the runner holds it (so an arm registered at run
-time, such as a test's fake one, runs here too). It reads the resolved ``OUT/config.yaml``,
-so it computes exactly what the runner asked.
+Started by the runner as ``python -m experiments.arm_worker --out OUT --arm KEY --spec JSON
+--config-json JSON``; ``--spec`` is the arm's registry entry as the runner holds it (so an arm
+registered at run time, such as a test's fake one, runs here too) and ``--config-json`` the
+exact resolved config the runner asks for. The config comes from the runner and from nowhere
+else (never from ``OUT/config.yaml``, which another run could rewrite), so the worker
+computes exactly what its own runner asked.
 """
 
 from __future__ import annotations
@@ -12,21 +14,24 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from common import registry
-from common.config import load_config
+from common.config import from_dict
 from common.errors import StudyError
 from common.io import write_json_atomic
+from common.machine import deterministic_environment
 from experiments.pipeline import ArmStages, worker_log_path
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", required=True, type=Path, help="the study's output folder (holds config.yaml)")
+    p.add_argument("--out", required=True, type=Path, help="the study's output folder")
     p.add_argument("--arm", required=True, help="the arm's key in common.registry.ARMS")
     p.add_argument("--spec", help="the arm's registry entry as JSON (default: the registered one)")
+    p.add_argument("--config-json", required=True, help="the resolved study config (StudyConfig.to_dict()) as JSON")
     p.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -34,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         registry.register_arm(registry.ArmSpec.from_json(json.loads(args.spec)))
     spec = registry.arm_spec(args.arm)
     try:
-        cfg = load_config(args.out / "config.yaml")
+        cfg = from_dict(json.loads(args.config_json))
+        if cfg.deterministic:  # before the arm's framework is imported: it reads these once
+            os.environ.update(deterministic_environment())
         records = ArmStages(cfg, args.out, spec, args.force).run()
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,11 +9,14 @@ nothing, and a finished study is re-reported without recomputing anything.
 
 Each arm runs in its own process (``python -m experiments.arm_worker``), so TensorFlow
 and PyTorch never share an interpreter, memory or a GPU. This module imports neither;
-it knows the arms only through :mod:`common.registry`.
+it knows the arms only through :mod:`common.registry`. A run holds a lock on its output
+folder from the data stage to the end (:mod:`experiments.lock`), and hands each arm's
+process the exact config it must run on its command line (never through a shared file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -39,10 +42,13 @@ from common.data import (
     select_stratified,
     write_split_csv,
 )
-from common.errors import StudyError
+from common.errors import ArmFailedError, StudyError
 from common.io import read_json, stable_key, write_json_atomic, write_npz_atomic, write_text_atomic
+from common.machine import machine_info
 from common.registry import BASELINE_METHODS, ArmSpec, arm_by_name, library_versions, method_spec
 from common.results import SCHEMA_VERSION, StageRecord, StudyMetrics, from_json, to_json
+from experiments.faults import checkpoint
+from experiments.lock import hold_output_folder
 from experiments.stages import REPO_ROOT, Stages, code_digest
 
 log = logging.getLogger("study")
@@ -179,6 +185,8 @@ def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, spec: ArmS
     settings = cfg.arm(spec.key)
     section = {k: v for k, v in dataclasses.asdict(settings).items() if k not in settings.placement}
     train = stable_key(PIPELINE_VERSION, "train", spec.key, arm_code_digest(spec), data.data_key, cfg.seed, section)
+    if cfg.deterministic:  # other kernels, other numbers: a key of its own (unchanged keys when off)
+        train = stable_key(train, "deterministic")
     keys = {"train": train, "predict": stable_key("predict", train)}
     for method in cfg.explain.methods:
         keys[f"explain_{method}"] = stable_key(
@@ -217,8 +225,8 @@ class ArmStages:
         self.data = prepare_data(cfg)
         expected = read_json(out / "data" / "dataset.json")["data_key"]
         if self.data.data_key != expected:
-            raise RuntimeError(
-                f"data changed since the data stage ({self.data.data_key} != {expected}); rerun the study"
+            raise StudyError(
+                f"the data set changed while the study ran (key {self.data.data_key} != {expected}); rerun the study"
             )
         self.selection = make_selection(cfg, self.data)
         self.keys = arm_keys(cfg, self.data, self.selection, spec)
@@ -257,6 +265,7 @@ class ArmStages:
         self._arm = self.arm_class.create(self.cfg, len(self.data.classes), self.data.image_size)
         cache_dir = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else default_cache_dir()
         result = self._arm.fit(TrainingData(x_tr, y_tr, x_va, y_va, self.data.data_key, cache_dir))
+        checkpoint(f"fitted {stage_name(self.spec, 'train')}")
         self._arm.save(self.paths.model)
         write_json_atomic(
             self.paths.train_json,
@@ -266,6 +275,7 @@ class ArmStages:
                 "train_seconds": result.train_seconds,
                 "info": result.info,
                 "fallbacks": result.fallbacks,
+                "machine": dataclasses.asdict(machine_info(self.cfg.deterministic)),
             },
         )
 
@@ -353,16 +363,61 @@ def worker_log_path(out: Path, spec: ArmSpec) -> Path:
     return out / "stages" / f"worker_{spec.key}.json"
 
 
+def fit_to_data(cfg: StudyConfig, data: StudyData) -> StudyConfig:
+    """``cfg`` with counts larger than the data set allows lowered to what it has, with a
+    warning, so config.yaml, metrics.json and the report show what was used."""
+    n_test, n_train = len(data.indices("test")), len(data.indices("train"))
+    explain = cfg.explain
+    if explain.n_explain is not None and explain.n_explain > n_test:
+        log.warning("explain.n_explain %d is more than the %d test images: explaining all", explain.n_explain, n_test)
+        explain = dataclasses.replace(explain, n_explain=n_test)
+    if explain.n_background > n_train:
+        log.warning(
+            "explain.n_background %d is more than the %d training images: using all", explain.n_background, n_train
+        )
+        explain = dataclasses.replace(explain, n_background=n_train)
+    return cfg if explain is cfg.explain else dataclasses.replace(cfg, explain=explain)
+
+
+def output_folder(cfg: StudyConfig, data: StudyData) -> Path:
+    """The run's output folder, created.
+
+    Raises:
+        StudyError: it cannot be created or written to (a file in the way, no permission).
+    """
+    out = Path(cfg.out).expanduser() if cfg.out else default_out(data.manifest.name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StudyError(f"output folder {out} is a file (or lies below one); choose another --out") from None
+    except OSError as exc:
+        raise StudyError(f"cannot create the output folder {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise StudyError(f"cannot write to the output folder {out}: permission denied; choose another --out")
+    return out
+
+
 def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
-    """Validate, decode and split the data, then write split.csv and the data summary.
+    """Validate, decode and split the data, then write split.csv and the data summary
+    (holding the output folder's lock while writing).
 
     Raises:
         StudyError: for a user's mistake (bad data, bad config); nothing is written then.
     """
+    with contextlib.ExitStack() as hold:
+        _, out, data, record = _data_stage(cfg, hold)
+    return out, data, record
+
+
+def _data_stage(cfg: StudyConfig, hold: contextlib.ExitStack) -> tuple[StudyConfig, Path, StudyData, StageRecord]:
+    """:func:`data_stage`, leaving the output folder's lock in ``hold``; also returns the
+    config fitted to the data (:func:`fit_to_data`)."""
     t0 = time.perf_counter()
     data = prepare_data(cfg)  # validates the data set before anything is written
-    out = Path(cfg.out) if cfg.out else default_out(data.manifest.name)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = fit_to_data(cfg, data)
+    out = output_folder(cfg, data)
+    hold.enter_context(hold_output_folder(out))
+    checkpoint("data decoded")
     write_split_csv(out / "split.csv", data)
     write_json_atomic(out / "data" / "dataset.json", to_json(dataset_summary(data)))
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -375,7 +430,7 @@ def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
         len(data.classes),
         len(data.manifest.skipped),
     )
-    return out, data, record
+    return cfg, out, data, record
 
 
 def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
@@ -383,8 +438,14 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
 
     Raises:
         StudyError: for a user's mistake (bad data, bad config); no report is written then.
+        ArmFailedError: an arm's process failed; the other arms' stages ran and are kept.
     """
-    out, data, data_record = data_stage(cfg)
+    with contextlib.ExitStack() as hold:
+        return _run_study(cfg, hold, force)
+
+
+def _run_study(cfg: StudyConfig, hold: contextlib.ExitStack, force: bool) -> StudyRun:
+    cfg, out, data, data_record = _data_stage(cfg, hold)
     stages = Stages(out, force)
     stages.add(data_record)
     selection = make_selection(cfg, data)
@@ -392,11 +453,16 @@ def run_study(cfg: StudyConfig, *, force: bool = False) -> StudyRun:
         out / "data" / "selection.npz", explain_idx=selection.explain_idx, background_idx=selection.background_idx
     )
 
-    arm_stage_keys = {}
+    arm_stage_keys, failures = {}, []
     for spec in selected_arms(cfg):
         keys = arm_keys(cfg, data, selection, spec)
         arm_stage_keys[spec.key] = keys
-        run_arm(cfg, out, spec, keys, stages, force)
+        try:
+            run_arm(cfg, out, spec, keys, stages, force)
+        except ArmFailedError as exc:  # the other arms still run; their stages are kept
+            failures.append(exc)
+    if failures:
+        raise failures[0] if len(failures) == 1 else ArmFailedError("; ".join(str(f) for f in failures))
 
     evaluate_key = stable_key(
         PIPELINE_VERSION,
@@ -433,7 +499,7 @@ def run_arm(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str], st
     framework's process), else run in the arm's own process."""
     paths = ArmPaths.of(out, spec)
     steps = arm_steps(cfg)
-    if all(stages.is_current(stage_name(spec, s), keys[s], paths.outputs(s)) for s in steps):
+    if all(stages.is_current(stage_name(spec, s), keys[s], paths.outputs(s), warn=False) for s in steps):
         for s in steps:
             stages.run(stage_name(spec, s), keys[s], paths.outputs(s), lambda: None)
         return
@@ -442,9 +508,19 @@ def run_arm(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str], st
         stages.add(StageRecord(**record))
 
 
+def arm_log_path(out: Path, spec: ArmSpec) -> Path:
+    """Everything an arm's process printed in its last run."""
+    return out / "logs" / f"{spec.key}.log"
+
+
 def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None:
-    """Run one arm's stages in a fresh interpreter; its exit status 2 is a user's mistake."""
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Run one arm's stages in a fresh interpreter, given the exact config on its command
+    line; what it prints goes to this process's stderr and to its log file.
+
+    Raises:
+        StudyError: the arm stopped on a user's mistake (its exit status 2).
+        ArmFailedError: the arm's process crashed or was killed (out of memory, a signal).
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -455,17 +531,35 @@ def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None
         spec.key,
         "--spec",
         json.dumps(spec.to_json()),
+        "--config-json",
+        json.dumps(cfg.to_dict()),
     ]
     if force:
         cmd.append("--force")
     log.info("starting the %s arm in its own process", spec.title)
     # Same working directory as the runner, so relative paths in the config mean the same.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode == 2:
-        raise StudyError(f"the {spec.title} arm stopped (see its message above)")
-    if proc.returncode != 0:
-        raise RuntimeError(f"the {spec.title} arm failed with exit status {proc.returncode}")
+    log_path = arm_log_path(out, spec)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # as it comes: progress bars stay live
+            log_file.write(chunk)
+            log_file.flush()
+            if hasattr(sys.stderr, "buffer"):
+                sys.stderr.buffer.write(chunk)
+            else:  # a replaced stderr (a test's capture) takes text
+                sys.stderr.write(chunk.decode(errors="replace"))
+            sys.stderr.flush()
+        returncode = proc.wait()
+    if returncode == 2:
+        raise StudyError(f"the {spec.title} arm stopped (see its message above; log: {log_path})")
+    if returncode != 0:
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"failed with exit status {returncode}"
+        raise ArmFailedError(
+            f"the {spec.title} arm {how}; its log: {log_path}; its finished stages are kept, so a rerun "
+            "resumes where it stopped"
+        )
 
 
 def write_report(
