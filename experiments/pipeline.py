@@ -379,6 +379,16 @@ def fit_to_data(cfg: StudyConfig, data: StudyData) -> StudyConfig:
     return cfg if explain is cfg.explain else dataclasses.replace(cfg, explain=explain)
 
 
+def check_output_folder(out: Path) -> None:
+    """Raise StudyError, before any work, when ``out`` or the nearest folder above it that
+    exists cannot hold the run's output (a file in the way, no write permission)."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise StudyError(f"output folder {out} is a file (or lies below one); choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StudyError(f"cannot write to the output folder {out}: permission denied; choose another --out")
+
+
 def output_folder(cfg: StudyConfig, data: StudyData) -> Path:
     """The run's output folder, created.
 
@@ -386,6 +396,7 @@ def output_folder(cfg: StudyConfig, data: StudyData) -> Path:
         StudyError: it cannot be created or written to (a file in the way, no permission).
     """
     out = Path(cfg.out).expanduser() if cfg.out else default_out(data.manifest.name)
+    check_output_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -413,6 +424,8 @@ def _data_stage(cfg: StudyConfig, hold: contextlib.ExitStack) -> tuple[StudyConf
     """:func:`data_stage`, leaving the output folder's lock in ``hold``; also returns the
     config fitted to the data (:func:`fit_to_data`)."""
     t0 = time.perf_counter()
+    if cfg.out:
+        check_output_folder(Path(cfg.out).expanduser())  # before the data is decoded
     data = prepare_data(cfg)  # validates the data set before anything is written
     cfg = fit_to_data(cfg, data)
     out = output_folder(cfg, data)
