@@ -6,7 +6,8 @@ concurrent runs lose nothing. Inert unless a test sets one of these environment 
 - ``STUDY_TEST_WAIT_AT=<point>`` with ``STUDY_TEST_WAIT_FILE=<path>``: the process touches
   ``<path>.reached`` there and waits until ``<path>`` exists.
 
-Points: ``data decoded`` (runner, before split.csv), ``start <stage>`` and ``written <stage>``
+Points: ``data decoded`` (runner, before split.csv), ``before worker <arm key>`` (runner,
+config.yaml written, the arm's process not started), ``start <stage>`` and ``written <stage>``
 (an arm's stage: before it runs; after its outputs are written, before its stamp), ``fitted
 <stage>`` (the train stage: trained, not yet saved), e.g. ``written train fake``.
 """

@@ -550,6 +550,7 @@ def _run_worker(cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool) -> None
     if force:
         cmd.append("--force")
     log.info("starting the %s arm in its own process", spec.title)
+    checkpoint(f"before worker {spec.key}")
     # Same working directory as the runner, so relative paths in the config mean the same.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     log_path = arm_log_path(out, spec)

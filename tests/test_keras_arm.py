@@ -525,3 +525,13 @@ def test_gradient_times_input_is_the_gradient_of_the_logit_times_the_offset(shar
 def test_keras_arm_has_no_independent_library(shared):
     x = shared.data.x_val[:1]
     assert shared.arm.explain_independently(x, x, "deep", nsamples=0, seed=0, classes=np.array([0])) is None
+
+
+def test_a_saved_model_with_code_in_it_is_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))  # a Lambda layer holds Python code
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match="safe_mode"):
+        KerasArm.load(tmp_path / "model.keras", load_config())

@@ -370,3 +370,21 @@ def test_captum_cross_check_agrees_with_shap(trained):
     rho = rank_correlation(grad.attributions.sum(-1), ours_grad.attributions.sum(-1))
     assert (rho > 0.8).all(), rho  # Monte Carlo on both sides: close, not equal
     assert arm.explain_independently(images, background, "gradinput", nsamples=0, seed=0, classes=classes) is None
+
+
+class _Payload:
+    """A pickle that runs code when loaded: what a hostile model.pt would hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_saved_model_is_loaded_as_weights_only(tmp_path):
+    path, marker = tmp_path / "model.pt", tmp_path / "pwned"
+    torch.save({"model_args": {"n_classes": 2, "image_size": 32}, "state_dict": {}, "x": _Payload(marker)}, path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        PyTorchArm.load(path, _cfg())
+    assert not marker.exists()  # the payload never ran
