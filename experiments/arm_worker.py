@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from common import registry
-from common.config import from_dict
+from common.config import SCALARS, SECTIONS, from_dict
 from common.errors import StudyError
 from common.io import write_json_atomic
 from common.machine import deterministic_environment
@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         registry.register_arm(registry.ArmSpec.from_json(json.loads(args.spec)))
     spec = registry.arm_spec(args.arm)
     try:
-        cfg = from_dict(json.loads(args.config_json))
+        values = json.loads(args.config_json)
+        # The runner validated the whole config; this process knows the built-in arms and its
+        # own, so it leaves out the sections of arms registered only in the runner.
+        values = {k: v for k, v in values.items() if k in (*SCALARS, *SECTIONS) or k in registry.ARMS}
+        cfg = from_dict(values)
         if cfg.deterministic:  # before the arm's framework is imported: it reads these once
             os.environ.update(deterministic_environment())
         records = ArmStages(cfg, args.out, spec, args.force).run()

@@ -186,6 +186,35 @@ def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path):
     assert (out / "split.csv").read_bytes() == (ref_out / "split.csv").read_bytes()
 
 
+def test_a_crashed_arm_keeps_the_other_arms_stages_and_a_rerun_resumes_only_it(reference, tmp_path):
+    data, _, cache, _, _ = reference
+    out, second = tmp_path / "out", {"STUDY_TEST_TWO_FAKES": "1"}
+    (tmp_path / "fakes.yaml").write_text("seed: 0\n")  # the shipped configs have sections for the real arms
+    two_arms = [*SETTINGS[2:], "--config", str(tmp_path / "fakes.yaml")]  # no --only: both fake arms
+    command = [sys.executable, "-m", "tests.fake_study", "--data", str(data), "--out", str(out), *two_arms]
+    crashed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_env(cache, **second, STUDY_TEST_KILL_AT="start train fake"),
+    )
+    assert crashed.returncode == 1
+    errors = [line for line in crashed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the Fake linear model arm was killed by signal 9" in errors[0]
+    assert str(out / "logs" / "fake.log") in errors[0]
+    # the second arm ran after the first one crashed, and kept every stage
+    stamps = {p.stem for p in (out / "stages").glob("*_fake2.json") if not p.stem.startswith("worker_")}
+    assert stamps == {st.replace(" fake", "_fake2") for st in FAKE_STAGES}
+    assert not (out / "metrics.json").exists()
+    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=_env(cache, **second))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    s = statuses(out)
+    assert all(s[st] == "ran" for st in FAKE_STAGES)
+    assert all(s[st.replace("fake", "fake2")] == "cached" for st in FAKE_STAGES)
+    assert "starting the Second fake model arm" not in resumed.stderr
+
+
 def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_its_own_settings(reference, tmp_path):
     data, _, cache, ref, _ = reference
     out, release = tmp_path / "out", tmp_path / "release"
