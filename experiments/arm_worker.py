@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from common import registry
@@ -26,6 +28,19 @@ from common.machine import deterministic_environment
 from experiments.pipeline import ArmStages, worker_log_path
 
 
+def exit_with_parent(poll_seconds: float = 0.5) -> None:
+    """End this process when the runner that started it dies (``kill -9`` leaves no time to
+    stop its children), so no orphaned arm writes into an output folder whose lock is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(3)  # re-parented: the runner is gone
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True, type=Path, help="the study's output folder")
@@ -34,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config-json", required=True, help="the resolved study config (StudyConfig.to_dict()) as JSON")
     p.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
     args = p.parse_args(argv)
+    exit_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.spec:
         registry.register_arm(registry.ArmSpec.from_json(json.loads(args.spec)))

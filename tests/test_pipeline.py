@@ -69,6 +69,26 @@ def statuses(out: Path) -> dict[str, str]:
     return {s["stage"]: s["status"] for s in json.loads((out / "metrics.json").read_text())["stages"]}
 
 
+def run_statuses(stderr: str) -> dict[str, str]:
+    """Each stage's status ("ran" or "cached") as a run logged it."""
+    return dict(re.findall(r"^\[stage\] (.+?)\s+(ran|cached)\b", stderr, flags=re.M))
+
+
+def evaluation(out: Path) -> dict:
+    return json.loads((out / "evaluation.json").read_text())
+
+
+def fake_study_to_evaluation(
+    data: Path, out: Path, cache: Path, *extra: str, **env: str
+) -> subprocess.CompletedProcess:
+    """The study up to and with its evaluate stage, stopped where the report stage would start:
+    evaluation.json holds every figure the report shows, and leaving out the report (the fake
+    study's slowest stage) keeps the suite short."""
+    proc = fake_study(data, out, cache, *extra, **{faults.KILL_ENV: "start report"}, **env)
+    assert proc.returncode == -9 and "evaluate " in proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
 def model_arrays(out: Path) -> dict[str, np.ndarray]:
     with np.load(out / FAKE.name / FAKE.model_filename) as z:
         return {k: z[k] for k in z.files}
@@ -161,7 +181,7 @@ def test_report_figures_are_the_metrics_figures(reference):
 
 
 def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path):
-    data, ref_out, _, ref, _ = reference
+    data, ref_out, _, _, _ = reference
     out, cache = tmp_path / "out", tmp_path / "cache"  # a fresh cache: this run decodes too
     # the runner killed while it holds the lock: the lock does not outlive it
     killed = fake_study(data, out, cache, STUDY_TEST_KILL_AT="data decoded")
@@ -175,13 +195,12 @@ def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path):
         assert last.startswith("error: the Fake linear model arm was killed by signal 9; its log: ")
         assert last.split("its log: ")[1].split(";")[0] == str(out / "logs" / "fake.log")
         assert (out / "logs" / "fake.log").is_file() and not (out / "metrics.json").exists()
-    resumed = fake_study(data, out, cache)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    s = statuses(out)
+    resumed = fake_study_to_evaluation(data, out, cache)
+    s = run_statuses(resumed.stderr)
     # train and predict finished before the last kill; explain_deep's outputs had no stamp: it ran again
     assert (s["train fake"], s["predict fake"], s["explain_deep fake"]) == ("cached", "cached", "ran")
-    m = json.loads((out / "metrics.json").read_text())
-    assert comparable(m) == comparable(ref)  # and, as this study began from nothing, two fresh runs agree
+    # every figure as the uninterrupted run's (and, as this study began from nothing, two fresh runs agree)
+    assert comparable(evaluation(out)) == comparable(evaluation(ref_out))
     assert all(np.array_equal(a, model_arrays(ref_out)[k]) for k, a in model_arrays(out).items())
     assert (out / "split.csv").read_bytes() == (ref_out / "split.csv").read_bytes()
 
@@ -207,24 +226,30 @@ def test_a_crashed_arm_keeps_the_other_arms_stages_and_a_rerun_resumes_only_it(r
     stamps = {p.stem for p in (out / "stages").glob("*_fake2.json") if not p.stem.startswith("worker_")}
     assert stamps == {st.replace(" fake", "_fake2") for st in FAKE_STAGES}
     assert not (out / "metrics.json").exists()
-    resumed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=_env(cache, **second))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    s = statuses(out)
+    resumed = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env=_env(cache, **second, STUDY_TEST_KILL_AT="start report")
+    )
+    assert resumed.returncode == -9 and (out / "evaluation.json").is_file(), resumed.stderr[-3000:]
+    s = run_statuses(resumed.stderr)
     assert all(s[st] == "ran" for st in FAKE_STAGES)
     assert all(s[st.replace("fake", "fake2")] == "cached" for st in FAKE_STAGES)
     assert "starting the Second fake model arm" not in resumed.stderr
 
 
 def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_its_own_settings(reference, tmp_path):
-    data, _, cache, ref, _ = reference
+    data, ref_out, cache, _, _ = reference
     out, release = tmp_path / "out", tmp_path / "release"
     first = subprocess.Popen(
-        _command(data, out),
+        _command(data, out),  # stopped where its report would start: evaluation.json holds its figures
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
-        env=_env(cache, **{faults.WAIT_ENV: f"before worker {FAKE.key}", faults.WAIT_FILE_ENV: str(release)}),
+        env=_env(
+            cache,
+            **{faults.WAIT_ENV: f"before worker {FAKE.key}", faults.WAIT_FILE_ENV: str(release)},
+            **{faults.KILL_ENV: "start report"},
+        ),
     )
     try:
         _wait_for(release.with_name("release.reached"), first)
@@ -239,15 +264,48 @@ def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_its_own_setti
     finally:
         release.touch()
         _, stderr = first.communicate()
-    assert first.returncode == 0, stderr[-3000:]
-    m = json.loads((out / "metrics.json").read_text())
+    assert first.returncode == -9 and "[stage] evaluate " in stderr, stderr[-3000:]
+    m = evaluation(out)
     assert m["config"]["seed"] == 0 and len(m["models"][FAKE.name]["history"]["train_loss"]) == 3
-    assert comparable(m) == comparable(ref)
+    assert comparable(m) == comparable(evaluation(ref_out))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.is_file() and "\nState:\tZ" in status.read_text())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_an_arm_does_not_outlive_its_killed_runner(reference, tmp_path):
+    data, _, cache, _, _ = reference
+    out, release = tmp_path / "out", tmp_path / "release"
+    runner = subprocess.Popen(
+        _command(data, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=_env(cache, **{faults.WAIT_ENV: "start train fake", faults.WAIT_FILE_ENV: str(release)}),
+    )
+    reached = release.with_name("release.reached")
+    _wait_for(reached, runner)
+    worker = int(reached.read_text())  # the arm's process, held before training
+    runner.kill()  # kill -9: the runner cannot stop its child
+    runner.wait()
+    deadline = time.monotonic() + 60  # a safety net, not a speed goal
+    while _alive(worker):
+        assert time.monotonic() < deadline, "the arm's process outlived its runner"
+        time.sleep(0.05)
 
 
 def test_damaged_artefacts_are_recomputed_with_a_warning(reference, tmp_path):
-    _, ref_out, cache, ref, _ = reference
+    _, ref_out, cache, _, _ = reference
     out = _copy(reference, tmp_path)
+    (out / "evaluation.json").unlink()  # so the figures compared below are this run's
     arm = out / FAKE.name
     model = arm / FAKE.model_filename
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated
@@ -257,24 +315,23 @@ def test_damaged_artefacts_are_recomputed_with_a_warning(reference, tmp_path):
     raw = bytearray(predictions.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     predictions.write_bytes(bytes(raw))
-    rerun = fake_study(reference[0], out, cache)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rerun = fake_study_to_evaluation(reference[0], out, cache)
     for path, stage in ((model, "train fake"), (attributions, "explain_deep fake"), (predictions, "predict fake")):
         assert f"{path}: " in rerun.stderr and f"recomputing the {stage} stage" in rerun.stderr
-    s = statuses(out)
+    s = run_statuses(rerun.stderr)
     assert (s["train fake"], s["predict fake"], s["explain_deep fake"]) == ("ran", "ran", "ran")
     assert s["explain_gradient fake"] == "cached"
-    assert comparable(json.loads((out / "metrics.json").read_text())) == comparable(ref)
+    assert comparable(evaluation(out)) == comparable(evaluation(ref_out))
     assert all(np.array_equal(a, model_arrays(ref_out)[k]) for k, a in model_arrays(out).items())
 
 
 def test_force_recomputes_every_stage_to_the_same_figures(reference, tmp_path):
-    data, _, cache, ref, _ = reference
+    data, _, cache, _, _ = reference
     out = _copy(reference, tmp_path)
-    forced = fake_study(data, out, cache, "--force")
-    assert forced.returncode == 0, forced.stderr[-3000:]
-    assert set(statuses(out).values()) == {"ran"} and "cached" not in forced.stderr
-    assert comparable(json.loads((out / "metrics.json").read_text())) == comparable(ref)
+    (out / "evaluation.json").unlink()
+    forced = fake_study_to_evaluation(data, out, cache, "--force")
+    assert set(run_statuses(forced.stderr).values()) == {"ran"} and "cached" not in forced.stderr
+    assert comparable(evaluation(out)) == comparable(evaluation(reference[1]))
 
 
 def test_an_added_image_recomputes_the_data_stage_and_everything_after(reference, tmp_path):
@@ -283,10 +340,10 @@ def test_an_added_image_recomputes_the_data_stage_and_everything_after(reference
     shutil.copytree(ref_data, data)
     shutil.copy(data / "train" / "ants" / "01.png", data / "train" / "ants" / "99.png")  # one image added
     out = _copy(reference, tmp_path)
-    rerun = fake_study(data, out, cache)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert set(statuses(out).values()) == {"ran"}  # nothing stale is reused
-    m = json.loads((out / "metrics.json").read_text())
+    rerun = fake_study_to_evaluation(data, out, cache)
+    s = run_statuses(rerun.stderr)
+    assert set(s.values()) == {"ran"} and set(s) == {"data", *FAKE_STAGES, "evaluate"}  # nothing stale is reused
+    m = evaluation(out)
     assert m["dataset"]["data_key"] != ref["dataset"]["data_key"]
     n = sum(sum(c.values()) for c in m["dataset"]["counts"].values())
     assert n == sum(sum(c.values()) for c in ref["dataset"]["counts"].values()) + 1
