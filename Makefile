@@ -30,5 +30,6 @@ lint: $(VENV)/.installed           ## ruff: the linter and the formatter's check
 benchmark: $(VENV)/.installed      ## where the time goes, on the insects data (long: see benchmarks/BENCHMARKS.md)
 	$(PY) -m benchmarks.benchmark $(ARGS)
 
-clean-cache:                       ## forget decoded images and cached features
+clean-cache: $(VENV)/.installed   ## forget decoded images and cached features (the user cache folder, or $$STUDY_CACHE_DIR)
+	$(PY) -c "import shutil; from common.data import default_cache_dir as d; print('removing', d()); shutil.rmtree(d(), ignore_errors=True)"
 	rm -rf .cache

@@ -9,7 +9,7 @@ benchmark's raw pass (``benchmarks.bench_worker.keras_step``: the gradient of on
 summed logits w.r.t. the input pixels, as both SHAP explainers take it). Best of
 ``--repeats`` calls after a warm-up.
 
-    python -m benchmarks.keras_pass_bench [--sizes 32:64 224:16] [--variants eigen onednn] [--intra-op N]
+    python -m benchmarks.keras_pass_bench [--sizes 32:64 224:16] [--variants eigen onednn deterministic] [--intra-op N]
 
 Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
 """
@@ -25,7 +25,13 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"eigen": "0", "onednn": "1"}  # TF_ENABLE_ONEDNN_OPTS
+# Each variant's environment. "deterministic" is the study's ``--deterministic`` setting
+# (common.machine.deterministic_environment): Eigen's kernels plus TensorFlow's op determinism.
+VARIANTS = {
+    "eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"},
+    "deterministic": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_DETERMINISTIC_OPS": "1"},
+}
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -68,7 +74,7 @@ def child(size: int, batch: int, repeats: int, intra_op: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", default=["32:64", "224:16"], help="SIZE:BATCH pairs")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["eigen", "onednn"], choices=list(VARIANTS))
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--intra-op", type=int, default=0, help="TensorFlow intra-op threads (default 0: all cores)")
     p.add_argument("--child", nargs=2, type=int, metavar=("SIZE", "BATCH"), help=argparse.SUPPRESS)
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:
             env = {
                 **os.environ,
-                "TF_ENABLE_ONEDNN_OPTS": VARIANTS[variant],
+                **VARIANTS[variant],
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             }
             cmd = [

@@ -75,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     env = dict(os.environ)
     args.out.mkdir(parents=True, exist_ok=True)
-    # Warm the decoded-image cache (both checkouts decode the same way into the same cache).
-    subprocess.run(
-        [sys.executable, "experiments/run_all.py", "--out", str(args.out / "warm"), "--dry-run", *args.study_args],
-        cwd=REPO_ROOT,
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    # Warm each checkout's decoded-image cache, so neither run pays for decoding.
+    for checkout in (args.before.resolve(), REPO_ROOT):
+        subprocess.run(
+            [sys.executable, "experiments/run_all.py", "--out", str(args.out / f"warm-{checkout.name}"), "--dry-run"]
+            + args.study_args,
+            cwd=checkout,
+            env={**env, "PYTHONPATH": str(checkout)},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     commits = {}
     for name, checkout in (("before", args.before.resolve()), ("after", REPO_ROOT)):
         commits[name] = subprocess.run(

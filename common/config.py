@@ -9,6 +9,8 @@ settings dataclass lives in its own package, ``<package>/config.py``) and ``expl
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ class DataConfig:
     image_size: int | None = None  # square side in pixels; None = 224 for folders, 32 for digits
     val_fraction: float = 0.2  # stratified share of train held out for validation
     test_fraction: float = 0.2  # stratified test share, only when no held-out folder exists
-    cache_dir: str | None = None  # decoded-image cache; None = $STUDY_CACHE_DIR or ./.cache
+    cache_dir: str | None = None  # decoded-image and feature cache; None = $STUDY_CACHE_DIR or the user's cache folder
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class StudyConfig:
     seed: int = 0  # one seed for the split, the selections, training and explainers
     out: str | None = None  # output folder; None = reports/<data set name>
     only: str | None = None  # run one arm (a key of common.registry.ARMS); None = every arm
+    deterministic: bool = False  # oneDNN off + TensorFlow op determinism: figures that match across machines (slower)
     data: DataConfig = field(default_factory=DataConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
@@ -107,6 +110,7 @@ class StudyConfig:
             d["split_seed"] = self.split_seed
         if self.seeds is not None:
             d["seeds"] = list(self.seeds)
+        d["deterministic"] = self.deterministic
         return d
 
 
@@ -122,11 +126,56 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     for name in ("methods", "randomise"):
         if name in kwargs and isinstance(kwargs[name], (list, tuple)):
             kwargs[name] = tuple(kwargs[name])
+    hints = typing.get_type_hints(cls)
+    for name, value in kwargs.items():
+        check_type(f"{where}.{name}", value, hints[name])
     return cls(**kwargs)
 
 
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return isinstance(value, tuple) and all(_matches(v, item) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:  # YAML's true/false are not counts, and 1.5 epochs is not an integer
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        optional = type(None) in typing.get_args(tp)
+        return " or ".join(names) + (" (or null)" if optional else "")
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def check_type(key: str, value: Any, tp: Any) -> None:
+    """Raise ConfigError naming ``key``, ``value`` and the expected type unless ``value`` has type ``tp``."""
+    if not _matches(value, tp):
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
 SECTIONS = {"data": DataConfig, "explain": ExplainConfig, "assess": AssessConfig}
-SCALARS = ("seed", "out", "only", "split_seed", "seeds")
+SCALARS = ("seed", "out", "only", "split_seed", "seeds", "deterministic")
+MAX_IMAGE_SIZE = 512  # pixels per side: 224 is the published size; above 512 a laptop's memory runs out
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
 
 def from_dict(values: Mapping[str, Any]) -> StudyConfig:
@@ -145,6 +194,9 @@ def from_dict(values: Mapping[str, Any]) -> StudyConfig:
     kwargs: dict[str, Any] = {k: values[k] for k in SCALARS if k in values}
     if isinstance(kwargs.get("seeds"), (list, tuple)):
         kwargs["seeds"] = tuple(kwargs["seeds"])
+    hints = typing.get_type_hints(StudyConfig)
+    for name, value in kwargs.items():
+        check_type(name, value, hints[name])
     for name, cls in SECTIONS.items():
         if name in values:
             kwargs[name] = _build(cls, values[name] or {}, name)
@@ -183,9 +235,11 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 def validate(cfg: StudyConfig) -> None:
     """Raise ConfigError for values no run could use."""
     problems = []
-    if cfg.data.image_size is not None and cfg.data.image_size < 32:
-        # ResNet50 without its top needs at least 32x32 input
-        problems.append(f"data.image_size must be at least 32, got {cfg.data.image_size}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        problems.append(f"seed must be between 0 and {MAX_SEED}, got {cfg.seed}")
+    if cfg.data.image_size is not None and not 32 <= cfg.data.image_size <= MAX_IMAGE_SIZE:
+        # ResNet50 without its top needs at least 32x32 input; the upper bound keeps the decoded data in memory
+        problems.append(f"data.image_size must be between 32 and {MAX_IMAGE_SIZE} pixels, got {cfg.data.image_size}")
     for name in ("val_fraction", "test_fraction"):
         v = getattr(cfg.data, name)
         if not 0 < v < 1:

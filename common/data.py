@@ -38,6 +38,7 @@ from common.errors import (
     EmptyClassError,
     NoClassesError,
     NotADirectoryDataError,
+    TooFewClassesError,
     TooFewImagesError,
 )
 from common.imagestore import ImageStore, create_store, take, write_rows
@@ -134,6 +135,12 @@ def discover(root: str | os.PathLike) -> Manifest:
     root = root.resolve()
 
     layout, sources, classes, held_out = _layout(root)
+    if len(classes) < 2:
+        where = sources.get("train", sources.get("all"))
+        raise TooFewClassesError(
+            f"only one class folder ('{classes[0]}') in {where}: a classifier needs at least two; "
+            "add one folder of images per class"
+        )
     records, skipped = _scan(root, sources, classes)
     manifest = Manifest(
         root.name,
@@ -158,6 +165,12 @@ def _layout(root: Path) -> tuple[str, dict[str, Path], list[str], str | None]:
     """
     subdirs = {p.name: p for p in _subfolders(root)}
     held_out = next((n for n in HELD_OUT_FOLDERS if n in subdirs), None)
+    if held_out is not None and TRAIN_FOLDER not in subdirs:
+        # a held-out folder alone is a part of a data set, not class folders named "test"
+        raise NoClassesError(
+            f"{root} holds {held_out}/ but no {TRAIN_FOLDER}/: give the folder holding both {TRAIN_FOLDER}/ and "
+            f"{held_out}/, or put {held_out}/'s class folders beside train/'s"
+        )
     if TRAIN_FOLDER in subdirs and held_out is not None:
         sources = {"train": subdirs[TRAIN_FOLDER], "test": subdirs[held_out]}
         class_sets = {s: sorted(p.name for p in _subfolders(d)) for s, d in sources.items()}
@@ -308,9 +321,20 @@ def decode_image(img: Image.Image, size: int, jpeg_draft: bool = False) -> np.nd
     return np.asarray(img, dtype=np.uint8)
 
 
+CACHE_APP_NAME = "shap-framework-study"  # the cache's folder name in the user's cache folder
+
+
 def default_cache_dir() -> Path:
+    """Where decoded images and derived features are cached: ``$STUDY_CACHE_DIR`` when set,
+    else the user's cache folder (``~/.cache/shap-framework-study`` on Linux, honouring
+    ``$XDG_CACHE_HOME``; ``~/Library/Caches/...`` on macOS; ``%LOCALAPPDATA%\\...`` on
+    Windows), never the checkout."""
     env = os.environ.get("STUDY_CACHE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".cache"
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(CACHE_APP_NAME, appauthor=False))
 
 
 def decode_key(manifest: Manifest, size: int, jpeg_draft: bool = False) -> str:
@@ -504,7 +528,23 @@ def make_split(manifest: Manifest, val_fraction: float = 0.2, test_fraction: flo
     _stratify_check(manifest, pool, labels, val_fraction, "validation")
     _, val_idx = train_test_split(pool, test_size=val_fraction, stratify=labels[pool], random_state=seed)
     split[val_idx] = "val"
+    _check_every_part(manifest, labels, split)
     return split.astype(str)
+
+
+def _check_every_part(manifest: Manifest, labels: np.ndarray, split: np.ndarray) -> None:
+    """Raise TooFewImagesError unless every class has images in train, validation and test
+    (a stratified split can leave a small class out of a part when others are much larger)."""
+    for k, cls in enumerate(manifest.classes):
+        for part, name in (("train", "training"), ("val", "validation"), ("test", "test")):
+            if not np.any((split == part) & (labels == k)):
+                n = int(np.sum(labels == k))
+                source = "train" if manifest.layout == "split-folders" and part != "test" else "test"
+                folder = _class_folder(manifest, cls, source if manifest.layout == "split-folders" else "all")
+                raise TooFewImagesError(
+                    f"class '{cls}' gets no {name} image from the split ({n} usable image(s) in all): "
+                    f"add images to {folder}, or remove the class"
+                )
 
 
 def _stratify_check(manifest: Manifest, pool: np.ndarray, labels: np.ndarray, fraction: float, what: str) -> None:

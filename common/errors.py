@@ -2,7 +2,8 @@
 
 Everything derived from :class:`StudyError` is a problem the user can fix (a wrong
 path, a bad data set, a bad config). The command line prints its message as one line
-and exits with status 2; anything else is a bug and keeps its traceback.
+and exits with status 2 (1 for :class:`ArmFailedError`); anything else is a bug and keeps
+its traceback.
 """
 
 
@@ -30,6 +31,10 @@ class NoClassesError(DataError):
     """The data folder holds no class folders."""
 
 
+class TooFewClassesError(DataError):
+    """The data set holds fewer than two classes: nothing to classify."""
+
+
 class EmptyClassError(DataError):
     """A class folder holds no usable image."""
 
@@ -40,3 +45,9 @@ class ClassMismatchError(DataError):
 
 class TooFewImagesError(DataError):
     """A class has too few images to be split in a stratified way."""
+
+
+class ArmFailedError(StudyError):
+    """An arm's process crashed or was killed (out of memory, a signal): exit status 1.
+
+    The other arms' finished stages are kept, so a rerun resumes only what failed."""

@@ -25,6 +25,8 @@ from typing import Any, TypeVar, Union
 
 import numpy as np
 
+from common.machine import MachineInfo
+
 SCHEMA_VERSION = 2  # bump when a field of metrics.json changes meaning or disappears
 
 OMIT_NONE = {"omit_none": True}  # field metadata: not written while None
@@ -315,6 +317,9 @@ class StudyMetrics:
     execution: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)  # jobs, scheduler, threads per unit
     stages: list[StageRecord] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    # arm name -> the machine and kernel settings it was trained with (what decides whether
+    # figures match another machine's; see README "Same seed, other machine")
+    machine: dict[str, MachineInfo] | None = field(default=None, metadata=OMIT_NONE)
 
     # The order of metrics.json's keys (readers of the file see the summary first).
     JSON_ORDER = (
@@ -322,6 +327,7 @@ class StudyMetrics:
         "dataset",
         "config",
         "versions",
+        "machine",
         "models",
         "attributions",
         "fallbacks",

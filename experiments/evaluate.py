@@ -13,6 +13,7 @@ from common.config import StudyConfig, selected_arms
 from common.data import StudyData, dataset_summary
 from common.evaluation import classification_summary, mcnemar_exact
 from common.io import read_json
+from common.machine import MachineInfo
 from common.registry import RANDOMISATION_SCOPES, arm_spec, library_versions, map_label, method_spec, split_map_label
 from common.results import (
     Agreement,
@@ -47,6 +48,9 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
         paths = ArmPaths.of(out, spec, unit_seed(cfg))
         model, predictions[spec.key], fallbacks = evaluate_model(paths, y_test, classes)
         metrics.models[spec.name] = model
+        machine = read_json(paths.train_json).get("machine")
+        if machine is not None:
+            metrics.machine = {**(metrics.machine or {}), spec.name: MachineInfo(**machine)}
         metrics.fallbacks += fallbacks
         metrics.attributions[spec.name] = {}
         for method in cfg.explain.methods:

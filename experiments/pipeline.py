@@ -10,15 +10,19 @@ nothing, and a finished study is re-reported without recomputing anything.
 Each arm runs in its own process (``python -m experiments.arm_worker``), so TensorFlow
 and PyTorch never share an interpreter, memory or a GPU. A seed sweep (``seeds``) runs
 every arm once per training seed on one split; each (arm, seed) pair is a unit, run one
-after another or in parallel through Dask (:mod:`experiments.units`). This module imports neither;
-it knows the arms only through :mod:`common.registry`.
+after another or in parallel through Dask (:mod:`experiments.units`). This module imports
+neither framework; it knows the arms only through :mod:`common.registry`. A run holds a lock
+on its output folder from the data stage to the end (:mod:`experiments.lock`), and hands each
+arm's process the exact config it must run on its command line (never through a shared file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +43,13 @@ from common.data import (
     select_stratified,
     write_split_csv,
 )
+from common.errors import StudyError
 from common.io import read_json, stable_key, write_json_atomic, write_npz_atomic, write_text_atomic
+from common.machine import machine_info
 from common.registry import BASELINE_METHODS, ArmSpec, arm_by_name, arm_spec, library_versions, method_spec
 from common.results import SCHEMA_VERSION, StageRecord, StudyMetrics, from_json, to_json
+from experiments.faults import checkpoint
+from experiments.lock import hold_output_folder
 from experiments.stages import REPO_ROOT, Stages, code_digest
 from experiments.units import Execution, Unit, run_units, unit_records
 
@@ -204,6 +212,8 @@ def arm_keys(cfg: StudyConfig, data: StudyData, selection: Selection, spec: ArmS
     settings = cfg.arm(spec.key)
     section = {k: v for k, v in dataclasses.asdict(settings).items() if k not in settings.placement}
     train = stable_key(PIPELINE_VERSION, "train", spec.key, arm_code_digest(spec), data.data_key, cfg.seed, section)
+    if cfg.deterministic:  # other kernels, other numbers: a key of its own (unchanged keys when off)
+        train = stable_key(train, "deterministic")
     keys = {"train": train, "predict": stable_key("predict", train)}
     for method in cfg.explain.methods:
         keys[f"explain_{method}"] = stable_key(
@@ -243,8 +253,8 @@ class ArmStages:
         self.data = prepare_data(cfg)
         expected = read_json(out / "data" / "dataset.json")["data_key"]
         if self.data.data_key != expected:
-            raise RuntimeError(
-                f"data changed since the data stage ({self.data.data_key} != {expected}); rerun the study"
+            raise StudyError(
+                f"the data set changed while the study ran (key {self.data.data_key} != {expected}); rerun the study"
             )
         self.selection = make_selection(cfg, self.data)
         self.keys = arm_keys(cfg, self.data, self.selection, spec)
@@ -315,6 +325,7 @@ class ArmStages:
         self._arm = self.arm_class.create(self.cfg, len(self.data.classes), self.data.image_size)
         cache_dir = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else default_cache_dir()
         result = self._arm.fit(TrainingData(x_tr, y_tr, x_va, y_va, self.data.data_key, cache_dir))
+        checkpoint(f"fitted {stage_name(self.spec, 'train')}")
         self._arm.save(self.paths.model)
         write_json_atomic(
             self.paths.train_json,
@@ -324,6 +335,7 @@ class ArmStages:
                 "train_seconds": result.train_seconds,
                 "info": result.info,
                 "fallbacks": result.fallbacks,
+                "machine": dataclasses.asdict(machine_info(self.cfg.deterministic)),
             },
         )
 
@@ -416,16 +428,74 @@ def worker_log_path(out: Path, spec: ArmSpec, seed: int | None = None) -> Path:
     return out / "stages" / (f"worker_{spec.key}.json" if seed is None else f"worker_{spec.key}_seed-{seed}.json")
 
 
+def fit_to_data(cfg: StudyConfig, data: StudyData) -> StudyConfig:
+    """``cfg`` with counts larger than the data set allows lowered to what it has, with a
+    warning, so config.yaml, metrics.json and the report show what was used."""
+    n_test, n_train = len(data.indices("test")), len(data.indices("train"))
+    explain = cfg.explain
+    if explain.n_explain is not None and explain.n_explain > n_test:
+        log.warning("explain.n_explain %d is more than the %d test images: explaining all", explain.n_explain, n_test)
+        explain = dataclasses.replace(explain, n_explain=n_test)
+    if explain.n_background > n_train:
+        log.warning(
+            "explain.n_background %d is more than the %d training images: using all", explain.n_background, n_train
+        )
+        explain = dataclasses.replace(explain, n_background=n_train)
+    return cfg if explain is cfg.explain else dataclasses.replace(cfg, explain=explain)
+
+
+def check_output_folder(out: Path) -> None:
+    """Raise StudyError, before any work, when ``out`` or the nearest folder above it that
+    exists cannot hold the run's output (a file in the way, no write permission)."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise StudyError(f"output folder {out} is a file (or lies below one); choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StudyError(f"cannot write to the output folder {out}: permission denied; choose another --out")
+
+
+def output_folder(cfg: StudyConfig, data: StudyData) -> Path:
+    """The run's output folder, created.
+
+    Raises:
+        StudyError: it cannot be created or written to (a file in the way, no permission).
+    """
+    out = Path(cfg.out).expanduser() if cfg.out else default_out(data.manifest.name)
+    check_output_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StudyError(f"output folder {out} is a file (or lies below one); choose another --out") from None
+    except OSError as exc:
+        raise StudyError(f"cannot create the output folder {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise StudyError(f"cannot write to the output folder {out}: permission denied; choose another --out")
+    return out
+
+
 def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
-    """Validate, decode and split the data, then write split.csv and the data summary.
+    """Validate, decode and split the data, then write split.csv and the data summary
+    (holding the output folder's lock while writing).
 
     Raises:
         StudyError: for a user's mistake (bad data, bad config); nothing is written then.
     """
+    with contextlib.ExitStack() as hold:
+        _, out, data, record = _data_stage(cfg, hold)
+    return out, data, record
+
+
+def _data_stage(cfg: StudyConfig, hold: contextlib.ExitStack) -> tuple[StudyConfig, Path, StudyData, StageRecord]:
+    """:func:`data_stage`, leaving the output folder's lock in ``hold``; also returns the
+    config fitted to the data (:func:`fit_to_data`)."""
     t0 = time.perf_counter()
+    if cfg.out:
+        check_output_folder(Path(cfg.out).expanduser())  # before the data is decoded
     data = prepare_data(cfg)  # validates the data set before anything is written
-    out = Path(cfg.out) if cfg.out else default_out(data.manifest.name)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = fit_to_data(cfg, data)
+    out = output_folder(cfg, data)
+    hold.enter_context(hold_output_folder(out))
+    checkpoint("data decoded")
     write_split_csv(out / "split.csv", data)
     write_json_atomic(out / "data" / "dataset.json", to_json(dataset_summary(data)))
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -438,7 +508,7 @@ def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
         len(data.classes),
         len(data.manifest.skipped),
     )
-    return out, data, record
+    return cfg, out, data, record
 
 
 def run_study(cfg: StudyConfig, *, force: bool = False, execution: Execution | None = None) -> StudyRun:
@@ -449,10 +519,15 @@ def run_study(cfg: StudyConfig, *, force: bool = False, execution: Execution | N
 
     Raises:
         StudyError: for a user's mistake (bad data, bad config); no report is written then.
-        UnitsFailed: some units failed (the others finished); no report is written then.
+        UnitsFailed: some units failed (the others finished and keep their stages); no report
+            is written then.
     """
-    execution = execution or Execution()
-    out, data, data_record = data_stage(cfg)
+    with contextlib.ExitStack() as hold:
+        return _run_study(cfg, hold, force, execution or Execution())
+
+
+def _run_study(cfg: StudyConfig, hold: contextlib.ExitStack, force: bool, execution: Execution) -> StudyRun:
+    cfg, out, data, data_record = _data_stage(cfg, hold)
     stages = Stages(out, force)
     stages.add(data_record)
     selection = make_selection(cfg, data)
@@ -466,11 +541,12 @@ def run_study(cfg: StudyConfig, *, force: bool = False, execution: Execution | N
     plan = format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes)
     log.info("%s%s", plan, f"\n  (per training seed: {len(cfg.training_seeds)} seeds)" if cfg.seeds else "")
     arm_stage_keys, units, pending, unit_stages = {}, [], [], {}
+    config = json.dumps(cfg.to_dict())  # each unit's worker gets it on its command line
     for seed in cfg.training_seeds:
         ucfg = unit_config(cfg, seed)
         for spec in selected_arms(cfg):
             keys = arm_keys(ucfg, data, selection, spec)
-            unit = Unit(spec.key, spec.title, json.dumps(spec.to_json()), unit_seed(ucfg))
+            unit = Unit(spec.key, spec.title, json.dumps(spec.to_json()), unit_seed(ucfg), config)
             arm_stage_keys[spec.key if unit.seed is None else f"{spec.key} seed-{unit.seed}"] = keys
             units.append(unit)
             unit_stages[unit.label] = cached_unit(ucfg, out, spec, keys, force)
@@ -527,7 +603,7 @@ def cached_unit(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str]
     paths = ArmPaths.of(out, spec, seed)
     steps = arm_steps(cfg)
     stages = Stages(out, force)
-    if not all(stages.is_current(stage_name(spec, s, seed), keys[s], paths.outputs(s)) for s in steps):
+    if not all(stages.is_current(stage_name(spec, s, seed), keys[s], paths.outputs(s), warn=False) for s in steps):
         return None
     for s in steps:
         stages.run(stage_name(spec, s, seed), keys[s], paths.outputs(s), lambda: None)

@@ -22,11 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from common import registry
-from common.config import load_config
-from common.data import format_counts_table
-from common.errors import ConfigError, StudyError
+if __package__ in (None, ""):  # run as a script (python experiments/run_all.py): the checkout's packages first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Only the standard library and the registry (itself standard library only) before the
+# arguments are parsed, so --help works before the dependencies are installed.
+from common import registry  # noqa: E402
+
+SETUP_HINT = (
+    "run `make study` (it creates .venv with every dependency), or: python3 -m venv .venv && "
+    ".venv/bin/pip install -r requirements.txt && .venv/bin/python experiments/run_all.py"
+)
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 log = logging.getLogger("study")
 
@@ -64,6 +70,18 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
         "--keras-weights",
         help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: from the config)",
     )
+    p.add_argument(
+        "--cache-dir",
+        help="cache of decoded images and features (default: $STUDY_CACHE_DIR, else the user's cache folder, "
+        "e.g. ~/.cache/shap-framework-study)",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="figures that match across machines: TensorFlow's oneDNN off and op determinism on "
+        "(slower; default: off, see README)",
+    )
     p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
     p.add_argument(
         "--no-assess",
@@ -92,6 +110,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "explain.nsamples": args.nsamples,
         "explain.classes": args.classes,
         "keras.weights": args.keras_weights,
+        "data.cache_dir": args.cache_dir,
+        "deterministic": args.deterministic,
         "only": args.only,
         "assess.enabled": args.assess,
         "assess.steps": args.assess_steps,
@@ -165,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        from common.config import load_config
+        from common.data import format_counts_table
+        from common.errors import ArmFailedError, ConfigError, StudyError
+        from experiments.pipeline import data_stage, run_study
+        from experiments.units import Execution, UnitsFailed
+    except ModuleNotFoundError as exc:
+        missing = f"error: {sys.executable} lacks the study's dependencies (no module {exc.name!r})"
+        print(f"{missing}; {SETUP_HINT}", file=sys.stderr)
+        return 2
+    try:
         cfg = load_config(
             args.config or DEFAULT_CONFIG,
             {
@@ -176,13 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 **config_overrides(args),
             },
         )
-        from experiments.pipeline import data_stage, run_study
-        from experiments.units import Execution, UnitsFailed
-
         execution = Execution(jobs=args.jobs, scheduler=args.scheduler, threads=args.threads)
         if execution.problems():
             raise ConfigError("; ".join(execution.problems()))
-
         t0 = time.perf_counter()
         if args.dry_run:
             out, data, _ = data_stage(cfg)
@@ -190,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             out = run_study(cfg, force=args.force, execution=execution).out
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ArmFailedError) else 2
+    except OSError as exc:  # a user-given path (--out, --data, --config, --cache-dir) that cannot be used
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 2
     except UnitsFailed as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common.io import read_json, write_json_atomic
+from experiments.faults import checkpoint
 
 log = logging.getLogger("study")
 
@@ -98,6 +99,7 @@ class Unit:
     title: str  # the arm's title, for messages
     spec_json: str  # the arm's registry entry as JSON (an arm registered at run time runs in the worker too)
     seed: int | None  # training seed of a seed sweep; None: a single-seed study (flat layout)
+    config_json: str = "{}"  # the study's resolved config (StudyConfig.to_dict()): the worker's only source
 
     @property
     def label(self) -> str:
@@ -157,6 +159,7 @@ def run_unit(
     path = log_path(study, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "experiments.arm_worker", "--out", out, "--arm", unit.arm, "--spec", unit.spec_json]
+    cmd += ["--config-json", unit.config_json]
     if unit.seed is not None:
         cmd += ["--seed", str(unit.seed)]
     if force:
@@ -206,11 +209,20 @@ class UnitsFailed(RuntimeError):
 
     def __init__(self, out: Path, failed: list[tuple[Unit, UnitResult]]):
         self.failed = failed
-        lines = [f"{len(failed)} unit(s) failed; the others finished, and a rerun resumes the failed ones:"]
-        for unit, result in failed:
-            status = f"exit status {result.returncode}" if result.returncode is not None else result.error
-            lines.append(f"  {unit.name} ({status}); its log: {out / result.log}")
-        super().__init__("\n".join(lines))
+
+        def one(unit: Unit, result: UnitResult) -> str:
+            code = result.returncode
+            if code is None:
+                how = f"failed ({result.error})"
+            else:
+                how = f"was killed by signal {-code}" if code < 0 else f"failed with exit status {code}"
+            return f"{unit.name} {how}; its log: {out / result.log}"
+
+        if len(failed) == 1:  # one line
+            super().__init__(f"{one(*failed[0])}; the others finished and keep their stages, a rerun resumes it")
+        else:
+            lines = [f"{len(failed)} units failed; the others finished, and a rerun resumes the failed ones:"]
+            super().__init__("\n".join([*lines, *(f"  {one(u, r)}" for u, r in failed)]))
 
     @property
     def user_mistake(self) -> bool:
@@ -230,6 +242,7 @@ def run_units(out: Path, units: list[Unit], execution: Execution, force: bool = 
         results = []
         for unit in units:
             log.info("starting %s in its own process", unit.name)
+            checkpoint(f"before worker {unit.arm}")
             results.append(run_unit(str(out), unit, force, execution.threads, echo=True))
     else:
         results = _run_on_dask(out, units, execution, force)

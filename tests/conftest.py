@@ -198,3 +198,17 @@ def image_file():
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_outside_home(tmp_path_factory):
+    """Tests that run a study without a cache folder of their own fill a session folder, not
+    the user's cache (``STUDY_CACHE_DIR`` set by whoever runs the tests wins)."""
+    import os
+
+    if "STUDY_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["STUDY_CACHE_DIR"] = str(tmp_path_factory.mktemp("study-cache"))
+    yield
+    del os.environ["STUDY_CACHE_DIR"]

@@ -18,7 +18,17 @@ def test_config_is_frozen_and_round_trips_through_its_dict():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
     assert from_dict(cfg.to_dict()) == cfg
-    assert list(cfg.to_dict()) == ["seed", "out", "only", "data", "pytorch", "keras", "explain", "assess"]
+    assert list(cfg.to_dict()) == [
+        "seed",
+        "out",
+        "only",
+        "data",
+        "pytorch",
+        "keras",
+        "explain",
+        "assess",
+        "deterministic",
+    ]
     assert cfg.pytorch is cfg.arm("pytorch") and cfg.pytorch.epochs == 2 and cfg.keras.weights == "none"
     with pytest.raises(AttributeError, match="no attribute or arm section 'jax'"):
         cfg.jax  # noqa: B018

@@ -29,6 +29,7 @@ from common.errors import (
     EmptyClassError,
     NoClassesError,
     NotADirectoryDataError,
+    TooFewClassesError,
     TooFewImagesError,
 )
 from common.imagestore import ImageStore
@@ -148,6 +149,54 @@ def test_too_few_images_to_stratify(tmp_path, class_folders):
     with pytest.raises(DataError) as exc:  # one of the data errors the command line reports in one line
         load_study_data(root, 8, cache_dir=tmp_path / "c")
     assert isinstance(exc.value, TooFewImagesError) and "'lonely'" in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- layouts that cannot be compared
+# The rule: after discovery and skips, at least two classes, the same classes in every part,
+# and every class present in train, validation and test. Each refusal names the folder and
+# the class and says what to do, in one line.
+
+
+def test_a_single_class_is_refused(tmp_path, class_folders, split_folders):
+    flat = class_folders(tmp_path / "flat", classes=("ants",), n=10)
+    with pytest.raises(TooFewClassesError, match=r"only one class folder \('ants'\) in .*flat: .*at least two"):
+        discover(flat)
+    split = split_folders(tmp_path / "split", classes=("ants",))
+    with pytest.raises(TooFewClassesError, match=r"'ants'.*split/train"):
+        discover(split)
+
+
+@pytest.mark.parametrize("held_out", ["test", "val"])
+def test_a_held_out_folder_alone_is_not_read_as_class_folders(tmp_path, split_folders, held_out):
+    root = split_folders(tmp_path / "ds", held_out=held_out)
+    for cls in (root / "train").iterdir():  # only <held_out>/ is left
+        for f in cls.iterdir():
+            f.unlink()
+        cls.rmdir()
+    (root / "train").rmdir()
+    with pytest.raises(NoClassesError) as exc:
+        discover(root)
+    message = str(exc.value)
+    assert f"holds {held_out}/ but no train/" in message and str(root) in message and "\n" not in message
+
+
+def test_a_class_without_usable_training_images_is_named(tmp_path, tree):
+    root = tree(tmp_path / "ds")
+    for f in (root / "train" / "ants").iterdir():
+        f.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))  # damaged images only: all skipped
+    with pytest.raises(EmptyClassError, match=r"'ants' has no usable images: .*train/ants"):
+        load_study_data(root, 8, cache_dir=tmp_path / "c")
+
+
+def test_a_class_the_split_leaves_without_validation_images_is_refused(tmp_path, class_folders):
+    # 3 images: one goes to test, two stay in train, and the stratified 20 % validation
+    # share of the 34 training images (7) rounds the small class's part to 0
+    root = class_folders(tmp_path / "flat", n={"big": 40, "small": 3}, pattern="noise", size=8)
+    with pytest.raises(TooFewImagesError) as exc:
+        load_study_data(root, 8, cache_dir=tmp_path / "c")
+    message = str(exc.value)
+    assert "'small' gets no validation image" in message and str(root / "small") in message
+    assert "add images to" in message
 
 
 # ----------------------------------------------------------------------------- split

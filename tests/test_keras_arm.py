@@ -547,3 +547,13 @@ def test_features_and_predictions_from_the_on_disk_store_equal_those_from_arrays
     assert status == "off"
     np.testing.assert_allclose(o_train, l_train, rtol=1e-5, atol=1e-5)
     assert np.array_equal(arm.predict_proba(x_val), arm.predict_proba(data.x_val))
+
+
+def test_a_saved_model_with_code_in_it_is_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))  # a Lambda layer holds Python code
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match="safe_mode"):
+        KerasArm.load(tmp_path / "model.keras", load_config())

@@ -419,3 +419,21 @@ def test_explaining_the_predicted_class_runs_a_third_of_the_passes_of_every_clas
         every.attributions[np.arange(3), predicted],
         atol=1e-5 * np.abs(every.attributions).max(),
     )
+
+
+class _Payload:
+    """A pickle that runs code when loaded: what a hostile model.pt would hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_saved_model_is_loaded_as_weights_only(tmp_path):
+    path, marker = tmp_path / "model.pt", tmp_path / "pwned"
+    torch.save({"model_args": {"n_classes": 2, "image_size": 32}, "state_dict": {}, "x": _Payload(marker)}, path)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        PyTorchArm.load(path, _cfg())
+    assert not marker.exists()  # the payload never ran

@@ -401,3 +401,15 @@ def test_attribution_grid_one_scale_per_row():
             assert grey.get_cmap().name == "gray"
             limits.add((attribution.norm.vmin, attribution.norm.vmax))
         assert limits == {(-expected, expected)}, limits
+
+
+def test_names_users_choose_are_escaped_in_both_reports(tmp_path):
+    script, quotes, accents, long = "<script>alert(1)", "a&b\"c'd", "café noir", "n" * 199 + "Z"
+    _, _, md, html = _render(tmp_path, classes=(script, quotes, accents, long))
+    assert script not in html and "&lt;script&gt;alert(1)" in html
+    assert quotes not in html and "a&amp;b&#34;c&#39;d" in html
+    assert "<script" not in html.lower()  # no markup from a name, anywhere
+    assert script not in md and r"\<script\>alert(1)" in md
+    assert quotes in md  # Markdown: quotes and a lone ampersand are plain text, kept as typed
+    for text in (md, html):
+        assert accents in text and long in text  # kept whole, not mangled or cut

@@ -18,3 +18,16 @@ SPEC = ArmSpec(
     model_filename="model.npz",
     versions=(("numpy", ("numpy",)),),
 )
+
+# The same model under a second entry, for the tests where one arm fails and another runs on.
+SECOND_SPEC = ArmSpec(
+    key="fake2",
+    name="fake_linear2",
+    title="Second fake model",
+    framework="NumPy",
+    package="tests.fake_arm",
+    arm_class="SecondFakeArm",
+    config_class="FakeConfig",
+    model_filename="model.npz",
+    versions=(("numpy", ("numpy",)),),
+)

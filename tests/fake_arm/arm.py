@@ -11,7 +11,7 @@ import numpy as np
 from common.arm import Arm, Attribution, Fitted, TrainingData
 from common.config import StudyConfig
 from common.io import atomic_path
-from tests.fake_arm import SPEC
+from tests.fake_arm import SECOND_SPEC, SPEC
 from tests.fake_arm.explain import explain, gradients
 from tests.fake_arm.model import logits, softmax
 from tests.fake_arm.train import train
@@ -85,3 +85,9 @@ class FakeArm(Arm):
 
     def info(self) -> dict[str, Any]:
         return {"n_parameters": int(self.weights.size + self.bias.size)}
+
+
+class SecondFakeArm(FakeArm):
+    """The fake model under its second registry entry (its own config section, ``fake2:``)."""
+
+    spec = SECOND_SPEC
