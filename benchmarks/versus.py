@@ -1,10 +1,12 @@
 """The study with the code of another commit against this checkout's, back to back in one run.
 
 For a change's before/after figures (``benchmarks/BENCHMARKS.md``): both run the same study
-command (same data, config and flags, each into its own folder, with the decoded-image
-cache warmed first so neither pays for decoding), one after the other on the same machine;
-the wall times, each model's test accuracy and, per arm and method, how the maps of the
-classes the newer run explained compare with the older run's maps of the same classes.
+command (same data, config and flags, each into its own folder and with a fresh cache
+folder of its own, ``OUT/cache-before`` and ``OUT/cache-after``, whose decoded images a dry
+run fills first: neither pays for decoding, neither reuses the other's Keras features), one
+after the other on the same machine. Recorded: the wall times, each model's test accuracy
+and, per arm and method, how the maps of the classes the newer run explained compare with
+the older run's maps of the same classes.
 
     git worktree add /tmp/before <commit>
     python -m benchmarks.versus --before /tmp/before --out /tmp/versus            # the default study
@@ -75,13 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     env = dict(os.environ)
     args.out.mkdir(parents=True, exist_ok=True)
-    # Warm each checkout's decoded-image cache, so neither run pays for decoding.
-    for checkout in (args.before.resolve(), REPO_ROOT):
+    # A fresh cache per checkout, decoded images warmed by a dry run, so neither pays for decoding
+    # and neither reuses the other's Keras features.
+    checkouts = {"before": args.before.resolve(), "after": REPO_ROOT}
+    envs = {name: {**env, "STUDY_CACHE_DIR": str(args.out / f"cache-{name}")} for name in checkouts}
+    for name, checkout in checkouts.items():
         subprocess.run(
-            [sys.executable, "experiments/run_all.py", "--out", str(args.out / f"warm-{checkout.name}"), "--dry-run"]
+            [sys.executable, "experiments/run_all.py", "--out", str(args.out / f"warm-{name}"), "--dry-run"]
             + args.study_args,
             cwd=checkout,
-            env={**env, "PYTHONPATH": str(checkout)},
+            env={**envs[name], "PYTHONPATH": str(checkout)},
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -90,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         commits[name] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True
         ).stdout.strip()
-    seconds = {
-        "before": run_study(args.before.resolve(), args.out / "before", args.study_args, env),
-        "after": run_study(REPO_ROOT, args.out / "after", args.study_args, env),
-    }
+    seconds = {name: run_study(checkouts[name], args.out / name, args.study_args, envs[name]) for name in checkouts}
     metrics = {k: json.loads((args.out / k / "metrics.json").read_text()) for k in seconds}
     result: dict[str, Any] = {
         "command": "python -m benchmarks.versus " + " ".join(sys.argv[1:] if argv is None else argv),
