@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -403,7 +404,16 @@ class Arm(abc.ABC):
         trained = self.learned_weights(scope)
         if not trained:
             raise ValueError(f"{type(self).__name__} has no learned weights in scope {scope!r}")
-        self._set_weights(randomize_weights(trained, seed))
+        # The draw depends on the trained weights, the scope and the seed alone: drawn once and
+        # reused by every method's assessment (a ResNet50 holds 25 million weights).
+        draws = self.__dict__.setdefault("_randomised_weights", {})
+        digest = hashlib.blake2b(digest_size=16)
+        for name, tensor in trained.items():
+            digest.update(name.encode() + np.ascontiguousarray(tensor).tobytes())
+        key = (scope, seed, digest.hexdigest())
+        if key not in draws:
+            draws[key] = randomize_weights(trained, seed)
+        self._set_weights(draws[key])
         try:
             yield self
         finally:

@@ -46,11 +46,11 @@ class AssessConfig:
     """The assess stage: how faithful each model's maps are, and whether they pass sanity checks."""
 
     enabled: bool = True  # false: no assess stage and no "Attribution quality" section
-    steps: int = 10  # deletion/insertion curves: pixels removed or inserted in this many equal steps
-    random_orders: int = 2  # seeds of the random pixel order every map must beat
+    steps: int = 8  # deletion/insertion curves: pixels removed or inserted in this many equal steps
+    random_orders: int = 1  # seeds of the random pixel order every map must beat
     insertion_baseline: str = "auto"  # "mean" image, "blur"red copy, or auto: mean below 64 px, else blur
     blur_sigma: float = 5.0  # Gaussian sigma in pixels of the blurred insertion baseline
-    n_sanity: int | None = 4  # explained images of the sanity checks, noise floor and cross-check (None: all)
+    n_sanity: int | None = 3  # explained images of the sanity checks, noise floor and cross-check (None: all)
     randomise: tuple[str, ...] = tuple(registry.RANDOMISATION_SCOPES)  # weight scopes re-drawn
     cross_check: bool = True  # compare with an independent library where an arm has one (Captum)
 

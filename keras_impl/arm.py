@@ -126,7 +126,11 @@ class KerasArm(Arm):
         )
 
     def _gradients(self, images: np.ndarray, classes: np.ndarray, *, output: str) -> tuple[np.ndarray, np.ndarray]:
-        return kx.gradients(self.model, images, classes, output=output)
+        # traced once per output and reused, as the explainers are (a framework reason)
+        key = ("gradients", output)
+        if key not in self._explainers:
+            self._explainers[key] = kx.gradient_function(self.model, output)
+        return kx.gradients(self.model, images, classes, output=output, function=self._explainers[key])
 
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
         """Every variable but batch-norm moving statistics (kernels, biases, batch-norm scale
