@@ -2,7 +2,8 @@
 
 Everything derived from :class:`StudyError` is a problem the user can fix (a wrong
 path, a bad data set, a bad config). The command line prints its message as one line
-and exits with status 2 (1 for :class:`ArmFailedError`); anything else is a bug and keeps
+and exits with status 2 (an arm's process that crashed is reported by
+:class:`experiments.units.UnitsFailed`, exit status 1); anything else is a bug and keeps
 its traceback.
 """
 
@@ -45,9 +46,3 @@ class ClassMismatchError(DataError):
 
 class TooFewImagesError(DataError):
     """A class has too few images to be split in a stratified way."""
-
-
-class ArmFailedError(StudyError):
-    """An arm's process crashed or was killed (out of memory, a signal): exit status 1.
-
-    The other arms' finished stages are kept, so a rerun resumes only what failed."""

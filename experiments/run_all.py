@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from common.config import load_config
         from common.data import format_counts_table
-        from common.errors import ArmFailedError, ConfigError, StudyError
+        from common.errors import ConfigError, StudyError
         from experiments.pipeline import data_stage, run_study
         from experiments.units import Execution, UnitsFailed
     except ModuleNotFoundError as exc:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_study(cfg, force=args.force, execution=execution).out
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, ArmFailedError) else 2
+        return 2
     except OSError as exc:  # a user-given path (--out, --data, --config, --cache-dir) that cannot be used
         if exc.filename is None:
             raise
