@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -347,8 +348,10 @@ class ArmStages:
             self.paths.predictions, probabilities=proba.astype(np.float32), seconds=np.array(time.perf_counter() - t0)
         )
 
+    @functools.cached_property
     def explained_classes(self) -> np.ndarray | None:
-        """The classes the explain stage explains per image (``explain.classes``; None: every class)."""
+        """The classes the explain stage explains per image (``explain.classes``; None: every class),
+        from the trained arm's predictions (computed once, shared by every method's stage)."""
         x_test, y_test = self.data.arrays("test")
         images = x_test[self.selection.explain_idx]
         predicted = self.arm.predict_proba(images).argmax(1)
@@ -364,7 +367,7 @@ class ArmStages:
             nsamples=self.cfg.explain.nsamples,
             seed=self.cfg.seed,
             output=self.cfg.explain.output,
-            classes=self.explained_classes(),
+            classes=self.explained_classes,
         )
         result.save(self.paths.attributions(method))
 
