@@ -36,7 +36,8 @@ class KerasArm(Arm):
         self.cfg = cfg
         self.backbone_weights = backbone_weights
         self._explainers: dict[tuple, kx.BuiltExplainer] = {}
-        self._predict = km.predictor(model)  # traced once, reads the current weights
+        # x -> (logits, probabilities), traced once and read by the explainers too; it reads the current weights
+        self._outputs = km.outputs_predictor(model)
 
     @property
     def image_size(self) -> int:
@@ -63,7 +64,8 @@ class KerasArm(Arm):
 
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         bs = self.settings.batch_size
-        return np.concatenate([self._predict(images[i : i + bs].astype(np.float32)) for i in range(0, len(images), bs)])
+        batches = (images[i : i + bs].astype(np.float32) for i in range(0, len(images), bs))
+        return np.concatenate([self._outputs(x)[1] for x in batches])
 
     def save(self, path: str | Path) -> None:
         """Write the full model as ``.keras`` (weights included) and ``<stem>.info.json``
@@ -109,7 +111,13 @@ class KerasArm(Arm):
         explainer = self._explainers.get(key)
         if explainer is None:
             explainer = kx.make_explainer(
-                self.model, background, method, output=output, batch_size=self.explain_batch_size, one_class=one_class
+                self.model,
+                background,
+                method,
+                output=output,
+                batch_size=self.explain_batch_size,
+                one_class=one_class,
+                predict_outputs=self._outputs,
             )
             self._explainers[key] = explainer
         return kx.explain(

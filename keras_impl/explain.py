@@ -48,9 +48,16 @@ class BuiltExplainer:
     background: np.ndarray  # float32 (B, H, W, C) pixels, 0..255
     shap_explainer: Any  # shap.DeepExplainer or shap.GradientExplainer
     setup_seconds: float
-    predict_target: Callable[[np.ndarray], np.ndarray]  # f(x) of the explained output, traced once
-    predict_proba: Callable[[np.ndarray], np.ndarray]  # class probabilities, traced once
+    # x -> (logits, probabilities) of the full model, traced once (km.outputs_predictor; the arm's own)
+    predict_outputs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     select: keras.layers.Dense | None = None  # one-class explainers: the fixed one-hot layer after the output
+
+    def outputs(self, x: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """f(x) of the explained output (N, K), E[f(background)] (K,) and the probabilities
+        (N, K), from the model's current weights in one batched forward pass over both."""
+        logits, probabilities = _batched(self.predict_outputs, np.concatenate([x, background]))
+        target = probabilities if self.output == "probability" else logits
+        return target[: len(x)], target[len(x) :].mean(0), probabilities[: len(x)]
 
     def select_class(self, c: int) -> None:
         """Point a one-class explainer at class ``c`` (assigns the one-hot kernel: the traced
@@ -68,6 +75,7 @@ def make_explainer(
     output: str = "logits",
     batch_size: int = 50,
     one_class: bool = False,
+    predict_outputs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> BuiltExplainer:
     """A shap explainer for ``model``'s ``output`` against ``background``; build it once and reuse it.
 
@@ -83,6 +91,8 @@ def make_explainer(
         one_class: explain one class per call, chosen with ``select_class``: a fixed
             one-hot ``Dense(1)`` (a MatMul, linear for Deep SHAP) after the output, whose
             kernel is assigned per class, so one set of graphs serves every class.
+        predict_outputs: ``model``'s :func:`keras_impl.model.outputs_predictor` (the arm
+            passes its own, so its trace is shared); None builds one.
 
     Raises:
         ValueError: unknown ``method`` or ``output``.
@@ -103,11 +113,8 @@ def make_explainer(
             explainer = shap.DeepExplainer(explained, bg)
         else:
             explainer = shap.GradientExplainer(explained, bg, batch_size=batch_size)
-    predict_target = km.predictor(target)
-    predict_proba = predict_target if output == "probability" else km.predictor(model)
-    return BuiltExplainer(
-        method, output, target, bg, explainer, time.perf_counter() - start, predict_target, predict_proba, select
-    )
+    predict_outputs = predict_outputs or km.outputs_predictor(model)
+    return BuiltExplainer(method, output, target, bg, explainer, time.perf_counter() - start, predict_outputs, select)
 
 
 def explain(
@@ -161,21 +168,16 @@ def explain(
         not np.array_equal(explainer.background, bg)
     ):
         raise ValueError("explainer was built for another method, output, background or class selection")
+    outputs, base_values, probabilities = explainer.outputs(x, bg)
     if one_class:
-        outputs = _batched(explainer.predict_target, x)
-        probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
         classes = np.asarray(classes, dtype=np.int64)
         attributions = np.zeros((len(x), 1, *x.shape[1:]), np.float32)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
             explainer.select_class(int(c))
             attributions[rows] = _shap_values(explainer, x[rows], np.asarray(seeds)[rows], nsamples)
-        base_values = _batched(explainer.predict_target, bg).mean(0)
         return Attribution(attributions, base_values, outputs, probabilities)
     attributions = _shap_values(explainer, x, seeds, nsamples)
-    base_values = _batched(explainer.predict_target, bg).mean(0)
-    outputs = _batched(explainer.predict_target, x)
-    probabilities = outputs if output == "probability" else _batched(explainer.predict_proba, x)
     if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
         raise RuntimeError(f"shap returned attributions {attributions.shape}; expected (N, K, H, W, C) for x {x.shape}")
     return Attribution(attributions=attributions, base_values=base_values, outputs=outputs, probabilities=probabilities)
@@ -212,8 +214,10 @@ def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(values, -1, 1), dtype=np.float32)  # (N, K, H, W, C)
 
 
-def _batched(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return np.concatenate([predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).astype(np.float32)
+def _batched(predict: Callable, x: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, ...]:
+    """``predict`` (x -> a tuple of arrays) over ``x`` in batches, each output concatenated as float32."""
+    parts = [predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return tuple(np.concatenate(p).astype(np.float32) for p in zip(*parts, strict=True))
 
 
 def gradient_function(model: keras.Model, output: str = "logits") -> Callable:

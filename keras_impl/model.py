@@ -118,6 +118,21 @@ def predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: fn(tf.convert_to_tensor(x, dtype=tf.float32)).numpy()
 
 
+def outputs_predictor(model: keras.Model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``x -> (logits, probabilities)`` of the full ``model`` in inference mode, one forward pass
+    and one trace for both: the arm's predictions and every explainer's outputs, base values and
+    probabilities share it (each extra trace of ResNet50 costs seconds)."""
+    both = keras.Model(model.inputs, [model.get_layer("logits").output, model.output], name=f"{model.name}_outputs")
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+    fn = tf.function(_Inference(both), input_signature=[spec])
+
+    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, probabilities = fn(tf.convert_to_tensor(x, dtype=tf.float32))
+        return logits.numpy(), probabilities.numpy()
+
+    return predict
+
+
 class _Inference:
     """``model(x, training=False)`` as a callable object rather than a function: TensorFlow
     counts traces per function code object, and one code object shared by many models'

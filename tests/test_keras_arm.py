@@ -401,7 +401,8 @@ def test_save_then_load_predicts_identical_probabilities(shared, tmp_path):
 def test_predict_proba_rejects_wrong_image_shapes():
     inputs = keras.Input((SIZE, SIZE, 3))  # a small stand-in model: no ResNet50 needed here
     x = keras.layers.GlobalAveragePooling2D()(inputs)
-    arm = KerasArm(keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)), _cfg(), STAND_IN)
+    logits = keras.layers.Dense(3, name="logits")(x)  # the arm reads the logits layer by name, as in the real model
+    arm = KerasArm(keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits)), _cfg(), STAND_IN)
     images = np.zeros((2, SIZE, SIZE, 3), dtype=np.uint8)
     assert arm.predict_proba(images).shape == (2, 3) and arm.predict_proba(images[:0]).shape == (0, 3)
     with pytest.raises(ValueError, match="NHWC"):
