@@ -305,7 +305,10 @@ class Arm(abc.ABC):
             classes = self._check_class_table(classes, len(images))
         start = time.perf_counter()
         seeds = image_seeds(seed, images)
-        with seeded(seed):
+        # The explainers draw from NumPy (shap's rseed, the per-image seeds) and PyTorch (Captum);
+        # no TensorFlow random op runs at inference, and resetting TensorFlow's seed would make
+        # every traced graph rebuild its kernels on each call (common.seeding.seed_everything).
+        with seeded(seed, tensorflow=False):
             if classes is None:
                 result = self._explain_classes(images, background, spec, nsamples, seeds, output, None)
             else:  # column 0 holds a class for every image: its pass gives every image's outputs
@@ -366,7 +369,7 @@ class Arm(abc.ABC):
         classes = np.asarray(classes, dtype=np.int64)
         self._check_labels(classes, len(images), "classes")
         start = time.perf_counter()
-        with seeded(seed):
+        with seeded(seed, tensorflow=False):  # as in explain
             result = self._explain_independently(
                 images, background, method, nsamples=nsamples, seed=seed, classes=classes
             )
