@@ -225,8 +225,10 @@ def gradient_function(model: keras.Model, output: str = "logits") -> Callable:
     mode; build it once and reuse it (eager mode runs ResNet50's ops one by one, about 20x
     slower per call). It reads the model's variables, so it follows weights assigned later."""
     target = explained_model(model, output)
+    # any batch size, one trace (a new batch size would otherwise trace ResNet50's gradient again)
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32)]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=signature)
     def grad(x: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(x)
