@@ -176,6 +176,10 @@ def test_benchmark_end_to_end_pytorch(tmp_path):
         "1",
         "--seeds",
         "0",
+        "--assess-steps",
+        "4",
+        "--n-sanity",
+        "1",
         "-q",
     ]
     env = {**os.environ, "STUDY_CACHE_DIR": str(tmp_path / "cache")}  # keep the repository's cache clean

@@ -109,6 +109,11 @@ TINY = [
     "none",
     "--seed",
     "0",
+    # the assess stage's smallest useful settings: every check runs, on one sanity image
+    "--assess-steps",
+    "4",
+    "--n-sanity",
+    "1",
 ]
 
 REQUIRED_MODEL_KEYS = {
