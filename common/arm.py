@@ -430,18 +430,11 @@ class Arm(abc.ABC):
         x = images.astype(np.float64)
         offset = x - background.astype(np.float64).mean(axis=0)  # (N, H, W, C)
         wanted = np.tile(np.arange(self.n_classes), (len(images), 1)) if classes is None else classes[:, None]
-        # The background rides along with the first class's pass: its outputs give E[f(background)].
-        maps, outputs, bg_outputs = [], None, None
+        maps, outputs = [], None
         for k in range(wanted.shape[1]):
-            x, cls = images, wanted[:, k]
-            if k == 0:
-                x = np.concatenate([images, background])
-                cls = np.concatenate([cls, np.zeros(len(background), np.int64)])
-            grads, out = self._gradients(x, cls, output=output)
-            if k == 0:
-                bg_outputs = out[len(images) :]
-            outputs = out[: len(images)]
-            maps.append(np.asarray(grads[: len(images)], np.float64) * offset)
+            grads, outputs = self._gradients(images, wanted[:, k], output=output)
+            maps.append(np.asarray(grads, np.float64) * offset)
+        bg_outputs = self._forward(background, output=output)  # E[f(background)]: a forward pass suffices
         probabilities = self.predict_proba(images)
         return Attribution(
             attributions=np.stack(maps, axis=1),
@@ -522,6 +515,12 @@ class Arm(abc.ABC):
         """d f_c(x) / d x for checked uint8 images, with c = ``classes[i]`` for image i, as
         (N, H, W, C) (raw-pixel gradient, the model's own preprocessing included), and
         the explained outputs f(x) (N, K)."""
+
+    def _forward(self, images: np.ndarray, *, output: str) -> np.ndarray:
+        """The explained outputs f(x) (N, K) of checked uint8 images (logits or probabilities,
+        per ``output``). This default takes them from :meth:`_gradients`; arms override it with
+        a forward pass alone (a third of the work)."""
+        return self._gradients(images, np.zeros(len(images), np.int64), output=output)[1]
 
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
         """The learned tensors in ``scope`` as NumPy arrays, in a fixed order, by name:

@@ -140,6 +140,12 @@ class KerasArm(Arm):
             self._explainers[key] = kx.gradient_function(self.model, output)
         return kx.gradients(self.model, images, classes, output=output, function=self._explainers[key])
 
+    def _forward(self, images: np.ndarray, *, output: str) -> np.ndarray:
+        bs = self.settings.batch_size
+        batches = [self._outputs(images[i : i + bs].astype(np.float32)) for i in range(0, len(images), bs)]
+        pick = 1 if output == "probability" else 0  # (logits, probabilities)
+        return np.concatenate([batch[pick] for batch in batches])
+
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
         """Every variable but batch-norm moving statistics (kernels, biases, batch-norm scale
         and shift; frozen backbone included), or the head's (layers ``dense`` and ``logits``),

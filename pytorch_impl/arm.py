@@ -87,6 +87,17 @@ class PyTorchArm(Arm):
         ]
         return torch.cat(probs).numpy()
 
+    def _forward(self, images: np.ndarray, *, output: str) -> np.ndarray:
+        self.model.eval()
+        with torch.no_grad():
+            logits = torch.cat(
+                [
+                    self.model(as_input(images_to_tensor(images[i : i + PREDICT_BATCH_SIZE], self.device))).cpu()
+                    for i in range(0, len(images), PREDICT_BATCH_SIZE)
+                ]
+            )
+        return (torch.softmax(logits, dim=1) if output == "probability" else logits).numpy()
+
     def save(self, path: str | Path) -> None:
         checkpoint = {
             "model_args": {"n_classes": self.model.n_classes, "image_size": self.model.image_size},

@@ -53,6 +53,7 @@ def check_assessment_hooks(arm: Arm, images: np.ndarray, background: np.ndarray)
     np.testing.assert_allclose(backwards.attributions[::-1], grad_one.attributions, atol=1e-4 * grad_scale)
 
     # Gradient x (x - mean background): every class, or one per image, consistently.
+    before_proba = arm.predict_proba(images)
     gi = arm.explain(images, background, "gradinput", nsamples=0, seed=0)
     gi_one = arm.explain(images, background, "gradinput", nsamples=0, seed=0, classes=classes)
     assert gi.attributions.shape == full.attributions.shape and gi.nsamples is None
@@ -60,6 +61,9 @@ def check_assessment_hooks(arm: Arm, images: np.ndarray, background: np.ndarray)
     np.testing.assert_allclose(gi.outputs, full.outputs, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gi.base_values, full.base_values, rtol=1e-4, atol=1e-4)
     assert np.abs(gi.attributions).max() > 0
+    # the forward pass that gives gradient x input its base values: logits, or the probabilities
+    np.testing.assert_allclose(arm._forward(images, output="logits"), full.outputs, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(arm._forward(images, output="probability"), before_proba, rtol=1e-5, atol=1e-6)
 
     # Randomisation: in place for the block, the same draw for the same seed, the trained
     # weights back after it; the explainers (built above on the trained weights) explain

@@ -68,6 +68,10 @@ class FakeArm(Arm):
             raise ValueError("the fake arm explains logits only")
         return gradients(self.weights, self.bias, images, classes)
 
+    def _forward(self, images, *, output):
+        z = logits(self.weights, self.bias, np.asarray(images))
+        return softmax(z) if output == "probability" else z
+
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
         return {"weights": self.weights.copy(), "bias": self.bias.copy()}  # one layer: it is the head
 
