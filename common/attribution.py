@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from common.registry import ARMS, METHODS, map_label
 
@@ -32,6 +31,10 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho of two flattened maps; NaN when either map is constant (rho undefined)."""
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
+    # here, not at the top: SciPy's stats take half a second to import, and every arm process
+    # imports this module (for its class table) whether or not it computes a correlation
+    from scipy.stats import spearmanr
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # spearmanr warns (and returns NaN) on degenerate input
         return float(spearmanr(a, b).statistic)
