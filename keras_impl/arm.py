@@ -63,9 +63,7 @@ class KerasArm(Arm):
         return kt.fit(self.model, data, self.settings, seed=self.cfg.seed, backbone_weights=self.backbone_weights)
 
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
-        bs = self.settings.batch_size
-        batches = (images[i : i + bs].astype(np.float32) for i in range(0, len(images), bs))
-        return np.concatenate([self._outputs(x)[1] for x in batches])
+        return self._forward(images, output="probability")
 
     def save(self, path: str | Path) -> None:
         """Write the full model as ``.keras`` (weights included) and ``<stem>.info.json``

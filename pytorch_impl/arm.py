@@ -76,27 +76,17 @@ class PyTorchArm(Arm):
         history = train(self.model, data.x_train, y_train, data.x_val, y_val, self.settings, seed=self.cfg.seed)
         return Fitted(history)
 
-    @torch.no_grad()
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        probs = [
-            torch.softmax(
-                self.model(as_input(images_to_tensor(images[i : i + PREDICT_BATCH_SIZE], self.device))), dim=1
-            ).cpu()
-            for i in range(0, len(images), PREDICT_BATCH_SIZE)
-        ]
-        return torch.cat(probs).numpy()
+        return self._forward(images, output="probability")
 
+    @torch.no_grad()
     def _forward(self, images: np.ndarray, *, output: str) -> np.ndarray:
         self.model.eval()
-        with torch.no_grad():
-            logits = torch.cat(
-                [
-                    self.model(as_input(images_to_tensor(images[i : i + PREDICT_BATCH_SIZE], self.device))).cpu()
-                    for i in range(0, len(images), PREDICT_BATCH_SIZE)
-                ]
-            )
-        return (torch.softmax(logits, dim=1) if output == "probability" else logits).numpy()
+        logits = [
+            self.model(as_input(images_to_tensor(images[i : i + PREDICT_BATCH_SIZE], self.device)))
+            for i in range(0, len(images), PREDICT_BATCH_SIZE)
+        ]
+        return torch.cat([torch.softmax(z, dim=1) if output == "probability" else z for z in logits]).cpu().numpy()
 
     def save(self, path: str | Path) -> None:
         checkpoint = {
