@@ -44,7 +44,6 @@ class BuiltExplainer:
 
     method: str  # "deep" or "gradient"
     output: str  # "logits" or "probability"
-    target: keras.Model  # the explained model (pixels -> logits or probabilities)
     background: np.ndarray  # float32 (B, H, W, C) pixels, 0..255
     shap_explainer: Any  # shap.DeepExplainer or shap.GradientExplainer
     setup_seconds: float
@@ -114,7 +113,7 @@ def make_explainer(
         else:
             explainer = shap.GradientExplainer(explained, bg, batch_size=batch_size)
     predict_outputs = predict_outputs or km.outputs_predictor(model)
-    return BuiltExplainer(method, output, target, bg, explainer, time.perf_counter() - start, predict_outputs, select)
+    return BuiltExplainer(method, output, bg, explainer, time.perf_counter() - start, predict_outputs, select)
 
 
 def explain(

@@ -112,10 +112,16 @@ def predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
 
     ``predict_on_batch`` traces a new graph for each new batch shape (seconds for
     ResNet50); a batch dimension of ``None`` in the signature needs a single trace.
+    A model with several outputs gives a tuple of arrays.
     """
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
     fn = tf.function(_Inference(model), input_signature=[spec])
-    return lambda x: fn(tf.convert_to_tensor(x, dtype=tf.float32)).numpy()
+
+    def predict(x: np.ndarray):
+        y = fn(tf.convert_to_tensor(x, dtype=tf.float32))
+        return tuple(t.numpy() for t in y) if isinstance(y, (list, tuple)) else y.numpy()
+
+    return predict
 
 
 def outputs_predictor(model: keras.Model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -123,14 +129,7 @@ def outputs_predictor(model: keras.Model) -> Callable[[np.ndarray], tuple[np.nda
     and one trace for both: the arm's predictions and every explainer's outputs, base values and
     probabilities share it (each extra trace of ResNet50 costs seconds)."""
     both = keras.Model(model.inputs, [model.get_layer("logits").output, model.output], name=f"{model.name}_outputs")
-    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-    fn = tf.function(_Inference(both), input_signature=[spec])
-
-    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, probabilities = fn(tf.convert_to_tensor(x, dtype=tf.float32))
-        return logits.numpy(), probabilities.numpy()
-
-    return predict
+    return predictor(both)
 
 
 class _Inference:
