@@ -29,13 +29,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from common import registry
 from common.arm import Explanation
 from common.io import write_text_atomic
-from common.plotting import (
-    plot_attribution_grid,
-    plot_confusion_matrices,
-    plot_quality_curves,
-    plot_shap_image,
-    plot_training_curves,
-)
 from common.results import SCHEMA_VERSION, Estimate, QualitySummary, StudyMetrics
 from common.seeds_report import seeds_context
 
@@ -94,6 +87,16 @@ def build_figures(
         "figures/training_curves.png", "shap_pytorch_deep": "figures/shap_pytorch_deep.png"}``;
         figures without data (no history, no explanation) are left out.
     """
+    # matplotlib and scikit-learn's plotting (1 s to import) load here, not with this module:
+    # the benchmark renders its Markdown with this module's Jinja2 environment and draws nothing.
+    from common.plotting import (
+        plot_attribution_grid,
+        plot_confusion_matrices,
+        plot_quality_curves,
+        plot_shap_image,
+        plot_training_curves,
+    )
+
     out_dir = Path(out_dir)
     figures: dict[str, str] = {}
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import shap
 import tensorflow as tf
 
 from common.arm import Attribution
@@ -105,6 +104,8 @@ def make_explainer(
     if one_class:
         select = keras.layers.Dense(1, use_bias=False, trainable=False, name="select_class")
         explained = keras.Model(target.inputs, select(target.output), name=f"{target.name}_one_class")
+    import shap  # here: only a process that explains pays for shap's import (as pytorch_impl.explain)
+
     with warnings.catch_warnings():
         # shap warns on every TF >= 2.4 that graph mode support was removed; eager mode is what runs here.
         warnings.filterwarnings("ignore", message="Your TensorFlow version is newer than 2.4.0")

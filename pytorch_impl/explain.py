@@ -12,7 +12,6 @@ import copy
 import warnings
 
 import numpy as np
-import shap
 import torch
 from torch import nn
 
@@ -130,6 +129,10 @@ def select_class(n_classes: int, c: int) -> nn.Linear:
 
 def _explainer(model: nn.Module, bg: torch.Tensor, method: str, batch_size: int):
     """shap's explainer of ``model`` (every output) against the background ``bg``."""
+    # Imported here, not at the top: shap's import (1.6 s here: scikit-learn, SciPy, matplotlib)
+    # is paid by a process that explains, not by one that only trains or predicts.
+    import shap
+
     if method == "deep":
         return shap.DeepExplainer(model, bg)
     return shap.GradientExplainer(model, bg, batch_size=batch_size)
