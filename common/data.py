@@ -34,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from common.errors import (
     ClassMismatchError,
+    DataError,
     DataNotFoundError,
     EmptyClassError,
     NoClassesError,
@@ -582,6 +583,26 @@ def read_split_csv(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def split_from_csv(manifest: Manifest, path: str | os.PathLike) -> np.ndarray:
+    """The split a data stage wrote to ``path`` (:func:`write_split_csv`), aligned with
+    ``manifest``'s records: what an arm's process uses instead of splitting again.
+
+    Raises:
+        DataError: the file does not list exactly these images, with these hashes and
+            classes (the data set changed since the data stage, or the file was edited).
+    """
+    rows = {row["path"]: row for row in read_split_csv(path)}
+    split = []
+    for rec in manifest.records:
+        row = rows.pop(rec.path, None)
+        if row is None or row["sha256"] != rec.sha256 or row["label"] != manifest.classes[rec.label]:
+            raise DataError(f"{rec.path} is not in {path} as the data stage wrote it; rerun the study")
+        split.append(row["split"])
+    if rows:
+        raise DataError(f"{path} lists {len(rows)} image(s) the data set no longer holds; rerun the study")
+    return np.array(split, dtype=str)
+
+
 # ----------------------------------------------------------------------------- all together
 
 
@@ -595,11 +616,13 @@ def load_study_data(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     jpeg_draft: bool = False,
+    split_csv: str | os.PathLike | None = None,
 ) -> StudyData:
     """Discover, decode (cached) and split a data set; ``root=None`` = bundled digits.
 
-    ``workers`` and ``jpeg_draft`` are :func:`decode_all`'s. Logs one warning that counts
-    and lists the skipped files.
+    ``workers`` and ``jpeg_draft`` are :func:`decode_all`'s. ``split_csv``: take the split
+    from a data stage's ``split.csv`` (:func:`split_from_csv`) instead of making it. Logs one
+    warning that counts and lists the skipped files.
     """
     manifest = digits_manifest() if root is None else discover(root)
     size = image_size or (DEFAULT_DIGITS_SIZE if root is None else DEFAULT_FOLDER_SIZE)
@@ -607,7 +630,10 @@ def load_study_data(
     if manifest.skipped:
         listed = ", ".join(f"{s.path} ({s.reason})" for s in manifest.skipped)
         log.warning("skipped %d file(s) that are not usable images: %s", len(manifest.skipped), listed)
-    split = make_split(manifest, val_fraction, test_fraction, seed)
+    if split_csv is None:
+        split = make_split(manifest, val_fraction, test_fraction, seed)
+    else:
+        split = split_from_csv(manifest, split_csv)
     labels = np.array([r.label for r in manifest.records], dtype=np.int64)
     key = stable_key(decode_key(manifest, size, jpeg_draft), split.tolist())
     return StudyData(manifest, size, images, labels, split, key)

@@ -91,7 +91,9 @@ class StudyRun:
 # ----------------------------------------------------------------------------- data, selection, layout
 
 
-def prepare_data(cfg: StudyConfig) -> StudyData:
+def prepare_data(cfg: StudyConfig, split_csv: Path | None = None) -> StudyData:
+    """The study's data: discovered, decoded (cached) and split, or with ``split_csv`` (an arm's
+    process) split as the data stage wrote it."""
     d = cfg.data
     return load_study_data(
         d.root,
@@ -100,6 +102,7 @@ def prepare_data(cfg: StudyConfig) -> StudyData:
         test_fraction=d.test_fraction,
         seed=cfg.data_seed,
         cache_dir=d.cache_dir,
+        split_csv=split_csv,
     )
 
 
@@ -251,7 +254,10 @@ class ArmStages:
 
     def __init__(self, cfg: StudyConfig, out: Path, spec: ArmSpec, force: bool = False):
         self.cfg, self.out, self.spec, self.force = cfg, out, spec, force
-        self.data = prepare_data(cfg)
+        # The split the data stage wrote, not a new one: the same by construction, and this process
+        # is spared scikit-learn's import (1.3 s), which an arm that does not explain never needs.
+        # The files are listed and hashed again, so a data set changed since then is refused.
+        self.data = prepare_data(cfg, split_csv=out / "split.csv")
         expected = read_json(out / "data" / "dataset.json")["data_key"]
         if self.data.data_key != expected:
             raise StudyError(

@@ -248,6 +248,24 @@ def test_split_csv_columns(tmp_path, tree):
     assert {r["label"] for r in rows} == {"ants", "bees"}
 
 
+def test_an_arm_process_takes_the_split_the_data_stage_wrote_and_refuses_a_changed_data_set(tmp_path, tree, image_file):
+    root = tree(tmp_path / "ds")
+    data = load_study_data(root, 8, cache_dir=tmp_path / "c", seed=3)
+    csv_path = tmp_path / "out" / "split.csv"
+    write_split_csv(csv_path, data)
+    # another seed would split otherwise: the split comes from the file, not from a new split
+    again = load_study_data(root, 8, cache_dir=tmp_path / "c", seed=0, split_csv=csv_path)
+    assert np.array_equal(again.split, data.split) and again.data_key == data.data_key
+    assert not np.array_equal(load_study_data(root, 8, cache_dir=tmp_path / "c", seed=0).split, data.split)
+
+    image_file(root / "train" / "ants" / "00.jpg", color=(1, 2, 3), fmt="JPEG")  # one file changed
+    with pytest.raises(DataError, match=r"train/ants/00\.jpg is not in .*split\.csv as the data stage wrote it"):
+        load_study_data(root, 8, cache_dir=tmp_path / "c", split_csv=csv_path)
+    (root / "train" / "ants" / "00.jpg").unlink()  # one file gone
+    with pytest.raises(DataError, match=r"lists 1 image\(s\) the data set no longer holds"):
+        load_study_data(root, 8, cache_dir=tmp_path / "c", split_csv=csv_path)
+
+
 def test_select_stratified():
     labels = np.repeat(np.arange(3), [10, 5, 8])
     idx = select_stratified(labels, 6, seed=0)
