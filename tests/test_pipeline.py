@@ -338,6 +338,21 @@ def test_force_recomputes_every_stage_to_the_same_figures(reference, tmp_path):
     assert comparable(evaluation(out)) == comparable(evaluation(reference[1]))
 
 
+def test_other_explained_images_retrain_nothing_and_the_report_says_which_stages_were_reused(reference, tmp_path):
+    data, _, cache, ref, _ = reference
+    out = _copy(reference, tmp_path)
+    rerun = fake_study(data, out, cache, "--n-explain", "3")  # the last --n-explain wins
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    s = statuses(out)
+    assert (s["train fake"], s["predict fake"], s["explain_deep fake"]) == ("cached", "cached", "ran")
+    assert m["attributions"][FAKE.name]["deep"]["n_images"] == 3
+    ran = {st["stage"]: st["seconds"] for st in ref["stages"]}
+    assert all(st["seconds"] == ran[st["stage"]] for st in m["stages"] if st["status"] == "cached")  # the first cost
+    assert "their seconds are those of the run that produced them" in (out / "report.md").read_text()
+    assert comparable(m)["models"] == comparable(ref)["models"]
+
+
 def test_an_added_image_recomputes_the_data_stage_and_everything_after(reference, tmp_path):
     ref_data, _, cache, ref, _ = reference
     data = tmp_path / "ds"

@@ -144,19 +144,6 @@ def _run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def _without_timings(obj):
-    """metrics.json with every wall-time value removed."""
-    if isinstance(obj, dict):
-        return {
-            k: _without_timings(v)
-            for k, v in obj.items()
-            if not (k.endswith("seconds") or k in {"stages", "feature_cache"})
-        }
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
-
-
 @pytest.mark.slow
 @pytest.mark.pytorch
 @pytest.mark.keras
@@ -221,19 +208,6 @@ def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
     assert len(cached) == 2 * 8 + 2 and "starting the" not in second.stderr
     assert "report                   cached" in second.stderr
     assert {name: (out / name).read_bytes() for name in before} == before
-
-    # changing only the explained images retrains nothing, and the report says which stages were reused
-    # (one arm is enough to show it: the keys are the same code for every arm)
-    third = _run(data, out, "--n-explain", "3", "--only", "pytorch")
-    assert third.returncode == 0, third.stderr[-3000:]
-    m3 = json.loads((out / "metrics.json").read_text())
-    statuses = {s["stage"]: s["status"] for s in m3["stages"]}
-    assert statuses["train pytorch"] == statuses["predict pytorch"] == "cached" and "train keras" not in statuses
-    assert statuses["explain_deep pytorch"] == "ran" and m3["attributions"]["pytorch_cnn"]["deep"]["n_images"] == 3
-    ran = {s["stage"]: s["seconds"] for s in m["stages"]}
-    assert all(s["seconds"] == ran[s["stage"]] for s in m3["stages"] if s["status"] == "cached")  # the original cost
-    assert "their seconds are those of the run that produced them" in (out / "report.md").read_text()
-    assert _without_timings(m3["models"]["pytorch_cnn"]) == _without_timings(m["models"]["pytorch_cnn"])
 
 
 def test_changed_arm_code_changes_the_train_key(tmp_path, monkeypatch):
