@@ -1,17 +1,23 @@
 """Interrupted, repeated and concurrent runs lose nothing and mix nothing up.
 
 Every study here is the fake arm's (NumPy only, a few seconds), run through the real command
-line in a process of its own (``python -m tests.fake_study``), so a test can kill it with
-SIGKILL at a named point or hold it there (:mod:`experiments.faults`). One uninterrupted study,
-made once per session, is the reference every other run must reproduce.
+line: in a process of its own (``python -m tests.fake_study``) where a test kills the runner
+with SIGKILL at a named point or holds it there (:mod:`experiments.faults`), else through
+``run_all.main`` in this process (:func:`run_here`), whose arm still runs in a process of
+its own that the same variables kill. One uninterrupted study, made once per session, is the
+reference every other run must reproduce.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import html as html_lib
+import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,9 +29,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import registry
 from common.config import load_config
 from common.machine import cpu_model
-from experiments import faults, pipeline
+from experiments import faults, pipeline, stages, units
+from experiments.run_all import main
+from tests.fake_arm import SECOND_SPEC
 from tests.fake_arm import SPEC as FAKE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,15 +87,61 @@ def evaluation(out: Path) -> dict:
     return json.loads((out / "evaluation.json").read_text())
 
 
-def fake_study_to_evaluation(
-    data: Path, out: Path, cache: Path, *extra: str, **env: str
-) -> subprocess.CompletedProcess:
-    """The study up to and with its evaluate stage, stopped where the report stage would start:
-    evaluation.json holds every figure the report shows, and leaving out the report (the fake
-    study's slowest stage) keeps the suite short."""
-    proc = fake_study(data, out, cache, *extra, **{faults.KILL_ENV: "start report"}, **env)
-    assert proc.returncode == -9 and "evaluate " in proc.stderr, proc.stderr[-3000:]
-    return proc
+class StoppedAtReport(Exception):
+    """An in-process run stopped where its report stage would start (the kill's stand-in here)."""
+
+
+def run_here(
+    mp: pytest.MonkeyPatch, data: Path, out: Path, cache: Path, *extra: str, report=False, two_fakes=False, **env: str
+) -> tuple[int | None, str]:
+    """The fake arm's study through ``run_all.main`` in this process: (exit status, log).
+
+    It spares a runner process's start-up (1.5 s: its imports); the arm still runs in a process
+    of its own, which ``env`` (e.g. STUDY_TEST_KILL_AT) reaches and a kill point there stops as
+    under a runner process. ``report=False`` stops the run where the report stage would start
+    (status None; evaluation.json holds every figure the report shows). ``two_fakes``: the
+    fake arm and a second one (SECOND_SPEC) instead of the fake arm alone (no ``--only``). The
+    log holds the runner's messages, then its stderr (with the arm's output it echoed)."""
+
+    def checkpoint(point: str) -> None:  # this process runs pytest: no kill or hold here
+        if point == "start report" and not report:
+            raise StoppedAtReport
+
+    logger, messages, stderr = logging.getLogger("study"), [], io.StringIO()
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    level = logger.level
+    with mp.context() as m:
+        for name in [k for k in os.environ if k.startswith("STUDY_TEST_")]:
+            m.delenv(name)
+        m.setenv("STUDY_CACHE_DIR", str(cache))
+        for name, value in env.items():
+            m.setenv(name, value)
+        for module in (stages, pipeline, units):
+            m.setattr(module, "checkpoint", checkpoint)
+        for key in list(registry.ARMS) if two_fakes else []:  # (one dict, which modules share by name)
+            m.delitem(registry.ARMS, key)
+        for spec in (FAKE, SECOND_SPEC) if two_fakes else (FAKE,):
+            m.setitem(registry.ARMS, spec.key, spec)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stderr(stderr):
+                status = main(
+                    ["--data", str(data), "--out", str(out), *(SETTINGS[2:] if two_fakes else SETTINGS), *extra]
+                )
+        except StoppedAtReport:
+            status = None
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    return status, "\n".join([*messages, stderr.getvalue()])
+
+
+@pytest.fixture
+def here(monkeypatch):
+    """:func:`run_here` with this test's monkeypatch: ``here(data, out, cache, *flags, **kw)``."""
+    return functools.partial(run_here, monkeypatch)
 
 
 def model_arrays(out: Path) -> dict[str, np.ndarray]:
@@ -96,13 +151,15 @@ def model_arrays(out: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory, split_folders):
-    """One uninterrupted fake-arm study: (data folder, output folder, cache, metrics, stderr)."""
+    """One uninterrupted fake-arm study, in this process: (data folder, output folder, cache,
+    metrics, log)."""
     root = tmp_path_factory.mktemp("reference")
     data = split_folders(root / "ds", n_train=8, n_test=2)
     out, cache = root / "out", root / "cache"
-    proc = fake_study(data, out, cache)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return data, out, cache, json.loads((out / "metrics.json").read_text()), proc.stderr
+    with pytest.MonkeyPatch.context() as mp:
+        status, log = run_here(mp, data, out, cache, report=True)
+    assert status == 0, log[-3000:]
+    return data, out, cache, json.loads((out / "metrics.json").read_text()), log
 
 
 def _copy(reference, tmp_path: Path) -> Path:
@@ -184,7 +241,7 @@ def test_report_figures_are_the_metrics_figures(reference):
 # ----------------------------------------------------------------------------- kills, repeats, two runs
 
 
-def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path):
+def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path, here):
     data, ref_out, _, _, _ = reference
     out, cache = tmp_path / "out", tmp_path / "cache"  # a fresh cache: this run decodes too
     # the runner killed while it holds the lock: the lock does not outlive it
@@ -193,14 +250,15 @@ def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path):
     # an arm's process killed mid-stage (trained, not saved), then after writing a stage's
     # outputs but before its stamp: one line naming the arm and its log, exit status 1
     for point in ("fitted train fake", "written explain_deep fake"):
-        killed = fake_study(data, out, cache, STUDY_TEST_KILL_AT=point)
-        assert killed.returncode == 1, killed.stderr[-3000:]
-        last = killed.stderr.strip().splitlines()[-1]
+        status, log = here(data, out, cache, STUDY_TEST_KILL_AT=point)
+        assert status == 1, log[-3000:]
+        last = log.strip().splitlines()[-1]
         assert last.startswith("error: the Fake linear model arm was killed by signal 9; its log: ")
         assert last.split("its log: ")[1].split(";")[0] == str(out / "logs" / "fake.log")
         assert (out / "logs" / "fake.log").is_file() and not (out / "metrics.json").exists()
-    resumed = fake_study_to_evaluation(data, out, cache)
-    s = run_statuses(resumed.stderr)
+    status, log = here(data, out, cache)
+    assert status is None, log[-3000:]
+    s = run_statuses(log)
     # train and predict finished before the last kill; explain_deep's outputs had no stamp: it ran again
     assert (s["train fake"], s["predict fake"], s["explain_deep fake"]) == ("cached", "cached", "ran")
     # every figure as the uninterrupted run's (and, as this study began from nothing, two fresh runs agree)
@@ -209,38 +267,29 @@ def test_killed_runs_resume_to_the_uninterrupted_result(reference, tmp_path):
     assert (out / "split.csv").read_bytes() == (ref_out / "split.csv").read_bytes()
 
 
-def test_a_crashed_arm_keeps_the_other_arms_stages_and_a_rerun_resumes_only_it(reference, tmp_path):
+def test_a_crashed_arm_keeps_the_other_arms_stages_and_a_rerun_resumes_only_it(reference, tmp_path, here):
     data, _, cache, _, _ = reference
-    out, second = tmp_path / "out", {"STUDY_TEST_TWO_FAKES": "1"}
+    out = tmp_path / "out"
     (tmp_path / "fakes.yaml").write_text("seed: 0\n")  # the shipped configs have sections for the real arms
-    two_arms = [*SETTINGS[2:], "--config", str(tmp_path / "fakes.yaml")]  # no --only: both fake arms
-    command = [sys.executable, "-m", "tests.fake_study", "--data", str(data), "--out", str(out), *two_arms]
-    crashed = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=_env(cache, **second, STUDY_TEST_KILL_AT="start train fake"),
-    )
-    assert crashed.returncode == 1
-    errors = [line for line in crashed.stderr.splitlines() if line.startswith("error:")]
+    fakes = ["--config", str(tmp_path / "fakes.yaml")]
+    status, log = here(data, out, cache, *fakes, two_fakes=True, STUDY_TEST_KILL_AT="start train fake")
+    assert status == 1, log[-3000:]
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "the Fake linear model arm was killed by signal 9" in errors[0]
     assert str(out / "logs" / "fake.log") in errors[0]
     # the second arm ran after the first one crashed, and kept every stage
     stamps = {p.stem for p in (out / "stages").glob("*_fake2.json") if not p.stem.startswith("worker_")}
     assert stamps == {st.replace(" fake", "_fake2") for st in FAKE_STAGES}
     assert not (out / "metrics.json").exists()
-    resumed = subprocess.run(
-        command, capture_output=True, text=True, cwd=REPO, env=_env(cache, **second, STUDY_TEST_KILL_AT="start report")
-    )
-    assert resumed.returncode == -9 and (out / "evaluation.json").is_file(), resumed.stderr[-3000:]
-    s = run_statuses(resumed.stderr)
+    status, log = here(data, out, cache, *fakes, two_fakes=True)
+    assert status is None and (out / "evaluation.json").is_file(), log[-3000:]
+    s = run_statuses(log)
     assert all(s[st] == "ran" for st in FAKE_STAGES)
     assert all(s[st.replace("fake", "fake2")] == "cached" for st in FAKE_STAGES)
-    assert "starting the Second fake model arm" not in resumed.stderr
+    assert "starting the Second fake model arm" not in log
 
 
-def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_its_own_settings(reference, tmp_path):
+def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_its_own_settings(reference, tmp_path, here):
     data, ref_out, cache, _, _ = reference
     out, release = tmp_path / "out", tmp_path / "release"
     first = subprocess.Popen(
@@ -257,9 +306,9 @@ def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_its_own_setti
     )
     try:
         _wait_for(release.with_name("release.reached"), first)
-        second = fake_study(data, out, cache, "--seed", "1", "--epochs-fake", "6")
-        assert second.returncode == 2
-        lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        status, log = here(data, out, cache, "--seed", "1", "--epochs-fake", "6")
+        assert status == 2
+        lines = [line for line in log.splitlines() if line.startswith("error:")]
         assert lines == [
             f"error: another study (PID {first.pid}) is writing to {out}; wait for it to finish or choose another --out"
         ]
@@ -306,7 +355,7 @@ def test_an_arm_does_not_outlive_its_killed_runner(reference, tmp_path):
         time.sleep(0.05)
 
 
-def test_damaged_artefacts_are_recomputed_with_a_warning(reference, tmp_path):
+def test_damaged_artefacts_are_recomputed_with_a_warning(reference, tmp_path, here):
     _, ref_out, cache, _, _ = reference
     out = _copy(reference, tmp_path)
     (out / "evaluation.json").unlink()  # so the figures compared below are this run's
@@ -319,30 +368,32 @@ def test_damaged_artefacts_are_recomputed_with_a_warning(reference, tmp_path):
     raw = bytearray(predictions.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     predictions.write_bytes(bytes(raw))
-    rerun = fake_study_to_evaluation(reference[0], out, cache)
+    status, log = here(reference[0], out, cache)
+    assert status is None, log[-3000:]
     for path, stage in ((model, "train fake"), (attributions, "explain_deep fake"), (predictions, "predict fake")):
-        assert f"{path}: " in rerun.stderr and f"recomputing the {stage} stage" in rerun.stderr
-    s = run_statuses(rerun.stderr)
+        assert f"{path}: " in log and f"recomputing the {stage} stage" in log
+    s = run_statuses(log)
     assert (s["train fake"], s["predict fake"], s["explain_deep fake"]) == ("ran", "ran", "ran")
     assert s["explain_gradient fake"] == "cached"
     assert comparable(evaluation(out)) == comparable(evaluation(ref_out))
     assert all(np.array_equal(a, model_arrays(ref_out)[k]) for k, a in model_arrays(out).items())
 
 
-def test_force_recomputes_every_stage_to_the_same_figures(reference, tmp_path):
+def test_force_recomputes_every_stage_to_the_same_figures(reference, tmp_path, here):
     data, _, cache, _, _ = reference
     out = _copy(reference, tmp_path)
     (out / "evaluation.json").unlink()
-    forced = fake_study_to_evaluation(data, out, cache, "--force")
-    assert set(run_statuses(forced.stderr).values()) == {"ran"} and "cached" not in forced.stderr
+    status, log = here(data, out, cache, "--force")
+    assert status is None, log[-3000:]
+    assert set(run_statuses(log).values()) == {"ran"} and "cached" not in log
     assert comparable(evaluation(out)) == comparable(evaluation(reference[1]))
 
 
-def test_other_explained_images_retrain_nothing_and_the_report_says_which_stages_were_reused(reference, tmp_path):
+def test_other_explained_images_retrain_nothing_and_the_report_says_which_stages_were_reused(reference, tmp_path, here):
     data, _, cache, ref, _ = reference
     out = _copy(reference, tmp_path)
-    rerun = fake_study(data, out, cache, "--n-explain", "3")  # the last --n-explain wins
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    status, log = here(data, out, cache, "--n-explain", "3", report=True)  # the last --n-explain wins
+    assert status == 0, log[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     s = statuses(out)
     assert (s["train fake"], s["predict fake"], s["explain_deep fake"]) == ("cached", "cached", "ran")
@@ -353,14 +404,15 @@ def test_other_explained_images_retrain_nothing_and_the_report_says_which_stages
     assert comparable(m)["models"] == comparable(ref)["models"]
 
 
-def test_an_added_image_recomputes_the_data_stage_and_everything_after(reference, tmp_path):
+def test_an_added_image_recomputes_the_data_stage_and_everything_after(reference, tmp_path, here):
     ref_data, _, cache, ref, _ = reference
     data = tmp_path / "ds"
     shutil.copytree(ref_data, data)
     shutil.copy(data / "train" / "ants" / "01.png", data / "train" / "ants" / "99.png")  # one image added
     out = _copy(reference, tmp_path)
-    rerun = fake_study_to_evaluation(data, out, cache)
-    s = run_statuses(rerun.stderr)
+    status, log = here(data, out, cache)
+    assert status is None, log[-3000:]
+    s = run_statuses(log)
     assert set(s.values()) == {"ran"} and set(s) == {"data", *FAKE_STAGES, "evaluate"}  # nothing stale is reused
     m = evaluation(out)
     assert m["dataset"]["data_key"] != ref["dataset"]["data_key"]
