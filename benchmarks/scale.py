@@ -142,9 +142,10 @@ def run_scale(
                 run_cfg = _config(cfg, root, size_px, base / f"cache-{n}-{label}")
                 config = base / f"config-{n}-{label}.yaml"
                 write_text_atomic(config, yaml.safe_dump(run_cfg.to_dict(), sort_keys=False))
+                split_csv = ["--split-csv", str(base / f"split-{n}.csv")] if label == "pool" else []
                 entry[f"data_{label}"] = worker(
                     run_child,
-                    ["data", "--workers", str(workers)],
+                    ["data", "--workers", str(workers), *split_csv],
                     config,
                     base / "result.json",
                     f"scale data ({label})",
@@ -159,7 +160,7 @@ def run_scale(
             for spec in arms:
                 entry["arms"][spec.key] = worker(
                     run_child,
-                    ["arm", "--arm", spec.key, "--steps", str(steps)],
+                    ["arm", "--arm", spec.key, "--steps", str(steps), "--split-csv", str(base / f"split-{n}.csv")],
                     config,
                     base / "result.json",
                     f"scale {spec.title}",
@@ -189,10 +190,11 @@ def run_scale(
 MEASURED = (
     "each process's peak resident memory (ru_maxrss). Data stage: discover + decode into an empty cache + split, "
     "with a pool of every core ('pool', its largest worker reported apart) and in one process ('single'). Arm "
-    "process: the study's data loaded from the cache, the arm built, fit on the first `steps` training batches "
-    "and one validation batch, predict_proba on `steps` test batches, then every batch of every split gathered "
-    "from the cache, checked and cast to float32 (no model compute), and the arm's own pass over the whole "
-    "training split (PyTorch: channel statistics; Keras: the feature cache's pixel digests)"
+    "process: the study's data loaded from the cache (split as the data stage wrote it), the arm built, fit on "
+    "the first `steps` training batches and one validation batch, predict_proba on `steps` test batches, then "
+    "every batch of every split gathered from the cache, checked and cast to float32 (no model compute), and the "
+    "arm's own pass over the whole training split (PyTorch: channel statistics; Keras: the feature cache's pixel "
+    "digests)"
 )
 
 

@@ -8,7 +8,8 @@ Started by ``benchmarks.scale`` as
   (``common.data.decode_all``) and split; seconds of each, decoded images per second, and
   the peak resident memory of this process and of its largest decoding worker.
 - ``arm --arm KEY``: one arm's process on the same folder (cache already filled): the
-  study's data (``experiments.pipeline.prepare_data``), the arm built as in a study, then
+  study's data (``experiments.pipeline.prepare_data``, with the split the pool's data
+  measurement wrote, ``--split-csv``, as a study's arm reads it), the arm built as in a study, then
   with bounded compute (a 20,000-image epoch of ResNet50 takes about 20 minutes here):
   (1) ``arm.fit`` on the first ``--steps`` training batches and one validation batch
   (the arm's real training code, Keras's feature route included); (2) ``arm.predict_proba``
@@ -42,8 +43,8 @@ def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def measure_data(config: Path, workers: int) -> dict[str, Any]:
-    from common.data import decode_all, discover, make_split
+def measure_data(config: Path, workers: int, split_csv: Path | None = None) -> dict[str, Any]:
+    from common.data import decode_all, discover, make_split, write_split
 
     cfg = load_config(config)
     d = cfg.data
@@ -55,6 +56,8 @@ def measure_data(config: Path, workers: int) -> dict[str, Any]:
     t2 = time.perf_counter()
     split = make_split(manifest, d.val_fraction, d.test_fraction, cfg.seed)
     t3 = time.perf_counter()
+    if split_csv is not None:  # as the data stage writes it, for the arms' processes
+        write_split(split_csv, manifest, split)
     return {
         "workers": workers,
         "n_images": len(images),
@@ -87,7 +90,7 @@ def _pixel_digests(arm, x_train) -> None:
 FULL_PASSES: dict[str, Callable[[Any, Any], None]] = {"pytorch": _channel_statistics, "keras": _pixel_digests}
 
 
-def measure_arm(config: Path, key: str, steps: int) -> dict[str, Any]:
+def measure_arm(config: Path, key: str, steps: int, split_csv: Path | None = None) -> dict[str, Any]:
     from common.arm import TrainingData
     from experiments.pipeline import prepare_data
 
@@ -95,7 +98,7 @@ def measure_arm(config: Path, key: str, steps: int) -> dict[str, Any]:
     cfg = load_config(config)
     arm_class = spec.load_arm_class()  # imports the framework
     peaks = {"framework imported": peak_mb()}
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, split_csv)  # the data stage's split, as a study's arm process reads it
     (x_tr, y_tr), (x_va, y_va), (x_te, _) = data.arrays("train"), data.arrays("val"), data.arrays("test")
     peaks["data loaded (decode cache hit)"] = peak_mb()
     arm = arm_class.create(cfg, len(data.classes), data.image_size)
@@ -161,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="decoding processes for 'data' (default: 1)")
     p.add_argument("--arm", choices=list(registry.ARMS), help="the arm for 'arm'")
     p.add_argument("--steps", type=int, default=2, help="training and test batches computed for 'arm' (default: 2)")
+    p.add_argument("--split-csv", type=Path, help="'data': write the split there; 'arm': read it from there")
     args = p.parse_args(argv)
     if args.what == "arm" and not args.arm:
         p.error("'arm' needs --arm")
     if args.what == "data":
-        result = measure_data(args.config, args.workers)
+        result = measure_data(args.config, args.workers, args.split_csv)
     else:
         import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
 
-        result = measure_arm(args.config, args.arm, args.steps)
+        result = measure_arm(args.config, args.arm, args.steps, args.split_csv)
     write_json_atomic(args.result, result)
     return 0
 
