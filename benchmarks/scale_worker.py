@@ -44,7 +44,7 @@ def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def measure_data(config: Path, workers: int, split_csv: Path | None = None) -> dict[str, Any]:
-    from common.data import decode_all, discover, make_split, write_split
+    from common.data import decode_all, discover, make_split, write_split_csv
 
     cfg = load_config(config)
     d = cfg.data
@@ -57,7 +57,7 @@ def measure_data(config: Path, workers: int, split_csv: Path | None = None) -> d
     split = make_split(manifest, d.val_fraction, d.test_fraction, cfg.seed)
     t3 = time.perf_counter()
     if split_csv is not None:  # as the data stage writes it, for the arms' processes
-        write_split(split_csv, manifest, split)
+        write_split_csv(split_csv, manifest, split)
     return {
         "workers": workers,
         "n_images": len(images),

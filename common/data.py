@@ -568,13 +568,9 @@ def _stratify_check(manifest: Manifest, pool: np.ndarray, labels: np.ndarray, fr
         )
 
 
-def write_split_csv(path: str | os.PathLike, data: StudyData) -> None:
-    """Write ``path,label,split,sha256`` (label = class name), one row per used image."""
-    write_split(path, data.manifest, data.split)
-
-
-def write_split(path: str | os.PathLike, manifest: Manifest, split: np.ndarray) -> None:
-    """:func:`write_split_csv` from a manifest and its records' split."""
+def write_split_csv(path: str | os.PathLike, manifest: Manifest, split: np.ndarray) -> None:
+    """Write ``path,label,split,sha256`` (label = class name), one row per used image
+    (``manifest``'s records, ``split`` aligned with them)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)

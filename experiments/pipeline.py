@@ -505,7 +505,7 @@ def _data_stage(cfg: StudyConfig, hold: contextlib.ExitStack) -> tuple[StudyConf
     out = output_folder(cfg, data)
     hold.enter_context(hold_output_folder(out))
     checkpoint("data decoded")
-    write_split_csv(out / "split.csv", data)
+    write_split_csv(out / "split.csv", data.manifest, data.split)
     write_json_atomic(out / "data" / "dataset.json", to_json(dataset_summary(data)))
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     record = StageRecord("data", "ran", time.perf_counter() - t0)

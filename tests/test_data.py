@@ -238,7 +238,7 @@ def test_held_out_folder_is_the_test_split(tmp_path, tree):
 def test_split_csv_columns(tmp_path, tree):
     root = tree(tmp_path / "ds")
     data = load_study_data(root, 8, cache_dir=tmp_path / "c")
-    write_split_csv(tmp_path / "out" / "split.csv", data)
+    write_split_csv(tmp_path / "out" / "split.csv", data.manifest, data.split)
     with open(tmp_path / "out" / "split.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["path", "label", "split", "sha256"]
@@ -252,7 +252,7 @@ def test_an_arm_process_takes_the_split_the_data_stage_wrote_and_refuses_a_chang
     root = tree(tmp_path / "ds")
     data = load_study_data(root, 8, cache_dir=tmp_path / "c", seed=3)
     csv_path = tmp_path / "out" / "split.csv"
-    write_split_csv(csv_path, data)
+    write_split_csv(csv_path, data.manifest, data.split)
     # another seed would split otherwise: the split comes from the file, not from a new split
     again = load_study_data(root, 8, cache_dir=tmp_path / "c", seed=0, split_csv=csv_path)
     assert np.array_equal(again.split, data.split) and again.data_key == data.data_key
