@@ -31,5 +31,5 @@ benchmark: $(VENV)/.installed      ## where the time goes, on the insects data (
 	$(PY) -m benchmarks.benchmark $(ARGS)
 
 clean-cache: $(VENV)/.installed   ## forget decoded images and cached features (the user cache folder, or $$STUDY_CACHE_DIR)
-	$(PY) -c "import shutil; from common.data import default_cache_dir as d; print('removing', d()); shutil.rmtree(d(), ignore_errors=True)"
+	$(PY) -c "import shutil; from common.data.decode import default_cache_dir as d; print('removing', d()); shutil.rmtree(d(), ignore_errors=True)"
 	rm -rf .cache

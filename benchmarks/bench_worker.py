@@ -35,11 +35,12 @@ import numpy as np
 
 import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
 from common import registry
-from common.arm import Arm, Explanation
+from common.arm import Arm
 from common.config import StudyConfig, load_config
+from common.explanation import Explanation
 from common.io import write_json_atomic
 from common.seeding import seed_everything
-from experiments.pipeline import ArmPaths, make_selection, prepare_data
+from experiments.layout import ArmPaths, make_selection, prepare_data
 
 log = logging.getLogger("bench_worker")
 

@@ -58,7 +58,7 @@ from common.config import StudyConfig, load_config, selected_arms
 from common.errors import StudyError
 from common.io import read_json, write_json_atomic, write_text_atomic
 from common.results import StudyMetrics, read_metrics
-from experiments.run_all import add_study_flags, config_overrides
+from experiments.flags import add_study_flags, config_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -415,7 +415,7 @@ def part_efficiency(ctx: Context) -> dict[str, Any]:
 
 def project_seconds(metrics: StudyMetrics, spec: registry.ArmSpec) -> dict[str, Any]:
     """The project's seconds of the data stage and of one arm's stages, from metrics.json's records."""
-    from experiments.pipeline import stage_name
+    from experiments.layout import stage_name
 
     by_stage = {s.stage: s for s in metrics.stages}
     names = {
@@ -664,7 +664,7 @@ def _percent(x: float | None) -> str:
 def _environment():
     """The Markdown environment, built once per process: Jinja2 then compiles each template
     once, not at every save of benchmark.md (0.1 s a template)."""
-    from common.report import markdown_environment, verbatim
+    from common.report.render import markdown_environment, verbatim
 
     env = markdown_environment(TEMPLATES)
     env.filters["secs"] = lambda x: verbatim(_seconds(x))
@@ -679,7 +679,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
     Each part is rendered on its own (by its macro in ``benchmark_parts.md.j2``): a part whose
     record cannot be rendered says so instead, so a view never loses benchmark.json's content."""
-    from common.report import verbatim
+    from common.report.render import verbatim
 
     env = _environment()
     macros = env.get_template("benchmark_parts.md.j2").module

@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.bench_worker import load_study
 from common import registry
-from experiments.pipeline import ArmPaths
+from experiments.layout import ArmPaths
 
 ARM = "pytorch"  # the arm measured (a key of common.registry.ARMS)
 

@@ -49,14 +49,14 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from torchvision import datasets, transforms
 
-from common.arm import Explanation
 from common.config import StudyConfig, load_config
-from common.data import read_split_csv
+from common.data.split import read_split_csv
+from common.explanation import Explanation
 from common.io import read_json, write_json_atomic
 from common.registry import METHODS
 from common.results import StudyMetrics, read_metrics
 from common.seeding import image_seeds
-from experiments.pipeline import ArmPaths, prepare_data
+from experiments.layout import ArmPaths, prepare_data
 from pytorch_impl.arm import PyTorchArm
 from pytorch_impl.config import PyTorchConfig
 from pytorch_impl.explain import shap_to_explanation_layout
@@ -75,7 +75,9 @@ def published_transform(image_size: int, mean: list[float], std: list[float]) ->
     """The published transform: Pillow bilinear resize, [0, 1] tensor, per-channel normalisation."""
     return transforms.Compose(
         [
-            transforms.Resize((image_size, image_size)),  # PIL input: Image.resize(..., BILINEAR), as common/data.py
+            transforms.Resize(
+                (image_size, image_size)
+            ),  # PIL: Image.resize(..., BILINEAR), as common/data/decode.py
             transforms.ToTensor(),  # uint8 HWC -> float32 CHW / 255
             transforms.Normalize(mean, std),
         ]

@@ -44,7 +44,9 @@ def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def measure_data(config: Path, workers: int, split_csv: Path | None = None) -> dict[str, Any]:
-    from common.data import decode_all, discover, make_split, write_split_csv
+    from common.data.decode import decode_all
+    from common.data.discover import discover
+    from common.data.split import make_split, write_split_csv
 
     cfg = load_config(config)
     d = cfg.data
@@ -92,7 +94,7 @@ FULL_PASSES: dict[str, Callable[[Any, Any], None]] = {"pytorch": _channel_statis
 
 def measure_arm(config: Path, key: str, steps: int, split_csv: Path | None = None) -> dict[str, Any]:
     from common.arm import TrainingData
-    from experiments.pipeline import prepare_data
+    from experiments.layout import prepare_data
 
     spec = registry.arm_spec(key)
     cfg = load_config(config)
@@ -151,7 +153,7 @@ def measure_arm(config: Path, key: str, steps: int, split_csv: Path | None = Non
 
 def _first(x, n: int):
     """The first ``n`` images of ``x`` without reading them (a store view)."""
-    from common.imagestore import take
+    from common.data.imagestore import take
 
     return take(x, np.arange(n))
 

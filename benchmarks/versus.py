@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from common.arm import Explanation
+from common.explanation import Explanation
 from common.io import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

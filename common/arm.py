@@ -12,7 +12,7 @@ package the results; an arm implements ``_create``, ``_fit``, ``_predict_proba``
 ``_explain`` (what its framework does differently), ``save``/``load``, and reports its
 facts (``info``) and fallbacks (``fallbacks``).
 
-For the assessment of the maps (``common/assess.py``) an arm also gives the gradient of
+For the assessment of the maps (``experiments/assess.py``) an arm also gives the gradient of
 one class's explained output with respect to the raw pixels (``_gradients``: the
 gradient × input baseline is computed from it here, once for every arm), its learned
 weights as NumPy arrays and a way to replace some of them in place
@@ -35,8 +35,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from common.config import StudyConfig
-from common.imagestore import ImageStore
-from common.registry import OUTPUTS, RANDOMISATION_SCOPES, ArmSpec, method_spec
+from common.data.imagestore import ImageStore
+from common.explanation import ExplainerOutput, Explanation
+from common.quality.randomisation import randomize_weights
+from common.registry import OUTPUTS, RANDOMISATION_SCOPES, ArmSpec, MethodSpec, method_spec
 from common.seeding import image_seeds, seed_everything, seeded
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -71,129 +73,6 @@ class TrainResult:
     train_seconds: float  # wall time of the whole fit, feature extraction included
     info: dict[str, Any] = field(default_factory=dict)  # e.g. device, backbone_weights, feature_seconds
     fallbacks: list[str] = field(default_factory=list)  # where the run departs from the plan, in words
-
-
-@dataclass
-class Attribution:
-    """What an arm's ``_explain`` returns, in the framework-neutral layout."""
-
-    attributions: np.ndarray  # (N, K, H, W, C) per image, class, pixel and channel; (N, 1, ...) for given classes
-    base_values: np.ndarray  # (K,) E[f(background)] of the explained quantity
-    outputs: np.ndarray  # (N, K) f(x) of the explained quantity
-    probabilities: np.ndarray  # (N, K) the model's class probabilities
-
-
-@dataclass
-class Explanation:
-    """One explainer's result for one arm, in the framework-neutral pixel layout."""
-
-    method: str  # a key of common.registry.METHODS
-    output: str  # explained quantity: "logits" or "probability"
-    attributions: np.ndarray  # float32 (N, K, H, W, C): per image, class, pixel and channel
-    base_values: np.ndarray  # float32 (K,): E[f(background)] of the explained quantity
-    outputs: np.ndarray  # float32 (N, K): f(x) of the explained quantity
-    probabilities: np.ndarray  # float32 (N, K): the model's class probabilities
-    seconds: float  # wall time of the explainer (set-up included)
-    n_background: int
-    nsamples: int | None = None  # samples per image of a sampled method; None for Deep SHAP
-    # int (N, K'): the class of each image's k-th map, -1 where image i has no k-th map
-    # (e.g. the true class of a correctly predicted image); None: every class (K' = K)
-    classes: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.classes is not None:
-            self.classes = np.asarray(self.classes, dtype=np.int64).reshape(len(self.attributions), -1)
-
-    @property
-    def explained_classes(self) -> np.ndarray:
-        """int (N, K'): the class of each image's k-th map (every class, or the given ones; -1: none)."""
-        n, k = self.attributions.shape[:2]
-        if self.classes is None:
-            return np.tile(np.arange(k), (n, 1))
-        return self.classes
-
-    @property
-    def n_maps(self) -> int:
-        """How many maps were computed (image x class pairs)."""
-        return int((self.explained_classes >= 0).sum())
-
-    def maps_for(self, classes: np.ndarray) -> np.ndarray:
-        """(N, H, W, C): each image's attributions at ``classes[i]``.
-
-        Raises:
-            KeyError: a class that was not explained for that image.
-        """
-        classes = np.asarray(classes, dtype=np.int64).ravel()
-        hit = self.explained_classes == classes[:, None]  # (N, K')
-        if not hit.any(axis=1).all():
-            raise KeyError(f"class not explained for image(s) {np.flatnonzero(~hit.any(axis=1)).tolist()}")
-        return self.attributions[np.arange(len(classes)), hit.argmax(axis=1)]
-
-    @property
-    def additivity_deltas(self) -> np.ndarray:
-        """f(x) - E[f(background)] per computed map, float64 (n_maps,)."""
-        rows, cols = np.nonzero(self.explained_classes >= 0)
-        cls = self.explained_classes[rows, cols]
-        return self.outputs.astype(np.float64)[rows, cls] - self.base_values.astype(np.float64)[cls]
-
-    @property
-    def additivity_errors(self) -> np.ndarray:
-        """|sum(attributions) - (f(x) - E[f(background)])| per computed map, float64
-        (n_maps,), in image order; the sum is taken in float64."""
-        rows, cols = np.nonzero(self.explained_classes >= 0)
-        total = self.attributions[rows, cols].reshape(len(rows), -1).astype(np.float64).sum(-1)
-        return np.abs(total - self.additivity_deltas)
-
-    @property
-    def additivity_max_abs_error(self) -> float:
-        return float(self.additivity_errors.max())
-
-    @property
-    def additivity_mean_abs_error(self) -> float:
-        return float(self.additivity_errors.mean())
-
-    @property
-    def additivity_relative_error(self) -> float:
-        """Mean |error| over mean |f(x) - E[f(background)]|: the error on the scale of what
-        the maps distribute (0 when that is 0 and the maps are exact)."""
-        scale = float(np.abs(self.additivity_deltas).mean())
-        error = self.additivity_mean_abs_error
-        return error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
-
-    def save(self, path: str | Path) -> None:
-        from common.io import write_npz_atomic
-
-        write_npz_atomic(
-            path,
-            method=np.array(self.method),
-            output=np.array(self.output),
-            attributions=self.attributions,
-            base_values=self.base_values,
-            outputs=self.outputs,
-            probabilities=self.probabilities,
-            seconds=np.array(self.seconds),
-            n_background=np.array(self.n_background),
-            nsamples=np.array(-1 if self.nsamples is None else self.nsamples),
-            classes=np.zeros((0, 0), np.int64) if self.classes is None else self.classes,
-            has_classes=np.array(self.classes is not None),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> Explanation:
-        with np.load(path) as z:
-            nsamples = int(z["nsamples"])
-            return cls(
-                method=str(z["method"]),
-                output=str(z["output"]),
-                attributions=z["attributions"],
-                base_values=z["base_values"],
-                outputs=z["outputs"],
-                probabilities=z["probabilities"],
-                seconds=float(z["seconds"]),
-                n_background=int(z["n_background"]),
-                nsamples=None if nsamples < 0 else nsamples,
-                classes=z["classes"] if "has_classes" in z.files and bool(z["has_classes"]) else None,
-            )
 
 
 def best_epoch(history: dict[str, list[float]]) -> int:
@@ -311,18 +190,8 @@ class Arm(abc.ABC):
         with seeded(seed, tensorflow=False):
             if classes is None:
                 result = self._explain_classes(images, background, spec, nsamples, seeds, output, None)
-            else:  # column 0 holds a class for every image: its pass gives every image's outputs
-                result = self._explain_classes(images, background, spec, nsamples, seeds, output, classes[:, 0])
-                maps = np.zeros((len(images), classes.shape[1], *images.shape[1:]), np.float32)
-                maps[:, 0] = result.attributions[:, 0]
-                for k in range(1, classes.shape[1]):
-                    rows = np.flatnonzero(classes[:, k] >= 0)
-                    if len(rows):
-                        part = self._explain_classes(
-                            images[rows], background, spec, nsamples, seeds[rows], output, classes[rows, k]
-                        )
-                        maps[rows, k] = part.attributions[:, 0]
-                result.attributions = maps
+            else:
+                result = self._explain_table(images, background, spec, nsamples, seeds, output, classes)
         n_maps = self.n_classes if classes is None else classes.shape[1]
         expected = (len(images), n_maps, *images.shape[1:])
         if result.attributions.shape != expected:
@@ -342,7 +211,26 @@ class Arm(abc.ABC):
             classes=classes,
         )
 
-    def _explain_classes(self, images, background, spec, nsamples, seeds, output, classes) -> Attribution:
+    def _explain_table(
+        self, images, background, spec: MethodSpec, nsamples, seeds, output, classes: np.ndarray
+    ) -> ExplainerOutput:
+        """The maps of a class table (N, K'): one pass of the explainer per column, over the
+        images that have a class in it."""
+        # column 0 holds a class for every image: its pass gives every image's outputs
+        result = self._explain_classes(images, background, spec, nsamples, seeds, output, classes[:, 0])
+        maps = np.zeros((len(images), classes.shape[1], *images.shape[1:]), np.float32)
+        maps[:, 0] = result.attributions[:, 0]
+        for k in range(1, classes.shape[1]):
+            rows = np.flatnonzero(classes[:, k] >= 0)
+            if len(rows):
+                part = self._explain_classes(
+                    images[rows], background, spec, nsamples, seeds[rows], output, classes[rows, k]
+                )
+                maps[rows, k] = part.attributions[:, 0]
+        result.attributions = maps
+        return result
+
+    def _explain_classes(self, images, background, spec, nsamples, seeds, output, classes) -> ExplainerOutput:
         if spec.baseline:
             return self._gradient_times_input(images, background, output=output, classes=classes)
         return self._explain(
@@ -392,7 +280,7 @@ class Arm(abc.ABC):
     def randomized(self, scope: str, seed: int) -> Iterator[Arm]:
         """For the ``with`` block, this arm with its learned weights in ``scope`` (a key of
         ``common.registry.RANDOMISATION_SCOPES``) re-drawn by the one rule every arm shares
-        (:func:`common.quality.randomize_weights`); the trained weights are put back after.
+        (:func:`common.quality.randomisation.randomize_weights`); the trained weights are put back after.
 
         In place rather than a copy, so whatever an arm built on its model (TensorFlow's
         traced explainer graphs) serves the randomised weights too instead of being rebuilt.
@@ -400,8 +288,6 @@ class Arm(abc.ABC):
         Raises:
             ValueError: an unknown scope, or one that holds no weights in this arm.
         """
-        from common.quality import randomize_weights
-
         if scope not in RANDOMISATION_SCOPES:
             raise ValueError(f"scope must be one of {', '.join(RANDOMISATION_SCOPES)}, got {scope!r}")
         trained = self.learned_weights(scope)
@@ -424,7 +310,7 @@ class Arm(abc.ABC):
 
     def _gradient_times_input(
         self, images: np.ndarray, background: np.ndarray, *, output: str, classes: np.ndarray | None
-    ) -> Attribution:
+    ) -> ExplainerOutput:
         """Gradient × (x − mean(background)) of every class (or the given ones), from the
         arm's gradients; the base values are E[f(background)]."""
         x = images.astype(np.float64)
@@ -436,7 +322,7 @@ class Arm(abc.ABC):
             maps.append(np.asarray(grads, np.float64) * offset)
         bg_outputs = self._forward(background, output=output)  # E[f(background)]: a forward pass suffices
         probabilities = self.predict_proba(images)
-        return Attribution(
+        return ExplainerOutput(
             attributions=np.stack(maps, axis=1),
             base_values=np.asarray(bg_outputs, np.float64).mean(axis=0),
             outputs=outputs,
@@ -504,7 +390,7 @@ class Arm(abc.ABC):
         seeds: np.ndarray,
         output: str,
         classes: np.ndarray | None,
-    ) -> Attribution:
+    ) -> ExplainerOutput:
         """A SHAP method's attributions for checked images and output: every class
         (N, K, H, W, C), or with ``classes`` (int (N,)) only ``classes[i]`` for image i
         (N, 1, H, W, C). A sampled method draws image i's samples with ``seeds[i]`` (uint32),
@@ -534,7 +420,7 @@ class Arm(abc.ABC):
 
     def _explain_independently(
         self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, classes: np.ndarray
-    ) -> Attribution | None:
+    ) -> ExplainerOutput | None:
         """The maps of the arm's :attr:`independent_library` (logits, given classes), or None
         where it has no counterpart of ``method``."""
         return None

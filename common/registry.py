@@ -2,7 +2,7 @@
 
 Everything else reads from here: the command line's choices, the config's arm sections,
 stage names, output folders, metrics.json keys, report labels and the library versions
-that are recorded. Nothing here imports a framework.
+that are recorded. Nothing here imports a framework, or any module of the project.
 
 Adding an arm (say a JAX model) means a package with the same files as ``pytorch_impl/``
 (``config.py`` with its settings dataclass, ``model.py``, ``train.py``, ``explain.py``,
@@ -17,10 +17,7 @@ import importlib
 import importlib.metadata
 import platform
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from common.arm import Arm
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,8 +34,10 @@ class ArmSpec:
     model_filename: str  # the saved model inside the arm's output folder
     versions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (label, PyPI names tried in turn) to record
 
-    def load_arm_class(self) -> type[Arm]:
-        """The arm's class, imported now: only the arm's own process imports its framework."""
+    def load_arm_class(self) -> type:
+        """The arm's class (a :class:`common.arm.Arm` subclass), imported now: only the arm's own
+        process imports its framework. Nothing of the project is imported at this module's top,
+        so every module can read the registry."""
         return getattr(importlib.import_module(f"{self.package}.arm"), self.arm_class)
 
     def settings_class(self) -> type:

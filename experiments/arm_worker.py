@@ -1,4 +1,4 @@
-"""Run one arm's stages (train, predict, explain) in a process of its own.
+"""Run one arm's stages (train, predict, explain, assess) in a process of its own.
 
 Started for each unit (:mod:`experiments.units`) as ``python -m experiments.arm_worker --out OUT
 --arm KEY --spec JSON --config-json JSON [--seed S]``; ``--spec`` is the arm's registry entry as
@@ -26,7 +26,10 @@ from common.config import SCALARS, SECTIONS, from_dict
 from common.errors import StudyError
 from common.io import write_json_atomic
 from common.machine import deterministic_environment
-from experiments.pipeline import ArmStages, unit_config, unit_seed, worker_log_path
+from experiments.arm_stages import ArmStages
+from experiments.assess import ArmAssessment
+from experiments.keys import arm_keys
+from experiments.layout import unit_config, unit_seed, worker_log_path
 
 
 def exit_with_parent(poll_seconds: float = 0.5) -> None:
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(deterministic_environment())
         if args.seed is not None:
             cfg = unit_config(cfg, args.seed)
-        records = ArmStages(cfg, args.out, spec, args.force).run()
+        stages = ArmStages(cfg, args.out, spec, args.force, assessment=ArmAssessment)
+        records = stages.run(arm_keys(cfg, stages.data.data_key, stages.selection, spec))
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,10 @@
-"""The evaluate stage: every figure of metrics.json, computed from the arms' saved artifacts only."""
+"""The evaluate stage: every figure of metrics.json, computed from the arms' saved artifacts only.
+
+:func:`evaluate_study` gives a single-seed study's figures (and one seed's of a sweep,
+:mod:`experiments.sweep`): each model's test figures and the paired comparison, each
+explanation's cost and additivity, the agreement between maps and the attribution-quality
+figures (:mod:`experiments.evaluate_quality`).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,26 @@ from pathlib import Path
 
 import numpy as np
 
-from common.arm import Explanation
-from common.assess import SANITY_THRESHOLD, findings, insertion_baseline_text, summarise_arm
-from common.attribution import agreement
+from common.classification import classification_summary
 from common.config import StudyConfig, selected_arms
-from common.data import StudyData, dataset_summary
-from common.evaluation import classification_summary, mcnemar_exact
+from common.data.dataset import StudyData, dataset_summary
+from common.explanation import Explanation
 from common.io import read_json
 from common.machine import MachineInfo
-from common.registry import RANDOMISATION_SCOPES, arm_spec, library_versions, map_label, method_spec, split_map_label
+from common.quality.agreement import agreement
+from common.registry import arm_spec, library_versions, map_label, method_spec, split_map_label
 from common.results import (
     Agreement,
-    ArmQuality,
     ClassScores,
     ExplanationSummary,
     ModelEvaluation,
     PairedComparison,
-    QualitySummary,
     SelectionSummary,
     StudyMetrics,
 )
-from experiments.pipeline import ArmPaths, Selection, assessed_methods, unit_seed
+from common.stats import mcnemar_exact
+from experiments.evaluate_quality import evaluate_quality
+from experiments.layout import ArmPaths, Selection, unit_seed
 
 
 def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Selection) -> StudyMetrics:
@@ -73,40 +78,6 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
         metrics.agreement = Agreement(**agreement(maps, classes_used))
         metrics.agreement.noise_floor = noise_floors(metrics)
     return metrics
-
-
-def evaluate_quality(cfg: StudyConfig, out: Path, data: StudyData) -> QualitySummary:
-    """The attribution-quality figures from the assess stage's arrays, and their findings."""
-    arms: dict[str, ArmQuality] = {}
-    for spec in selected_arms(cfg):
-        paths = ArmPaths.of(out, spec, unit_seed(cfg))
-        with np.load(paths.assessment("random")) as z:
-            random = {k: z[k] for k in z.files}
-        methods = {}
-        for method in assessed_methods(cfg):
-            with np.load(paths.assessment(method)) as z:
-                methods[method] = {k: z[k] for k in z.files}
-        arms[spec.name] = summarise_arm(random, methods, len(data.classes))
-    a = cfg.assess
-    settings = {
-        "steps": a.steps,
-        "random_orders": a.random_orders,
-        "deletion_fill": "the background set's mean image",
-        "insertion_baseline": insertion_baseline_text(a, data.image_size),
-        "explained_class": "each model's predicted class",
-        "n_sanity": a.n_sanity,
-        "randomised_scopes": {scope: RANDOMISATION_SCOPES[scope] for scope in a.randomise},
-        "randomisation_rule": (
-            "each learned tensor re-drawn from a normal distribution with its own mean and standard deviation "
-            "(seeded); batch-norm running statistics and the fixed preprocessing are kept"
-        ),
-        "random_logit": "the explained class's map against a randomly drawn other class's (seeded)",
-        "sanity_threshold": SANITY_THRESHOLD,
-        "cross_check": a.cross_check,
-    }
-    names = {spec.name: spec.key for spec in selected_arms(cfg)}
-    titles = {spec.name: spec.title for spec in selected_arms(cfg)}
-    return QualitySummary(settings=settings, arms=arms, findings=findings(arms, names, titles))
 
 
 def noise_floors(metrics: StudyMetrics) -> dict[str, float | None]:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.assess import sanity_positions
 from common.config import StudyConfig, selected_arms
 from common.registry import METHODS
-from experiments.pipeline import assessed_methods
+from experiments.layout import assessed_methods, sanity_positions
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (python experiments/run_all.py): the checkout's packages first
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Only the standard library and the registry (itself standard library only) before the
+# Only the standard library, the registry and the flags (standard library only) before the
 # arguments are parsed, so --help works before the dependencies are installed.
-from common import registry  # noqa: E402
+from experiments.flags import add_study_flags, config_overrides  # noqa: E402
 
 SETUP_HINT = (
     "run `make study` (it creates .venv with every dependency), or: python3 -m venv .venv && "
@@ -40,83 +40,6 @@ log = logging.getLogger("study")
 def _shown(path: Path) -> Path:
     """``path`` relative to the working directory where it lies below it (shorter in --help)."""
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-
-
-def add_study_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that override the study's config, shared by the study's and the benchmark's
-    command lines; one ``--epochs-<arm>`` per registered arm. :func:`config_overrides` reads them."""
-    p.add_argument(
-        "--image-size",
-        type=int,
-        help="square image side in pixels (default: from the config; 224 for folders, 32 for digits)",
-    )
-    for spec in registry.ARMS.values():
-        p.add_argument(
-            f"--epochs-{spec.key}",
-            type=int,
-            dest=f"epochs_{spec.key}",
-            help=f"training epochs of the {spec.title} (default: from the config)",
-        )
-    p.add_argument("--n-explain", type=int, help="test images explained, stratified (default: 2 per class)")
-    p.add_argument("--n-background", type=int, help="training images in the SHAP background (default: from the config)")
-    p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config)")
-    p.add_argument(
-        "--classes",
-        choices=list(registry.CLASS_SELECTIONS),
-        help="which classes each image's maps explain: the predicted class, also the true one where the "
-        "prediction is wrong, or every class (default: from the config, predicted+true)",
-    )
-    p.add_argument(
-        "--keras-weights",
-        help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: from the config)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        help="cache of decoded images and features (default: $STUDY_CACHE_DIR, else the user's cache folder, "
-        "e.g. ~/.cache/shap-framework-study)",
-    )
-    p.add_argument(
-        "--deterministic",
-        action="store_true",
-        default=None,
-        help="figures that match across machines: TensorFlow's oneDNN off and op determinism on "
-        "(slower; default: off, see README)",
-    )
-    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
-    p.add_argument(
-        "--no-assess",
-        dest="assess",
-        action="store_false",
-        default=None,
-        help="skip the assess stage (deletion/insertion, sanity checks, cross-checks) and its report section",
-    )
-    p.add_argument(
-        "--assess-steps", type=int, help="deletion/insertion steps of the assess stage (default: from the config)"
-    )
-    p.add_argument(
-        "--n-sanity",
-        type=int,
-        help="explained images for the randomisation check, noise floor and cross-check (default: from the config)",
-    )
-
-
-def config_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The dotted config overrides of :func:`add_study_flags`' flags (None: not given)."""
-    return {
-        "data.image_size": args.image_size,
-        **{f"{key}.epochs": getattr(args, f"epochs_{key}") for key in registry.ARMS},
-        "explain.n_explain": args.n_explain,
-        "explain.n_background": args.n_background,
-        "explain.nsamples": args.nsamples,
-        "explain.classes": args.classes,
-        "keras.weights": args.keras_weights,
-        "data.cache_dir": args.cache_dir,
-        "deterministic": args.deterministic,
-        "only": args.only,
-        "assess.enabled": args.assess,
-        "assess.steps": args.assess_steps,
-        "assess.n_sanity": args.n_sanity,
-    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -184,36 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The study's modules import its dependencies: here, after the arguments, so --help and this
+    # one-line message work in an interpreter that lacks them.
     try:
-        from common.config import load_config
-        from common.data import format_counts_table
-        from common.errors import ConfigError, StudyError
-        from experiments.pipeline import data_stage, run_study
-        from experiments.units import Execution, UnitsFailed
+        from common.errors import StudyError
+        from experiments.units import UnitsFailed
     except ModuleNotFoundError as exc:
         missing = f"error: {sys.executable} lacks the study's dependencies (no module {exc.name!r})"
         print(f"{missing}; {SETUP_HINT}", file=sys.stderr)
         return 2
+    t0 = time.perf_counter()
     try:
-        cfg = load_config(
-            args.config or DEFAULT_CONFIG,
-            {
-                "data.root": args.data,
-                "out": args.out,
-                "seed": args.seed,
-                "seeds": args.seeds,
-                "split_seed": args.split_seed,
-                **config_overrides(args),
-            },
-        )
-        execution = Execution(jobs=args.jobs, scheduler=args.scheduler, threads=args.threads)
-        if execution.problems():
-            raise ConfigError("; ".join(execution.problems()))
-        t0 = time.perf_counter()
-        if args.dry_run:
-            out, data, _ = data_stage(cfg)
-        else:
-            out = run_study(cfg, force=args.force, execution=execution).out
+        out = _dry_run(args) if args.dry_run else _run(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -225,26 +130,65 @@ def main(argv: list[str] | None = None) -> int:
     except UnitsFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.user_mistake else 1
-    if args.dry_run:
-        print(f"data set '{data.manifest.name}' ({data.manifest.layout}), {data.image_size}x{data.image_size} px")
-        print(format_counts_table(data))
-        skipped = data.manifest.skipped
-        print(f"skipped files: {len(skipped)}")
-        for s in skipped:
-            print(f"  {s.path}: {s.reason}")
-        print(f"split written to {out / 'split.csv'}")
-        from experiments.pipeline import make_selection
-        from experiments.plan import format_plan, planned_work
-
-        selection = make_selection(cfg, data)
-        n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
-        print(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))
-    else:
-        print(
-            f"study finished in {time.perf_counter() - t0:.0f} s; "
-            f"reports: {out / 'report.md'} and {out / 'report.html'}"
-        )
+    if not args.dry_run:
+        elapsed = time.perf_counter() - t0
+        print(f"study finished in {elapsed:.0f} s; reports: {out / 'report.md'} and {out / 'report.html'}")
     return 0
+
+
+def _config(args: argparse.Namespace):
+    """The study's config: the YAML file (or the default one) with the flags on top."""
+    from common.config import load_config
+
+    overrides = {"data.root": args.data, "out": args.out, "seed": args.seed, "seeds": args.seeds}
+    return load_config(
+        args.config or DEFAULT_CONFIG, {**overrides, "split_seed": args.split_seed, **config_overrides(args)}
+    )
+
+
+def _execution(args: argparse.Namespace):
+    """How the units run (``--jobs``, ``--scheduler``, ``--threads``).
+
+    Raises:
+        ConfigError: a combination no run could use.
+    """
+    from common.errors import ConfigError
+    from experiments.units import Execution
+
+    execution = Execution(jobs=args.jobs, scheduler=args.scheduler, threads=args.threads)
+    if execution.problems():
+        raise ConfigError("; ".join(execution.problems()))
+    return execution
+
+
+def _run(args: argparse.Namespace) -> Path:
+    """The whole study; its output folder."""
+    from experiments.pipeline import run_study
+
+    cfg, execution = _config(args), _execution(args)
+    return run_study(cfg, force=args.force, execution=execution).out
+
+
+def _dry_run(args: argparse.Namespace) -> Path:
+    """The data stage alone, then the counts, the skipped files and the planned work on stdout."""
+    from common.data.dataset import format_counts_table
+    from experiments.data_stage import data_stage
+    from experiments.layout import make_selection
+    from experiments.plan import format_plan, planned_work
+
+    cfg = _config(args)
+    _execution(args)  # checked as a run would
+    out, data, _ = data_stage(cfg)
+    print(f"data set '{data.manifest.name}' ({data.manifest.layout}), {data.image_size}x{data.image_size} px")
+    print(format_counts_table(data))
+    print(f"skipped files: {len(data.manifest.skipped)}")
+    for s in data.manifest.skipped:
+        print(f"  {s.path}: {s.reason}")
+    print(f"split written to {out / 'split.csv'}")
+    selection = make_selection(cfg, data)
+    n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
+    print(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))
+    return out
 
 
 if __name__ == "__main__":

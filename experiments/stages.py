@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from common.io import read_json, write_json_atomic
@@ -20,24 +20,6 @@ from common.results import StageRecord
 from experiments.faults import checkpoint
 
 log = logging.getLogger("study")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def code_digest(paths: Iterable[str], root: Path = REPO_ROOT) -> str:
-    """A digest of source files (paths relative to ``root``; a folder means its ``.py``
-    files). Part of a stage's key, so changed code reruns the stage instead of reusing
-    results of the old code."""
-    files: list[Path] = []
-    for rel in paths:
-        path = root / rel
-        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
 
 
 def file_digest(path: Path) -> dict[str, object]:

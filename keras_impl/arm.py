@@ -11,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 import keras_impl  # (sets TensorFlow's environment before keras is imported)
-from common.arm import Arm, Attribution, Fitted, TrainingData
+from common.arm import Arm, Fitted, TrainingData
 from common.config import StudyConfig
+from common.explanation import ExplainerOutput
 from common.io import atomic_path, read_json, write_json_atomic
 from common.registry import arm_spec
 from keras_impl import explain as kx
@@ -94,7 +95,7 @@ class KerasArm(Arm):
         seeds: np.ndarray,
         output: str,
         classes: np.ndarray | None,
-    ) -> Attribution:
+    ) -> ExplainerOutput:
         """Deep or Gradient SHAP for every class (or the given ones). Explainers are cached
         per method, output, background and class selection, because TensorFlow builds their
         graphs on first use (a framework reason: the PyTorch arm has nothing to cache)."""

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.arm import Attribution
+from common.explanation import ExplainerOutput
 from common.registry import OUTPUTS, method_spec
 from keras_impl import model as km
 
@@ -129,7 +129,7 @@ def explain(
     batch_size: int = 50,
     explainer: BuiltExplainer | None = None,
     classes: np.ndarray | None = None,
-) -> Attribution:
+) -> ExplainerOutput:
     """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images``.
 
     Called by :meth:`KerasArm.explain`, which checks the inputs, seeds, times and packages
@@ -176,11 +176,13 @@ def explain(
             rows = np.flatnonzero(classes == c)
             explainer.select_class(int(c))
             attributions[rows] = _shap_values(explainer, x[rows], np.asarray(seeds)[rows], nsamples)
-        return Attribution(attributions, base_values, outputs, probabilities)
+        return ExplainerOutput(attributions, base_values, outputs, probabilities)
     attributions = _shap_values(explainer, x, seeds, nsamples)
     if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
         raise RuntimeError(f"shap returned attributions {attributions.shape}; expected (N, K, H, W, C) for x {x.shape}")
-    return Attribution(attributions=attributions, base_values=base_values, outputs=outputs, probabilities=probabilities)
+    return ExplainerOutput(
+        attributions=attributions, base_values=base_values, outputs=outputs, probabilities=probabilities
+    )
 
 
 def _shap_values(explainer: BuiltExplainer, x: np.ndarray, seeds: np.ndarray, nsamples: int) -> np.ndarray:

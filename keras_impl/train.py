@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.arm import HISTORY_KEYS, Fitted, TrainingData
-from common.imagestore import ImageStore, concatenate, take
+from common.data.imagestore import ImageStore, concatenate, take
 from common.io import stable_key, write_npz_atomic
 from keras_impl import model as km
 from keras_impl import onednn_enabled

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.arm import Arm, Attribution, Fitted, TrainingData
+from common.arm import Arm, Fitted, TrainingData
 from common.config import StudyConfig
+from common.explanation import ExplainerOutput
 from common.io import atomic_path
 from common.registry import arm_spec
 from pytorch_impl.explain import captum_explain, explain, gradients
@@ -114,7 +115,7 @@ class PyTorchArm(Arm):
         seeds: np.ndarray,
         output: str,
         classes: np.ndarray | None,
-    ) -> Attribution:
+    ) -> ExplainerOutput:
         # Runs on the arm's device, Deep SHAP in float32 (its measured additivity error is in the report).
         return explain(
             self.model,
@@ -133,7 +134,7 @@ class PyTorchArm(Arm):
 
     def _explain_independently(
         self, images: np.ndarray, background: np.ndarray, method: str, *, nsamples: int, seed: int, classes: np.ndarray
-    ) -> Attribution | None:
+    ) -> ExplainerOutput | None:
         return captum_explain(self.model, images, background, method, nsamples=nsamples, seed=seed, classes=classes)
 
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:

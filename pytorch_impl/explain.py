@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.arm import Attribution
+from common.explanation import ExplainerOutput
 from pytorch_impl.model import as_input, images_to_tensor, with_probability_head
 
 
@@ -45,7 +45,7 @@ def explain(
     batch_size: int = 50,
     deep_dtype: torch.dtype = torch.float32,
     classes: np.ndarray | None = None,
-) -> Attribution:
+) -> ExplainerOutput:
     """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images``
     against ``background``.
 
@@ -109,7 +109,7 @@ def explain(
                 select.weight[0, c] = 1.0
             group = x[torch.as_tensor(rows, device=device)]
             values[rows] = _shap_values(explainer, group, method, nsamples, seeds[rows])
-    return Attribution(
+    return ExplainerOutput(
         attributions=shap_to_explanation_layout(values),
         base_values=base_values,
         outputs=outputs,
@@ -184,7 +184,7 @@ def captum_explain(
     nsamples: int,
     seed: int,
     classes: np.ndarray,
-) -> Attribution | None:
+) -> ExplainerOutput | None:
     """The same estimators from Captum, an independent implementation, for a cross-check
     of shap's maps (logits, ``classes[i]`` for image i): ``DeepLiftShap`` (DeepLIFT's
     rescale rule averaged over the background, which is what shap's Deep SHAP computes) and
@@ -214,4 +214,4 @@ def captum_explain(
         )
     maps = values.detach().permute(0, 2, 3, 1).cpu().numpy()[:, None]  # (N, 1, H, W, C)
     probabilities = torch.softmax(torch.from_numpy(outputs), 1).numpy()
-    return Attribution(attributions=maps, base_values=base_values, outputs=outputs, probabilities=probabilities)
+    return ExplainerOutput(attributions=maps, base_values=base_values, outputs=outputs, probabilities=probabilities)

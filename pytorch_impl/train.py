@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.arm import HISTORY_KEYS
-from common.imagestore import ImageStore
+from common.data.imagestore import ImageStore
 from pytorch_impl.config import PyTorchConfig
 from pytorch_impl.model import as_input, images_to_tensor
 

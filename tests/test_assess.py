@@ -1,4 +1,5 @@
-"""The assess stage's measures on the fake NumPy arm (a linear model with known maps)."""
+"""The assess stage's measures (experiments/assess.py) on the fake NumPy arm (a linear model with known maps),
+and their summaries and findings."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import contextlib
 import numpy as np
 import pytest
 
-from common import assess
 from common.config import AssessConfig, StudyConfig
+from common.report.findings import findings
+from experiments import assess
+from experiments.evaluate_quality import summarise_arm
+from experiments.layout import sanity_positions
 from tests.fake_arm.arm import FakeArm
 
 SIZE = 12
@@ -57,7 +61,7 @@ def test_patch_maps_delete_the_score_at_once_and_random_orders_do_not(setup):
     # and the first step (12 of 144 pixels) removes them all.
     assert (result["deletion"][:, 0] > 0.9).all() and (result["deletion"][:, 1] < 0.1).all()
     assert (random["deletion"][:, :, 1] > 0.5).mean() > 0.7  # a random 1/12 rarely takes the whole patch
-    summary = assess.summarise_arm(random, {"deep": result}, n_classes=3)
+    summary = summarise_arm(random, {"deep": result}, n_classes=3)
     deep = summary.methods["deep"]
     assert deep.deletion_auc.mean < summary.random.deletion_auc.mean
     assert deep.deletion_p_vs_random is not None and deep.deletion_p_vs_random < 0.05
@@ -81,8 +85,8 @@ def test_findings_name_a_failed_check(setup):
     unchanged = {"all": lambda: contextlib.nullcontext(arm)}  # a "randomised" model that did not change fails
     same = _assess(arm, inputs, settings, randomised=unchanged)
     random = assess.assess_random(arm, inputs, settings, seed=0)
-    quality = {"fake_linear": assess.summarise_arm(random, {"deep": same}, n_classes=3)}
-    lines = assess.findings(quality, {"fake_linear": "fake"}, {"fake_linear": "Fake"})
+    quality = {"fake_linear": summarise_arm(random, {"deep": same}, n_classes=3)}
+    lines = findings(quality, {"fake_linear": "fake"}, {"fake_linear": "Fake"})
     assert any("fails the model-randomisation check" in line for line in lines)
     assert not any(line.startswith("No map fails") for line in lines)
 
@@ -94,6 +98,6 @@ def test_insertion_baseline_is_chosen_per_image_size(size, expected):
 
 
 def test_sanity_positions_spread_over_the_selection():
-    assert assess.sanity_positions(20, 4).tolist() == [0, 6, 13, 19]
-    assert assess.sanity_positions(3, 6).tolist() == [0, 1, 2]
-    assert assess.sanity_positions(5, None).tolist() == [0, 1, 2, 3, 4]
+    assert sanity_positions(20, 4).tolist() == [0, 6, 13, 19]
+    assert sanity_positions(3, 6).tolist() == [0, 1, 2]
+    assert sanity_positions(5, None).tolist() == [0, 1, 2, 3, 4]

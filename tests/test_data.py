@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import common.data as data_mod
-from common.data import (
-    decode_all,
-    decode_key,
-    digits_manifest,
-    discover,
-    load_study_data,
-    make_split,
-    select_stratified,
-    write_split_csv,
-)
+import common.data.decode as decode_mod
+import common.data.discover as discover_mod
+from common.data.dataset import load_study_data
+from common.data.decode import decode_all, decode_key
+from common.data.discover import digits_manifest, discover
+from common.data.imagestore import ImageStore
+from common.data.split import make_split, select_stratified, write_split_csv
 from common.errors import (
     ClassMismatchError,
     DataError,
@@ -32,7 +28,6 @@ from common.errors import (
     TooFewClassesError,
     TooFewImagesError,
 )
-from common.imagestore import ImageStore
 
 INSECTS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "insects"
 
@@ -220,8 +215,8 @@ def test_split_is_seeded_stratified_and_listing_order_free(tmp_path, monkeypatch
     # a file system that lists files in another order gives the same split
     root = class_folders(tmp_path / "flat", classes=("a", "b", "c"), n=8, size=12)
     first = load_study_data(root, 8, cache_dir=tmp_path / "c")
-    real_walk = data_mod.os.walk
-    monkeypatch.setattr(data_mod.os, "walk", lambda p: ((d, ds[::-1], fs[::-1]) for d, ds, fs in real_walk(p)))
+    real_walk = discover_mod.os.walk
+    monkeypatch.setattr(discover_mod.os, "walk", lambda p: ((d, ds[::-1], fs[::-1]) for d, ds, fs in real_walk(p)))
     second = load_study_data(root, 8, cache_dir=tmp_path / "c")
     assert [r.path for r in first.manifest.records] == [r.path for r in second.manifest.records]
     assert np.array_equal(first.split, second.split) and first.data_key == second.data_key
@@ -282,13 +277,13 @@ def test_second_load_is_served_from_cache_and_a_changed_file_invalidates_it(tmp_
     root = tree(tmp_path / "ds")
     cache = tmp_path / "cache"
     calls = []  # one entry per image decoded
-    real = data_mod._decode_records
+    real = decode_mod._decode_records
 
     def counting(manifest, *args):
         calls.extend([1] * len(manifest.records))
         return real(manifest, *args)
 
-    monkeypatch.setattr(data_mod, "_decode_records", counting)
+    monkeypatch.setattr(decode_mod, "_decode_records", counting)
     first = load_study_data(root, 12, cache_dir=cache)
     assert len(calls) == len(first.labels) == 24
     calls.clear()
@@ -409,7 +404,7 @@ def test_store_gives_the_same_pixels_and_split_as_before(tmp_path, class_folders
 @pytest.mark.parametrize("start", ["own choice", "forkserver"])  # forkserver: a process running a framework
 def test_pool_and_single_process_write_the_same_cache(tmp_path, class_folders, monkeypatch, start):
     if start != "own choice":
-        monkeypatch.setattr(data_mod, "_pool_context", lambda: multiprocessing.get_context(start))
+        monkeypatch.setattr(decode_mod, "_pool_context", lambda: multiprocessing.get_context(start))
     root = class_folders(tmp_path / "flat", n=12, size=(20, 28), fmt="jpeg", pattern="noise")
     one = load_study_data(root, 12, cache_dir=tmp_path / "c1", workers=1)
     two = load_study_data(root, 12, cache_dir=tmp_path / "c2", workers=2)

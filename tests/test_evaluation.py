@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.evaluation import accuracy_with_ci, classification_summary, mcnemar_exact
+from common.classification import classification_summary
+from common.stats import accuracy_with_ci, mcnemar_exact
 
 
 def test_accuracy_ci_all_correct():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.imagestore import ImageStore, concatenate, create_store, take, write_rows
+from common.data.imagestore import ImageStore, concatenate, create_store, take, write_rows
 
 
 @pytest.fixture

@@ -28,10 +28,11 @@ shap = pytest.importorskip("shap")
 from shap.explainers._deep.deep_tf import op_handlers  # noqa: E402
 
 import keras_impl  # noqa: E402
-from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
+from common.arm import HISTORY_KEYS, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
+from common.data.imagestore import ImageStore, create_store, write_rows  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
-from common.imagestore import ImageStore, create_store, write_rows  # noqa: E402
+from common.explanation import Explanation  # noqa: E402
 from keras_impl import model as km  # noqa: E402
 from keras_impl import train as kt  # noqa: E402
 from keras_impl.arm import KerasArm  # noqa: E402

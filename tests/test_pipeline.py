@@ -32,7 +32,7 @@ import pytest
 from common import registry
 from common.config import load_config
 from common.machine import cpu_model
-from experiments import faults, pipeline, stages, units
+from experiments import data_stage, faults, keys, stages, units
 from experiments.run_all import main
 from tests.fake_arm import SECOND_SPEC
 from tests.fake_arm import SPEC as FAKE
@@ -117,7 +117,7 @@ def run_here(
         m.setenv("STUDY_CACHE_DIR", str(cache))
         for name, value in env.items():
             m.setenv(name, value)
-        for module in (stages, pipeline, units):
+        for module in (stages, data_stage, units):
             m.setattr(module, "checkpoint", checkpoint)
         for key in list(registry.ARMS) if two_fakes else []:  # (one dict, which modules share by name)
             m.delitem(registry.ARMS, key)
@@ -427,13 +427,13 @@ def test_an_added_image_recomputes_the_data_stage_and_everything_after(reference
 def test_two_processes_filling_one_cache_entry_leave_one_valid_entry(tmp_path, split_folders):
     data = split_folders(tmp_path / "ds", n_train=30, n_test=10, size=64, pattern="noise")
     cache = tmp_path / "cache"
-    code = "import sys; from common.data import load_study_data; load_study_data(sys.argv[1], 48)"
+    code = "import sys; from common.data.dataset import load_study_data; load_study_data(sys.argv[1], 48)"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(data)], cwd=REPO, env=_env(cache), stderr=subprocess.PIPE)
         for _ in range(2)
     ]
     assert [p.wait() for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
-    from common.data import load_study_data
+    from common.data.dataset import load_study_data
 
     entries = sorted(p.name for p in cache.rglob("*") if p.is_file())
     assert not [e for e in entries if ".tmp" in e], entries  # nothing half-written left behind
@@ -444,7 +444,7 @@ def test_two_processes_filling_one_cache_entry_leave_one_valid_entry(tmp_path, s
 
 
 def test_the_cache_lives_outside_the_checkout(monkeypatch, tmp_path):
-    from common.data import default_cache_dir
+    from common.data.decode import default_cache_dir
 
     monkeypatch.delenv("STUDY_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -462,10 +462,10 @@ def test_deterministic_kernels_have_train_keys_of_their_own():
 
     from common import registry
 
-    data, selection = SimpleNamespace(data_key="d"), SimpleNamespace(key="s")
+    selection = SimpleNamespace(key="s")
     for spec in registry.ARMS.values():
-        plain = pipeline.arm_keys(load_config(), data, selection, spec)
-        det = pipeline.arm_keys(load_config(overrides={"deterministic": True}), data, selection, spec)
+        plain = keys.arm_keys(load_config(), "d", selection, spec)
+        det = keys.arm_keys(load_config(overrides={"deterministic": True}), "d", selection, spec)
         assert all(plain[k] != det[k] for k in plain)
     from common.machine import deterministic_environment
 

@@ -19,10 +19,11 @@ shap = pytest.importorskip("shap")
 
 from torch import nn  # noqa: E402
 
-from common.arm import HISTORY_KEYS, Explanation, TrainingData  # noqa: E402
+from common.arm import HISTORY_KEYS, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
-from common.imagestore import ImageStore, create_store, write_rows  # noqa: E402
-from common.quality import rank_correlation  # noqa: E402
+from common.data.imagestore import ImageStore, create_store, write_rows  # noqa: E402
+from common.explanation import Explanation  # noqa: E402
+from common.quality.agreement import rank_correlation  # noqa: E402
 from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
 from pytorch_impl.explain import shap_to_explanation_layout  # noqa: E402
 from pytorch_impl.model import build_model, flatten_width, images_to_tensor  # noqa: E402

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from common import registry
-from common.arm import Explanation, TrainingData
+from common.arm import TrainingData
 from common.config import load_config
 from common.errors import ConfigError
+from common.explanation import Explanation
 from experiments.run_all import main, parse_args
 from tests.arm_contract import check_assessment_hooks
 from tests.fake_arm import SPEC as FAKE

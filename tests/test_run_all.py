@@ -5,12 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from common import registry
 from common.config import load_config
 from experiments.run_all import main
 
@@ -46,7 +44,6 @@ def test_dry_run_prints_the_planned_explainer_passes(
 
 
 def test_planned_work_of_the_assessment():
-    from common.config import load_config
     from experiments.plan import planned_work
 
     cfg = load_config(overrides={"explain.classes": "predicted+true", "assess.n_sanity": 2, "assess.steps": 4})
@@ -208,41 +205,3 @@ def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
     assert len(cached) == 2 * 8 + 2 and "starting the" not in second.stderr
     assert "report                   cached" in second.stderr
     assert {name: (out / name).read_bytes() for name in before} == before
-
-
-def test_changed_arm_code_changes_the_train_key(tmp_path, monkeypatch):
-    from experiments import pipeline
-    from experiments.stages import code_digest
-
-    for rel in ("pytorch_impl/model.py", "pytorch_impl/train.py", "keras_impl/model.py", *pipeline.SHARED_ARM_SOURCES):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(f"# {rel}\n")
-
-    def digest(package):
-        return code_digest([package, *pipeline.SHARED_ARM_SOURCES], tmp_path)
-
-    first = digest("pytorch_impl")
-    assert digest("pytorch_impl") == first  # stable
-    assert digest("keras_impl") != first
-    (tmp_path / "keras_impl" / "model.py").write_text("# changed\n")  # the other arm's code: no effect
-    assert digest("pytorch_impl") == first
-    (tmp_path / "pytorch_impl" / "train.py").write_text("# changed\n")
-    second = digest("pytorch_impl")
-    assert second != first
-    (tmp_path / "pytorch_impl" / "explain.py").write_text("")  # a new file in the package
-    assert digest("pytorch_impl") not in (first, second)
-    (tmp_path / "common" / "arm.py").write_text("# changed interface\n")
-    assert digest("pytorch_impl") != second
-
-    # The digest is part of the train key, and so of every later stage's key; where the arm
-    # runs (pytorch.device) is not.
-    spec = registry.arm_spec("pytorch")
-    data = SimpleNamespace(data_key="d")
-    selection = SimpleNamespace(key="s")
-    monkeypatch.setattr(pipeline, "arm_code_digest", lambda spec: "old")
-    old = pipeline.arm_keys(load_config(overrides={"seed": 0}), data, selection, spec)
-    assert pipeline.arm_keys(load_config(overrides={"pytorch.device": "cpu"}), data, selection, spec) == old
-    assert pipeline.arm_keys(load_config(overrides={"pytorch.lr": 0.1}), data, selection, spec)["train"] != old["train"]
-    monkeypatch.setattr(pipeline, "arm_code_digest", lambda spec: "new")
-    new = pipeline.arm_keys(load_config(overrides={"seed": 0}), data, selection, spec)
-    assert set(old) == set(new) and all(old[k] != new[k] for k in old)

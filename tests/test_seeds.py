@@ -15,7 +15,7 @@ import pytest
 from common import registry
 from common.config import load_config
 from common.errors import ConfigError
-from experiments.pipeline import unit_config
+from experiments.layout import unit_config
 from experiments.run_all import main
 from experiments.units import Execution, thread_env
 from tests.fake_arm import SPEC as FAKE

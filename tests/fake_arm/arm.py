@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from common.arm import Arm, Attribution, Fitted, TrainingData
+from common.arm import Arm, Fitted, TrainingData
 from common.config import StudyConfig
+from common.explanation import ExplainerOutput
 from common.io import atomic_path
 from tests.fake_arm import SECOND_SPEC, SPEC
 from tests.fake_arm.explain import explain, gradients
@@ -56,7 +57,7 @@ class FakeArm(Arm):
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         return softmax(logits(self.weights, self.bias, np.asarray(images)))
 
-    def _explain(self, images, background, method, *, nsamples, seeds, output, classes) -> Attribution:
+    def _explain(self, images, background, method, *, nsamples, seeds, output, classes) -> ExplainerOutput:
         if output != "logits":
             raise ValueError("the fake arm explains logits only")
         return explain(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.arm import Attribution
+from common.explanation import ExplainerOutput
 from tests.fake_arm.model import logits, softmax
 
 
-def explain(weights, bias, images, background, method: str, *, nsamples: int, seeds, classes=None) -> Attribution:
+def explain(weights, bias, images, background, method: str, *, nsamples: int, seeds, classes=None) -> ExplainerOutput:
     """For logits W·x/255 + b, Deep SHAP is W ⊙ (x − mean(background))/255 exactly; Gradient
     SHAP averages W ⊙ (x − background[r])/255 over ``nsamples`` draws r seeded per image by ``seeds[i]``."""
     n, k = len(images), len(bias)
@@ -24,7 +24,7 @@ def explain(weights, bias, images, background, method: str, *, nsamples: int, se
         attributions = attributions[np.arange(n), classes][:, None]
         k = 1
     z = logits(weights, bias, images)
-    return Attribution(
+    return ExplainerOutput(
         attributions=attributions.reshape(n, k, *images.shape[1:]),
         base_values=logits(weights, bias, background).mean(0),
         outputs=z,

@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from common.arm import Explanation
-from common.attribution import channel_sum, to_image_plot_lists
+from common.explanation import Explanation, channel_sum
 from common.io import atomic_path
 
 DPI = 80  # small files: the HTML report embeds every PNG
@@ -280,6 +279,17 @@ def plot_quality_curves(curves: Mapping[str, Mapping], path: str | Path) -> Path
         axes[row, 1].legend(fontsize=7, loc="best")
     _save(fig, path)
     return Path(path)
+
+
+def to_image_plot_lists(attributions: np.ndarray) -> list[np.ndarray]:
+    """(N, K, H, W, C) -> list of K arrays of shape (N, H, W, C), as shap.image_plot expects.
+
+    shap.image_plot handed the 5-D array itself silently plots the sum over classes.
+    """
+    attributions = np.asarray(attributions)
+    if attributions.ndim != 5:
+        raise ValueError(f"expected attributions of shape (N, K, H, W, C), got {attributions.shape}")
+    return [attributions[:, k] for k in range(attributions.shape[1])]
 
 
 def _spread(n: int, k: int) -> np.ndarray:

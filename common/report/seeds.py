@@ -1,7 +1,7 @@
 """The report's "Across training seeds" section: the template context of a seed sweep's summaries.
 
-Rendered by ``common/templates/seeds.md.j2`` and ``seeds.html.j2`` (included by the two
-report templates) from :class:`common.results.SeedsSummary` alone.
+Rendered by ``templates/seeds.md.j2`` and ``seeds.html.j2`` (included by the two report
+templates) from :class:`common.results.SeedsSummary` alone.
 """
 
 from __future__ import annotations
@@ -9,18 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from common import registry
+from common.report.names import framework_title, method_title, model_title
 from common.results import Estimate, StudyMetrics
-
-
-def _title(name: str) -> str:
-    try:
-        return registry.arm_by_name(name).title
-    except KeyError:
-        return name
-
-
-def _framework(key: str) -> str:
-    return registry.ARMS[key].framework if key in registry.ARMS else key
 
 
 def seeds_context(metrics: StudyMetrics) -> dict[str, Any] | None:
@@ -29,11 +19,11 @@ def seeds_context(metrics: StudyMetrics) -> dict[str, Any] | None:
     if s is None:
         return None
     accuracy = [
-        {"title": _title(name), "per_seed": [run.test_accuracy.get(name) for run in s.runs], "summary": estimate}
+        {"title": model_title(name), "per_seed": [run.test_accuracy.get(name) for run in s.runs], "summary": estimate}
         for name, estimate in s.accuracy.items()
     ]
     stability = [
-        {"model": _title(name), "method": registry.METHODS[m].title if m in registry.METHODS else m, "s": st}
+        {"model": model_title(name), "method": method_title(m), "s": st}
         for name, by_method in s.stability.items()
         for m, st in by_method.items()
     ]
@@ -58,7 +48,7 @@ def seeds_context(metrics: StudyMetrics) -> dict[str, Any] | None:
         "first": s.seeds[0],
         "accuracy": accuracy,
         "comparisons": comparisons,
-        "titles": [_framework(pooled.arm_a), _framework(pooled.arm_b)] if pooled else [],
+        "titles": [framework_title(pooled.arm_a), framework_title(pooled.arm_b)] if pooled else [],
         "pooled": pooled,
         "stability": stability,
         "versus": versus,

@@ -1,41 +1,14 @@
-"""Framework-free measures of attribution quality: perturbation curves, sparseness, agreement, sanity checks.
-
-Maps are per-image arrays; unless said otherwise a map is channel-summed, ``(N, H, W)``
-(see :func:`common.attribution.channel_sum`). Images are uint8 ``(N, H, W, C)``, as
-everywhere in ``common``; a ``predict`` callable maps such images to class
-probabilities ``(M, K)``, so one code path serves both arms.
-
-The measures and their sources:
-
-- deletion and insertion curves (Petsiuk et al. 2018, "RISE: Randomized Input Sampling
-  for Explanation of Black-box Models"): :func:`perturbation_curves`, :func:`curve_auc`,
-  :func:`fraction_at`, with pixel orders from :func:`rank_pixels` or, as the chance
-  reference, :func:`random_orders`;
-- sparseness as the Gini index (Hurley & Rickard 2009, "Comparing measures of
-  sparsity"; the form Quantus's ``Sparseness`` uses): :func:`gini`;
-- rank agreement between maps, also the score of the sanity checks - model
-  randomisation (Adebayo et al. 2018, "Sanity checks for saliency maps"; weights from
-  :func:`randomize_weights`) and random logit (Sixt et al. 2020, "When explanations lie:
-  why many modified BP attributions fail"; the map of the predicted class against that
-  of another class): :func:`rank_correlation`, :func:`nonzero_mask`;
-- summaries over images: :func:`mean_ci`, :func:`paired_p`.
-
-NumPy and SciPy only: nothing here imports torch or tensorflow.
-"""
+"""Deletion and insertion curves (Petsiuk et al. 2018, RISE): how fast a class's score falls or
+rises as pixels change in the order a map ranks them, against random orders."""
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
 
 MODES = ("deletion", "insertion")
-
-
-# ----------------------------------------------------------------------------- pixel orders
 
 
 def rank_pixels(maps: np.ndarray) -> np.ndarray:
@@ -122,9 +95,6 @@ def perturb(images: np.ndarray, fill: np.ndarray, orders: np.ndarray, n_changed:
     picked = orders[:, : int(n_changed)]  # (N, n_changed)
     out[rows, picked] = fill.reshape(n, h * w, c)[rows, picked]
     return out.reshape(images.shape)
-
-
-# ----------------------------------------------------------------------------- deletion and insertion
 
 
 def fractions(steps: int) -> np.ndarray:
@@ -324,197 +294,3 @@ def mean_image(images: np.ndarray) -> np.ndarray:
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must be non-empty (N, H, W, C), got shape {images.shape}")
     return np.clip(np.rint(images.astype(np.float64).mean(axis=0)), 0, 255).astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------- sparseness and agreement
-
-
-def gini(maps: np.ndarray) -> np.ndarray:
-    """Gini index of each map's absolute values (Hurley & Rickard 2009), as Quantus's ``Sparseness``.
-
-    With the n values of ``|map|`` sorted ascending, x_1 <= ... <= x_n:
-    ``G = sum_i (2i - n - 1) x_i / (n sum_i x_i)``; 0 for a constant map, (n-1)/n for a
-    map with one non-zero element. (Quantus adds 1e-7 to every value first; this does not.)
-
-    Args:
-        maps: ``(N, ...)``, flattened per image.
-
-    Returns:
-        float64 ``(N,)``; NaN for a map that is all zeros.
-
-    Raises:
-        ValueError: when ``maps`` has no image axis.
-    """
-    maps = np.asarray(maps)
-    if maps.ndim < 1:
-        raise ValueError("maps must be (N, ...)")
-    x = np.sort(np.abs(maps.reshape(maps.shape[0], -1).astype(np.float64)), axis=1)  # (N, n)
-    n = x.shape[1]
-    weights = 2.0 * np.arange(1, n + 1) - n - 1
-    total = x.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        g = (x * weights).sum(axis=1) / (n * total)
-    g[total == 0] = np.nan
-    return g
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho of two 1-D arrays (average ranks for ties); NaN when either is constant."""
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ra = stats.rankdata(a) - (a.size + 1) / 2.0  # centred average ranks
-    rb = stats.rankdata(b) - (b.size + 1) / 2.0
-    return float(np.dot(ra, rb) / math.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
-
-
-def rank_correlation(
-    a: np.ndarray, b: np.ndarray, *, absolute: bool = False, mask: np.ndarray | None = None
-) -> np.ndarray:
-    """Spearman's rank correlation between ``a[i]`` and ``b[i]`` per image, each flattened.
-
-    Ties get average ranks. This is the agreement score of the sanity checks as well:
-    a map against the map of a weight-randomised model (Adebayo et al. 2018) or of another
-    class (random logit, Sixt et al. 2020); ``absolute=True`` compares magnitudes only, as
-    Adebayo et al. also report.
-
-    Args:
-        a, b: ``(N, ...)`` of the same shape.
-        absolute: compare ``|a|`` and ``|b|``.
-        mask: boolean ``(N, ...)`` or ``(...)`` (one for all images): the elements compared;
-            None compares all (see :func:`nonzero_mask`).
-
-    Returns:
-        float64 ``(N,)``; NaN where either side is constant over the compared elements
-        (fewer than two elements included).
-
-    Raises:
-        ValueError: on mismatched shapes or a non-boolean mask.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim < 1:
-        raise ValueError(f"a and b must be (N, ...) of the same shape, got {a.shape} and {b.shape}")
-    shape = a.shape
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.dtype != bool or mask.shape not in (shape, shape[1:]):
-            raise ValueError(f"mask must be boolean {shape} or {shape[1:]}, got {mask.dtype} {mask.shape}")
-    if absolute:
-        a, b = np.abs(a), np.abs(b)
-    n = shape[0]
-    a, b = a.reshape(n, -1), b.reshape(n, -1)
-    keep = np.ones(a.shape, dtype=bool) if mask is None else np.broadcast_to(mask, shape).reshape(a.shape)
-    out = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        out[i] = _spearman(a[i, keep[i]], b[i, keep[i]])
-    return out
-
-
-def nonzero_mask(*maps: np.ndarray) -> np.ndarray:
-    """Boolean mask, True where at least one of ``maps`` is non-zero.
-
-    Elements that are zero in every map (e.g. padding that no method attributes) carry
-    no ranking information but tie in every map, inflating agreement; pass this mask to
-    :func:`rank_correlation` to leave them out.
-
-    Args:
-        maps: one or more arrays of the same shape ``(N, ...)``.
-
-    Returns:
-        bool, the maps' shape.
-
-    Raises:
-        ValueError: with no maps or mismatched shapes.
-    """
-    if not maps:
-        raise ValueError("nonzero_mask needs at least one map")
-    arrays = [np.asarray(m) for m in maps]
-    if len({m.shape for m in arrays}) != 1:
-        raise ValueError(f"maps must share one shape, got {[m.shape for m in arrays]}")
-    return np.logical_or.reduce([m != 0 for m in arrays])
-
-
-# ----------------------------------------------------------------------------- summaries
-
-
-def mean_ci(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
-    """Mean and two-sided 95% Student-t confidence interval of the finite values.
-
-    Args:
-        values: any shape; NaN and infinite values are left out.
-
-    Returns:
-        ``(mean, low, high)``; ``(None, None, None)`` with no finite value, ``(mean, None,
-        None)`` with one.
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return None, None, None
-    mean = float(x.mean())
-    if x.size == 1:
-        return mean, None, None
-    half = float(stats.t.ppf(0.975, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return mean, mean - half, mean + half
-
-
-def paired_p(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``) of paired values.
-
-    Args:
-        a, b: ``(N,)`` paired per image; pairs where either is not finite are left out.
-
-    Returns:
-        The p-value; None with fewer than two pairs or when every difference is zero.
-
-    Raises:
-        ValueError: when ``a`` and ``b`` differ in shape.
-    """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same length, got {a.size} and {b.size}")
-    both = np.isfinite(a) & np.isfinite(b)
-    a, b = a[both], b[both]
-    if a.size < 2 or np.all(a == b):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # small-sample and tie notes from SciPy
-        return float(stats.wilcoxon(a, b).pvalue)
-
-
-# ----------------------------------------------------------------------------- model randomisation
-
-
-def randomize_weights(weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Weights for the model-randomisation check (Adebayo et al. 2018): the one rule both arms use.
-
-    The rule: each tensor, taken in the mapping's order at index ``j``, is replaced by
-    draws from a normal distribution with that tensor's own mean and standard deviation
-    (over its elements, ``ddof=0``), drawn from ``np.random.default_rng([seed, j])``, with
-    the same shape and dtype. A tensor whose standard deviation is zero (constant, or a
-    single element) stays as it was, and so does a non-floating one (an integer counter
-    such as BatchNorm's ``num_batches_tracked``). Each tensor has its own stream, so a
-    tensor's draws do not depend on the tensors before it.
-
-    Args:
-        weights: ``{name: array}``, e.g. a PyTorch ``state_dict`` or Keras weights as numpy.
-        seed: the seed of the randomisation.
-
-    Returns:
-        ``{name: array}``: new arrays, same names, order, shapes and dtypes; the input is
-        left as it was.
-    """
-    out: dict[str, np.ndarray] = {}
-    for j, (name, tensor) in enumerate(weights.items()):
-        arr = np.asarray(tensor)
-        if arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
-            out[name] = arr.copy()
-            continue
-        values = arr.astype(np.float64)
-        mean, std = float(values.mean()), float(values.std())
-        if std == 0.0:
-            out[name] = arr.copy()
-            continue
-        out[name] = np.random.default_rng([seed, j]).normal(mean, std, size=arr.shape).astype(arr.dtype)
-    return out

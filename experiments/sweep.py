@@ -13,16 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
-from common.arm import Explanation
-from common.assess import estimate
-from common.attribution import AGREEMENT_METHOD, agreement
 from common.config import StudyConfig, selected_arms
-from common.data import StudyData
+from common.data.dataset import StudyData
+from common.explanation import Explanation
+from common.quality.agreement import AGREEMENT_METHOD, agreement
+from common.registry import ArmSpec
 from common.results import PooledComparison, SeedRun, SeedsSummary, Stability, StudyMetrics
+from common.stats import estimate, paired_t_p
 from experiments.evaluate import evaluate_study
-from experiments.pipeline import ArmPaths, Selection, unit_config
+from experiments.layout import ArmPaths, Selection, unit_config
 
 INTERVAL = (
     "two-sided 95% Student-t interval over seeds (scipy.stats.t, n - 1 degrees of freedom; "
@@ -82,7 +82,7 @@ def summarise_seeds(cfg: StudyConfig, out: Path, per_seed: dict[int, StudyMetric
     )
 
 
-def stability_of(out: Path, spec, method: str, seeds: list[int]) -> Stability:
+def stability_of(out: Path, spec: ArmSpec, method: str, seeds: list[int]) -> Stability:
     """One model and method: each explained image's map compared across training seeds."""
     maps, classes = {}, {}
     for seed in seeds:
@@ -106,11 +106,7 @@ def pooled_comparison(runs: list[SeedRun]) -> PooledComparison:
     a, b = first.arm_a, first.arm_b
     name_a, name_b = list(runs[0].test_accuracy)  # registry order, as the comparison's arms
     diff = np.array([r.test_accuracy[name_a] - r.test_accuracy[name_b] for r in runs])
-    p = None
-    if len(runs) >= 2 and np.ptp(diff) > 0:
-        acc_a = [r.test_accuracy[name_a] for r in runs]
-        acc_b = [r.test_accuracy[name_b] for r in runs]
-        p = float(stats.ttest_rel(acc_a, acc_b).pvalue)
+    p = paired_t_p([r.test_accuracy[name_a] for r in runs], [r.test_accuracy[name_b] for r in runs])
     return PooledComparison(
         arm_a=a,
         arm_b=b,
