@@ -167,9 +167,8 @@ class Arm(abc.ABC):
 
         A sampled method draws each image's samples from ``seed`` and the image's pixels
         (:func:`common.seeding.image_seeds`), so a map does not depend on which other images
-        or classes are explained with it. The global random state is seeded with ``seed``
-        for the call and restored after it (shap reseeds NumPy's global generator), so
-        explaining has no side effects.
+        or classes are explained with it. The global random state is seeded for the call and
+        restored after it (shap reseeds NumPy's global generator): no side effects.
 
         Raises:
             ValueError: an unknown method or output, images of the wrong shape or type, or
@@ -198,13 +197,9 @@ class Arm(abc.ABC):
             raise RuntimeError(
                 f"{type(self).__name__}._explain gave attributions {result.attributions.shape}, expected {expected}"
             )
-        return Explanation(
-            method=method,
-            output=output,
-            attributions=np.ascontiguousarray(result.attributions, dtype=np.float32),
-            base_values=np.asarray(result.base_values, dtype=np.float32),
-            outputs=np.asarray(result.outputs, dtype=np.float32),
-            probabilities=np.asarray(result.probabilities, dtype=np.float32),
+        return result.packaged(
+            method,
+            output,
             seconds=time.perf_counter() - start,
             n_background=len(background),
             nsamples=nsamples if spec.sampled else None,
@@ -263,13 +258,9 @@ class Arm(abc.ABC):
             )
         if result is None:
             return None
-        return Explanation(
-            method=method,
-            output="logits",
-            attributions=np.ascontiguousarray(result.attributions, dtype=np.float32),
-            base_values=np.asarray(result.base_values, dtype=np.float32),
-            outputs=np.asarray(result.outputs, dtype=np.float32),
-            probabilities=np.asarray(result.probabilities, dtype=np.float32),
+        return result.packaged(
+            method,
+            "logits",
             seconds=time.perf_counter() - start,
             n_background=len(background),
             nsamples=nsamples if method_spec(method).sampled else None,

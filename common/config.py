@@ -233,7 +233,17 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 
 def validate(cfg: StudyConfig) -> None:
-    """Raise ConfigError for values no run could use."""
+    """Raise ConfigError for values no run could use, naming every problem found."""
+    problems = _data_problems(cfg)
+    for section in cfg.arms.values():
+        problems += section.problems()
+    problems += _run_problems(cfg) + _explain_problems(cfg.explain) + _assess_problems(cfg.assess)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _data_problems(cfg: StudyConfig) -> list[str]:
+    """The seed's and the data section's problems."""
     problems = []
     if not 0 <= cfg.seed <= MAX_SEED:
         problems.append(f"seed must be between 0 and {MAX_SEED}, got {cfg.seed}")
@@ -244,8 +254,12 @@ def validate(cfg: StudyConfig) -> None:
         v = getattr(cfg.data, name)
         if not 0 < v < 1:
             problems.append(f"data.{name} must be between 0 and 1, got {v}")
-    for section in cfg.arms.values():
-        problems += section.problems()
+    return problems
+
+
+def _run_problems(cfg: StudyConfig) -> list[str]:
+    """The training seeds' and the arm choice's problems."""
+    problems = []
     if cfg.seeds is not None and (
         not isinstance(cfg.seeds, tuple)
         or not cfg.seeds
@@ -255,20 +269,27 @@ def validate(cfg: StudyConfig) -> None:
         problems.append(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
     if cfg.only is not None and cfg.only not in registry.ARMS:
         problems.append(f"only must be one of {', '.join(registry.ARMS)}, got {cfg.only!r}")
-    if cfg.explain.output not in registry.OUTPUTS:
-        problems.append(f"explain.output must be 'logits' or 'probability', got {cfg.explain.output!r}")
-    bad = [m for m in cfg.explain.methods if m not in registry.METHODS]
+    return problems
+
+
+def _explain_problems(e: ExplainConfig) -> list[str]:
+    problems = []
+    if e.output not in registry.OUTPUTS:
+        problems.append(f"explain.output must be 'logits' or 'probability', got {e.output!r}")
+    bad = [m for m in e.methods if m not in registry.METHODS]
     if bad:
         problems.append(f"explain.methods may hold only {', '.join(registry.METHODS)}, got {', '.join(bad)}")
-    if cfg.explain.classes not in registry.CLASS_SELECTIONS:
-        problems.append(
-            f"explain.classes must be one of {', '.join(registry.CLASS_SELECTIONS)}, got {cfg.explain.classes!r}"
-        )
-    if cfg.explain.n_explain is not None and cfg.explain.n_explain < 1:
+    if e.classes not in registry.CLASS_SELECTIONS:
+        problems.append(f"explain.classes must be one of {', '.join(registry.CLASS_SELECTIONS)}, got {e.classes!r}")
+    if e.n_explain is not None and e.n_explain < 1:
         problems.append("explain.n_explain must be positive")
-    if cfg.explain.n_background < 1 or cfg.explain.nsamples < 1:
+    if e.n_background < 1 or e.nsamples < 1:
         problems.append("explain.n_background and explain.nsamples must be positive")
-    a = cfg.assess
+    return problems
+
+
+def _assess_problems(a: AssessConfig) -> list[str]:
+    problems = []
     if a.steps < 2 or a.random_orders < 1:
         problems.append("assess.steps must be at least 2 and assess.random_orders at least 1")
     if a.insertion_baseline not in ("auto", "mean", "blur"):
@@ -282,8 +303,7 @@ def validate(cfg: StudyConfig) -> None:
         problems.append(
             f"assess.randomise may hold only {', '.join(registry.RANDOMISATION_SCOPES)}, got {', '.join(bad)}"
         )
-    if problems:
-        raise ConfigError("; ".join(problems))
+    return problems
 
 
 def selected_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:

@@ -24,6 +24,23 @@ class ExplainerOutput:
     outputs: np.ndarray  # (N, K) f(x) of the explained quantity
     probabilities: np.ndarray  # (N, K) the model's class probabilities
 
+    def packaged(
+        self, method: str, output: str, *, seconds: float, n_background: int, nsamples: int | None, classes
+    ) -> Explanation:
+        """This output as one :class:`Explanation`, in float32."""
+        return Explanation(
+            method=method,
+            output=output,
+            attributions=np.ascontiguousarray(self.attributions, dtype=np.float32),
+            base_values=np.asarray(self.base_values, dtype=np.float32),
+            outputs=np.asarray(self.outputs, dtype=np.float32),
+            probabilities=np.asarray(self.probabilities, dtype=np.float32),
+            seconds=seconds,
+            n_background=n_background,
+            nsamples=nsamples,
+            classes=classes,
+        )
+
 
 @dataclass
 class Explanation:

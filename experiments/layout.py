@@ -38,6 +38,7 @@ def prepare_data(cfg: StudyConfig, split_csv: Path | None = None) -> StudyData:
 
 
 def default_out(data_name: str) -> Path:
+    """The output folder of a study that names none: ``reports/<data set name>`` in the checkout."""
     return REPO_ROOT / "reports" / data_name
 
 
@@ -109,6 +110,8 @@ def assessed_methods(cfg: StudyConfig) -> list[str]:
 
 
 def arm_steps(cfg: StudyConfig) -> list[str]:
+    """An arm's steps in the order they run: train, predict, explain_<method>..., then
+    assess_random and assess_<method>... when the study assesses its maps."""
     steps = ["train", "predict"] + [f"explain_{m}" for m in cfg.explain.methods]
     if cfg.assess.enabled:
         steps += ["assess_random"] + [f"assess_{m}" for m in assessed_methods(cfg)]
@@ -116,6 +119,7 @@ def arm_steps(cfg: StudyConfig) -> list[str]:
 
 
 def stage_name(spec: ArmSpec, step: str, seed: int | None = None) -> str:
+    """The name of an arm's step as stamps, logs and metrics.json's records show it, e.g. "train pytorch seed-1"."""
     return f"{step} {spec.key}" if seed is None else f"{step} {spec.key} seed-{seed}"
 
 
@@ -137,6 +141,7 @@ def unit_seed(cfg: StudyConfig) -> int | None:
 
 
 def worker_log_path(out: Path, spec: ArmSpec, seed: int | None = None) -> Path:
+    """Where an arm's process writes the records of its stages for the runner to read."""
     return out / "stages" / (f"worker_{spec.key}.json" if seed is None else f"worker_{spec.key}_seed-{seed}.json")
 
 

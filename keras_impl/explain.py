@@ -132,8 +132,7 @@ def explain(
 ) -> ExplainerOutput:
     """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images``.
 
-    Called by :meth:`KerasArm.explain`, which checks the inputs, seeds, times and packages
-    the result; shap reseeds NumPy's global generator here (``rseed``).
+    Called by :meth:`KerasArm.explain` (which checks, seeds, times and packages); shap reseeds NumPy here.
 
     Args:
         model: the full probability model (pixels → probabilities).
@@ -170,12 +169,7 @@ def explain(
         raise ValueError("explainer was built for another method, output, background or class selection")
     outputs, base_values, probabilities = explainer.outputs(x, bg)
     if one_class:
-        classes = np.asarray(classes, dtype=np.int64)
-        attributions = np.zeros((len(x), 1, *x.shape[1:]), np.float32)
-        for c in np.unique(classes):
-            rows = np.flatnonzero(classes == c)
-            explainer.select_class(int(c))
-            attributions[rows] = _shap_values(explainer, x[rows], np.asarray(seeds)[rows], nsamples)
+        attributions = _class_values(explainer, x, np.asarray(seeds), nsamples, np.asarray(classes, dtype=np.int64))
         return ExplainerOutput(attributions, base_values, outputs, probabilities)
     attributions = _shap_values(explainer, x, seeds, nsamples)
     if attributions.shape != (len(x), outputs.shape[1], *x.shape[1:]):
@@ -183,6 +177,19 @@ def explain(
     return ExplainerOutput(
         attributions=attributions, base_values=base_values, outputs=outputs, probabilities=probabilities
     )
+
+
+def _class_values(
+    explainer: BuiltExplainer, x: np.ndarray, seeds: np.ndarray, nsamples: int, classes: np.ndarray
+) -> np.ndarray:
+    """The maps (N, 1, H, W, C) of ``classes[i]`` for image i, the images grouped by class: a
+    one-class explainer pointed at each class in turn (its graphs are built once)."""
+    attributions = np.zeros((len(x), 1, *x.shape[1:]), np.float32)
+    for c in np.unique(classes):
+        rows = np.flatnonzero(classes == c)
+        explainer.select_class(int(c))
+        attributions[rows] = _shap_values(explainer, x[rows], seeds[rows], nsamples)
+    return attributions
 
 
 def _shap_values(explainer: BuiltExplainer, x: np.ndarray, seeds: np.ndarray, nsamples: int) -> np.ndarray:

@@ -69,15 +69,7 @@ def train(
         values are means over that epoch's batches, in training mode).
     """
     keras.utils.set_random_seed(seed)
-    trainer = model
-    if augmenter is not None:  # augmentation outside the saved model: active in training only
-        inputs = keras.Input(model.input_shape[1:], name="pixels")
-        trainer = keras.Model(inputs, model(augmenter(inputs)), name=f"{model.name}_augmented")
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    trainer = _compiled_trainer(model, lr, augmenter)
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     for epoch in range(1, epochs + 1):
@@ -90,13 +82,24 @@ def train(
         loss, acc = _run_batches(trainer.test_on_batch, x_val, y_val, val_batches, None)
         history["val_loss"].append(loss)
         history["val_accuracy"].append(acc)
-        log.info(
-            "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f",
-            epoch,
-            epochs,
-            *(history[k][-1] for k in HISTORY_KEYS),
-        )
+        values = (history[k][-1] for k in HISTORY_KEYS)
+        log.info("epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f", epoch, epochs, *values)
     return history
+
+
+def _compiled_trainer(model: keras.Model, lr: float, augmenter: keras.Model | None) -> keras.Model:
+    """``model`` (or, with ``augmenter``, a model that augments its inputs first, in training only:
+    the saved model does not contain the augmentation) compiled with the published recipe."""
+    trainer = model
+    if augmenter is not None:
+        inputs = keras.Input(model.input_shape[1:], name="pixels")
+        trainer = keras.Model(inputs, model(augmenter(inputs)), name=f"{model.name}_augmented")
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return trainer
 
 
 def fit(

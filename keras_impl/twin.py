@@ -74,9 +74,15 @@ def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, imag
         ValueError: weights whose shapes do not fit ``n_classes`` and ``image_size``.
     """
     sd = {key: np.asarray(value, dtype=np.float32) for key, value in state_dict.items()}
+    model = _cnn_layers(n_classes, image_size, sd["normalize.mean"], sd["normalize.std"])
+    _carry_weights(model, sd, image_size)
+    return model
 
+
+def _cnn_layers(n_classes: int, image_size: int, mean: np.ndarray, std: np.ndarray) -> keras.Model:
+    """The CNN's layers in Keras, NHWC, named for :func:`_carry_weights`."""
     pixels = keras.Input((image_size, image_size, N_CHANNELS), name="pixels")  # raw RGB 0..255
-    x = PixelNormalize(sd["normalize.mean"], sd["normalize.std"], name="normalize")(pixels)
+    x = PixelNormalize(mean, std, name="normalize")(pixels)
     x = layers.Conv2D(6, 5, name="conv1")(x)  # (B, S-4, S-4, 6)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name="bn1")(x)
@@ -84,8 +90,7 @@ def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, imag
     x = layers.Conv2D(16, 3, name="conv2")(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name="bn2")(x)
-    x = layers.ReLU(name="relu2")(x)
-    side = x.shape[1]  # feature map (B, side, side, 16)
+    x = layers.ReLU(name="relu2")(x)  # (B, side, side, 16)
     x = layers.Flatten(name="flatten")(x)  # (B, side * side * 16) in (H, W, C) order
     x = layers.Dense(120, name="fc1")(x)
     x = layers.ReLU(name="relu3")(x)
@@ -93,7 +98,11 @@ def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, imag
     x = layers.ReLU(name="relu4")(x)
     logits = layers.Dense(n_classes, name="logits")(x)
     probabilities = layers.Softmax(name="probabilities")(logits)
-    model = keras.Model(pixels, probabilities, name="keras_twin_of_cnn")
+    return keras.Model(pixels, probabilities, name="keras_twin_of_cnn")
+
+
+def _carry_weights(model: keras.Model, sd: Mapping[str, np.ndarray], image_size: int) -> None:
+    """Set the twin's weights from the CNN's state dict (float32 NumPy arrays), in Keras's layouts."""
 
     def conv(key: str) -> list[np.ndarray]:  # PyTorch OIHW -> Keras HWIO
         return [sd[f"{key}.weight"].transpose(2, 3, 1, 0), sd[f"{key}.bias"]]
@@ -106,6 +115,7 @@ def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, imag
 
     # PyTorch flattens (C, H, W), Keras (H, W, C): reorder the first Linear layer's input
     # columns so that column (h, w, c) of the Keras kernel is column (c, h, w) of PyTorch's.
+    side = model.get_layer("relu2").output.shape[1]  # feature map (B, side, side, 16)
     fc1 = sd["classifier.0.weight"]  # (120, 16 * side * side), columns in (C, H, W) order
     if fc1.shape[1] != 16 * side * side:
         raise ValueError(f"classifier.0.weight has {fc1.shape[1]} inputs; image_size {image_size} gives {16 * side**2}")
@@ -118,4 +128,3 @@ def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, imag
     model.get_layer("fc1").set_weights([fc1_kernel, sd["classifier.0.bias"]])
     model.get_layer("fc2").set_weights(dense("classifier.2"))
     model.get_layer("logits").set_weights(dense("classifier.4"))  # set_weights raises on a wrong K
-    return model

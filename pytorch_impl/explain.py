@@ -46,11 +46,9 @@ def explain(
     deep_dtype: torch.dtype = torch.float32,
     classes: np.ndarray | None = None,
 ) -> ExplainerOutput:
-    """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images``
-    against ``background``.
+    """Explain every class of ``model`` (or ``classes[i]`` for image i) for ``images`` against ``background``.
 
-    Called by :meth:`PyTorchArm.explain`, which checks the inputs, seeds, times and packages
-    the result; shap reseeds NumPy's global generator here (``rseed``).
+    Called by :meth:`PyTorchArm.explain` (which checks, seeds, times and packages); shap reseeds NumPy here.
 
     Args:
         model: the logit-output CNN (raw-pixel NCHW input); explained on its device.
@@ -62,9 +60,8 @@ def explain(
             an image's map is the same whichever images and classes are explained with it.
         output: ``"logits"`` or ``"probability"`` (a softmax module after the logits).
         batch_size: Gradient SHAP samples per forward/backward pass.
-        deep_dtype: precision of the model copy Deep SHAP runs on (float32 by default; the
-            study measures and reports the additivity error it gives). Gradient SHAP always
-            runs in float32 (shap builds its sample batches in the default dtype).
+        deep_dtype: precision of Deep SHAP's model copy (the study reports the additivity error
+            float32 gives); Gradient SHAP runs in float32 (shap's sample batches' dtype).
         classes: int (N,): explain only ``classes[i]`` for image i (images are grouped by
             class; each group is explained through a one-hot ``nn.Linear`` after the output,
             which both explainers treat as the linear layer it is); None: every class.
@@ -75,46 +72,68 @@ def explain(
     """
     device = next(model.parameters()).device
     dtype = deep_dtype if method == "deep" else torch.float32
-
-    # A private copy: shap's hooks leave Parameters on the leaves, and DeepExplainer calls
-    # .eval() itself; set eval here too so both explainers see BatchNorm's running stats.
-    explained: nn.Module = copy.deepcopy(model).to(dtype)
-    if output == "probability":
-        explained = with_probability_head(explained)
-    explained.eval().requires_grad_(False)  # gradients are taken w.r.t. the inputs only
-
+    explained = explained_copy(model, output, dtype)
     x = as_input(images_to_tensor(images, device), dtype)  # (N, C, H, W) raw pixels
     bg = as_input(images_to_tensor(background, device), dtype)  # (B, C, H, W)
-
     with torch.no_grad():
         outputs = explained(x).cpu().numpy()  # (N, K) of the explained quantity
         base_values = explained(bg).mean(0).cpu().numpy()  # E[f(background)]: Deep SHAP's expected_value
     # The model's probabilities, as predict_proba gives them (the explained copy is in eval mode).
     probabilities = outputs if output == "probability" else torch.softmax(torch.from_numpy(outputs), 1).numpy()
-
     seeds = np.asarray(seeds)
     if classes is None:
         values = _shap_values(_explainer(explained, bg, method, batch_size), x, method, nsamples, seeds)
     else:
-        # One explainer for every class: a one-hot layer after the output whose row is set per
-        # class (as the Keras arm assigns its one-hot kernel), so its set-up runs once.
-        select = select_class(outputs.shape[1], 0).to(device, dtype)
-        explainer = _explainer(nn.Sequential(explained, select), bg, method, batch_size)
-        classes = np.asarray(classes, dtype=np.int64)
-        values = np.zeros((len(x), x.shape[1], x.shape[2], x.shape[3], 1), np.float32)
-        for c in np.unique(classes):
-            rows = np.flatnonzero(classes == c)
-            with torch.no_grad():
-                select.weight.zero_()
-                select.weight[0, c] = 1.0
-            group = x[torch.as_tensor(rows, device=device)]
-            values[rows] = _shap_values(explainer, group, method, nsamples, seeds[rows])
+        values = _class_values(
+            explained, x, bg, method, nsamples, seeds, batch_size, np.asarray(classes, np.int64), outputs.shape[1]
+        )
     return ExplainerOutput(
         attributions=shap_to_explanation_layout(values),
         base_values=base_values,
         outputs=outputs,
         probabilities=probabilities,
     )
+
+
+def explained_copy(model: nn.Module, output: str = "logits", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A private copy of ``model`` in eval mode (BatchNorm uses its running statistics) that
+    gives ``output``, with gradients off for its parameters (they are taken w.r.t. the inputs).
+    The explainers work on it: shap's hooks leave Parameters on the leaves, and the caller's
+    model is never touched."""
+    explained: nn.Module = copy.deepcopy(model).to(dtype)
+    if output == "probability":
+        explained = with_probability_head(explained)
+    return explained.eval().requires_grad_(False)
+
+
+def _class_values(
+    explained: nn.Module,
+    x: torch.Tensor,
+    bg: torch.Tensor,
+    method: str,
+    nsamples: int,
+    seeds: np.ndarray,
+    batch_size: int,
+    classes: np.ndarray,
+    n_classes: int,
+) -> np.ndarray:
+    """shap's values (N, C, H, W, 1) of ``classes[i]`` for image i, the images grouped by class.
+
+    One explainer serves every class: a one-hot layer after the output whose row is set per
+    class (as the Keras arm assigns its one-hot kernel), so its set-up runs once.
+    """
+    device, dtype = x.device, x.dtype
+    select = select_class(n_classes, 0).to(device, dtype)
+    explainer = _explainer(nn.Sequential(explained, select), bg, method, batch_size)
+    values = np.zeros((len(x), x.shape[1], x.shape[2], x.shape[3], 1), np.float32)
+    for c in np.unique(classes):
+        rows = np.flatnonzero(classes == c)
+        with torch.no_grad():
+            select.weight.zero_()
+            select.weight[0, c] = 1.0
+        group = x[torch.as_tensor(rows, device=device)]
+        values[rows] = _shap_values(explainer, group, method, nsamples, seeds[rows])
+    return values
 
 
 def select_class(n_classes: int, c: int) -> nn.Linear:
@@ -159,10 +178,7 @@ def gradients(
     """d f_c(x)/d x for raw uint8 ``images`` (N, H, W, C), c = ``classes[i]``, as float32
     (N, H, W, C), and the explained outputs f(x) (N, K); on a copy of the model in eval mode."""
     device = next(model.parameters()).device
-    explained: nn.Module = copy.deepcopy(model)
-    if output == "probability":
-        explained = with_probability_head(explained)
-    explained.eval().requires_grad_(False)
+    explained = explained_copy(model, output)
     grads, outputs = [], []
     tensor = images_to_tensor(images, device)
     for i in range(0, len(images), batch_size):
@@ -196,7 +212,7 @@ def captum_explain(
     if method not in ("deep", "gradient"):
         return None
     device = next(model.parameters()).device
-    explained: nn.Module = copy.deepcopy(model).float().eval().requires_grad_(False)
+    explained = explained_copy(model)
     x = as_input(images_to_tensor(images, device))
     bg = as_input(images_to_tensor(background, device))
     target = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=device)

@@ -23,7 +23,6 @@ from PIL import Image
 from common.data.discover import Manifest, check_nonempty
 from common.data.imagestore import ImageStore, create_store, write_rows
 from common.io import atomic_path, read_json, stable_key, write_json_atomic
-from common.results import SkippedFile
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +126,7 @@ def decode_all(
         )
     images = ImageStore(npy)
     if corrupt:
-        records = tuple(r for r in manifest.records if r.path not in corrupt)
-        skipped = tuple(
-            sorted(manifest.skipped + tuple(SkippedFile(p, r) for p, r in corrupt.items()), key=lambda s: s.path)
-        )
-        manifest = Manifest(
-            manifest.name,
-            manifest.root,
-            manifest.layout,
-            manifest.classes,
-            records,
-            skipped,
-            manifest.held_out_folder,
-            manifest.loader,
-        )
+        manifest = manifest.without(corrupt)
         check_nonempty(manifest)
     if len(images) != len(manifest.records) or images.shape[1:] != (size, size, 3):
         raise RuntimeError(f"decode cache {npy} does not match the data set; delete it and rerun")

@@ -7,10 +7,11 @@ same shape (:func:`digits_manifest`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,12 @@ class Manifest:
     skipped: tuple[SkippedFile, ...] = ()
     held_out_folder: str | None = None  # e.g. "test"
     loader: Callable[[ImageRecord], Image.Image] | None = field(default=None, compare=False, repr=False)
+
+    def without(self, unusable: Mapping[str, str]) -> Manifest:
+        """This manifest with the records at the paths of ``unusable`` (path -> why) moved to ``skipped``."""
+        records = tuple(r for r in self.records if r.path not in unusable)
+        skipped = self.skipped + tuple(SkippedFile(p, why) for p, why in unusable.items())
+        return dataclasses.replace(self, records=records, skipped=tuple(sorted(skipped, key=lambda s: s.path)))
 
 
 def discover(root: str | os.PathLike) -> Manifest:

@@ -177,17 +177,10 @@ def perturbation_curves(
         ValueError: on a bad mode, fractions, batch size or shape, a class out of range,
             or a ``predict`` output that is not ``(M, K)``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    images, fill = _check_images_fill(images, fill)
+    images, fill, orders, classes, fracs = _check_curve_inputs(
+        images, fill, orders, classes, fractions, mode, batch_size
+    )
     n, h, w, _ = images.shape
-    orders = _check_orders(orders, n, h * w)
-    fracs = _check_fractions(fractions)
-    classes = np.asarray(classes)
-    if classes.shape != (n,) or not np.issubdtype(classes.dtype, np.integer) or np.any(classes < 0):
-        raise ValueError(f"classes must be (N,) = ({n},) non-negative ints, got {classes.dtype} {classes.shape}")
     counts = np.rint(fracs * h * w).astype(np.int64)  # pixels changed at each fraction
 
     start, end = (images, fill) if mode == "deletion" else (fill, images)
@@ -200,6 +193,22 @@ def perturbation_curves(
             raise ValueError(f"classes must be < K = {probs.shape[1]}, got max {classes.max()}")
         curves[rows, steps] = probs[np.arange(len(batch)), classes[rows]]
     return curves
+
+
+def _check_curve_inputs(images, fill, orders, classes, fractions, mode: str, batch_size: int) -> tuple:
+    """:func:`perturbation_curves`' inputs as it uses them; ValueError for any it cannot."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images, fill = _check_images_fill(images, fill)
+    n, h, w, _ = images.shape
+    orders = _check_orders(orders, n, h * w)
+    fracs = _check_fractions(fractions)
+    classes = np.asarray(classes)
+    if classes.shape != (n,) or not np.issubdtype(classes.dtype, np.integer) or np.any(classes < 0):
+        raise ValueError(f"classes must be (N,) = ({n},) non-negative ints, got {classes.dtype} {classes.shape}")
+    return images, fill, orders, classes, fracs
 
 
 def _check_curves(fracs: np.ndarray, curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +39,10 @@ def build_figures(
         "figures/training_curves.png", "shap_pytorch_deep": "figures/shap_pytorch_deep.png"}``;
         figures without data (no history, no explanation) are left out.
     """
-    # matplotlib and scikit-learn's plotting (1 s to import) load here, not with this module:
-    # the benchmark renders its Markdown with this module's Jinja2 environment and draws nothing.
-    from common.report.plots import (
-        plot_attribution_grid,
-        plot_confusion_matrices,
-        plot_quality_curves,
-        plot_shap_image,
-        plot_training_curves,
-    )
+    # matplotlib and scikit-learn's plotting (1 s to import) load when a report is drawn, not
+    # with this module: the runner imports it with the pipeline, and a rerun whose report
+    # stage is cached draws nothing.
+    from common.report.plots import plot_confusion_matrices, plot_quality_curves, plot_training_curves
 
     out_dir = Path(out_dir)
     figures: dict[str, str] = {}
@@ -62,23 +57,36 @@ def build_figures(
     matrices = {model_title(k): m.confusion_matrix for k, m in metrics.models.items() if m.confusion_matrix}
     if matrices:
         plot_confusion_matrices(matrices, class_names, target("confusion_matrices"))
-
-    ordered = sorted(explanations, key=explanation_order)
-    if ordered and images is not None and true_labels is not None:
-        columns = {registry.map_title(arm, method): explanations[(arm, method)] for arm, method in ordered}
-        plot_attribution_grid(images, true_labels, class_names, columns, target("attribution_grid"))
-        for arm, method in ordered:
-            plot_shap_image(
-                images,
-                explanations[(arm, method)],
-                class_names,
-                target(f"shap_{arm}_{method}"),
-                max_images=max_shap_images,
-                title=shap_title(arm, method),
-            )
+    if explanations and images is not None and true_labels is not None:
+        _draw_maps(images, true_labels, class_names, explanations, target, max_shap_images)
     if metrics.quality is not None and metrics.quality.arms:
         plot_quality_curves(_quality_curves(metrics.quality), target("quality_curves"))
     return figures
+
+
+def _draw_maps(
+    images: np.ndarray,
+    true_labels: Sequence[int],
+    class_names: Sequence[str],
+    explanations: Mapping[tuple[str, str], Explanation],
+    target: Callable[[str], Path],
+    max_shap_images: int,
+) -> None:
+    """The attribution grid of every explanation, then shap's image plot of each."""
+    from common.report.plots import plot_attribution_grid, plot_shap_image
+
+    ordered = sorted(explanations, key=explanation_order)
+    columns = {registry.map_title(arm, method): explanations[(arm, method)] for arm, method in ordered}
+    plot_attribution_grid(images, true_labels, class_names, columns, target("attribution_grid"))
+    for arm, method in ordered:
+        plot_shap_image(
+            images,
+            explanations[(arm, method)],
+            class_names,
+            target(f"shap_{arm}_{method}"),
+            max_images=max_shap_images,
+            title=shap_title(arm, method),
+        )
 
 
 def _quality_curves(quality: QualitySummary) -> dict[str, dict]:

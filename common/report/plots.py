@@ -299,6 +299,34 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
+def _shap_columns(
+    explanation: Explanation, idx: np.ndarray, class_names: Sequence[str], max_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The maps (n, K', H, W, C) of images ``idx`` that shap's image plot shows, and their column
+    titles (n, K'): "class (probability)", with "predicted:"/"true:" for a class table."""
+    attr = np.asarray(explanation.attributions)[idx]  # (n, K', H, W, C)
+    probs = np.asarray(explanation.probabilities)[idx]  # (n, K)
+    explained = explanation.explained_classes[idx]  # (n, K'): the class of each map, -1: none
+    if explanation.classes is None and attr.shape[1] > max_classes:
+        # every class explained: per image, its most probable classes, most probable first
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
+        attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
+        explained = order
+    # a class table (predicted, then true where wrong) says which column is which
+    prefix = ("predicted: ", "true: ") if explanation.classes is not None else ("", "")
+    none = "(prediction correct)"  # no true-class map where the prediction is right
+    labels = np.array(
+        [
+            [
+                f"{prefix[min(k, 1)]}{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else none
+                for k, c in enumerate(row)
+            ]
+            for i, row in enumerate(explained)
+        ]
+    )
+    return attr, labels
+
+
 def plot_shap_image(
     images: np.ndarray,
     explanation: Explanation,
@@ -335,27 +363,8 @@ def plot_shap_image(
         import shap  # lazily: heavy, and only this figure needs it
 
     idx = _spread(explanation.attributions.shape[0], max_images)
-    attr = np.asarray(explanation.attributions)[idx]  # (n, K', H, W, C)
-    probs = np.asarray(explanation.probabilities)[idx]  # (n, K)
-    explained = explanation.explained_classes[idx]  # (n, K'): the class of each map, -1: none
+    attr, labels = _shap_columns(explanation, idx, class_names, max_classes)
     pixels = np.asarray(images)[idx]
-    if explanation.classes is None and attr.shape[1] > max_classes:
-        # every class explained: per image, its most probable classes, most probable first
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
-        attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
-        explained = order
-    # a class table (predicted, then true where wrong) says which column is which
-    prefix = ("predicted: ", "true: ") if explanation.classes is not None else ("", "")
-    none = "(prediction correct)"  # no true-class map where the prediction is right
-    labels = np.array(
-        [
-            [
-                f"{prefix[min(k, 1)]}{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else none
-                for k, c in enumerate(row)
-            ]
-            for i, row in enumerate(explained)
-        ]
-    )
     if pixels.dtype == np.uint8:
         pixels = pixels.astype(np.float32) / 255.0  # image_plot shows [0, 1] floats as they are
     # hspace="auto": tight layout, so a row's class titles do not run into the row above
