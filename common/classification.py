@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
 from common.stats import accuracy_with_ci, as_labels
 
 
@@ -28,6 +26,10 @@ def classification_summary(y_true: Any, y_pred: Any, class_names: Sequence[str])
         Classes absent from the test set keep their row and column (all zeros); a class
         never predicted gets precision 0 rather than a warning (``zero_division=0``).
     """
+    # here, not at the top: scikit-learn takes most of a second to import, and the runner imports
+    # the evaluate stage with the pipeline, also for a rerun whose evaluate stage is cached
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y_true, y_pred = as_labels(y_true, y_pred)
     labels = list(range(len(class_names)))
     accuracy, (low, high) = accuracy_with_ci(y_true, y_pred)

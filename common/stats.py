@@ -15,9 +15,16 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from common.results import Estimate
+
+
+def _scipy_stats():
+    """``scipy.stats``, imported when a statistic is first computed: it takes half a second, and the
+    runner imports this module with the pipeline, also for a rerun whose evaluate stage is cached."""
+    from scipy import stats
+
+    return stats
 
 
 def as_labels(*arrays: Any) -> list[np.ndarray]:
@@ -51,7 +58,7 @@ def accuracy_with_ci(y_true: Any, y_pred: Any, confidence: float = 0.95) -> tupl
     """
     y_true, y_pred = as_labels(y_true, y_pred)
     correct = int(np.sum(y_true == y_pred))
-    ci = stats.binomtest(correct, y_true.size).proportion_ci(confidence_level=confidence, method="exact")
+    ci = _scipy_stats().binomtest(correct, y_true.size).proportion_ci(confidence_level=confidence, method="exact")
     return correct / y_true.size, (float(ci.low), float(ci.high))
 
 
@@ -78,7 +85,11 @@ def mcnemar_exact(y_true: Any, pred_a: Any, pred_b: Any) -> dict[str, Any]:
     only_a = int(np.sum(a_right & ~b_right))
     only_b = int(np.sum(~a_right & b_right))
     discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else float(stats.binomtest(only_a, discordant, 0.5, alternative="two-sided").pvalue)
+    p = (
+        1.0
+        if discordant == 0
+        else float(_scipy_stats().binomtest(only_a, discordant, 0.5, alternative="two-sided").pvalue)
+    )
     return {
         "mcnemar_p": min(p, 1.0),
         "only_a_correct": only_a,
@@ -106,7 +117,7 @@ def mean_ci(values: np.ndarray) -> tuple[float | None, float | None, float | Non
     mean = float(x.mean())
     if x.size == 1:
         return mean, None, None
-    half = float(stats.t.ppf(0.975, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    half = float(_scipy_stats().t.ppf(0.975, df=x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
 
 
@@ -138,7 +149,7 @@ def paired_p(a: np.ndarray, b: np.ndarray) -> float | None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-sample and tie notes from SciPy
-        return float(stats.wilcoxon(a, b).pvalue)
+        return float(_scipy_stats().wilcoxon(a, b).pvalue)
 
 
 def paired_t_p(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -149,4 +160,4 @@ def paired_t_p(a: np.ndarray, b: np.ndarray) -> float | None:
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.size < 2 or np.ptp(a - b) == 0:
         return None
-    return float(stats.ttest_rel(a, b).pvalue)
+    return float(_scipy_stats().ttest_rel(a, b).pvalue)

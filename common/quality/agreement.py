@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from common.explanation import channel_sum
 from common.registry import ARMS, METHODS, map_label
@@ -30,6 +29,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     when either has fewer than two values or is constant (rho is undefined)."""
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
+    # here, not at the top: SciPy's stats take half a second to import, and every arm's process
+    # imports this module (through the assess stage) whether or not it computes a correlation
+    from scipy.stats import spearmanr
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # spearmanr warns (and returns NaN) on degenerate input
         return float(spearmanr(a, b).statistic)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from scipy import ndimage
 
 MODES = ("deletion", "insertion")
 
@@ -289,6 +288,10 @@ def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
+    # here, not at the top: SciPy's ndimage takes 0.2 s to import, and every arm's process imports
+    # this module (through the assess stage) whether or not it blurs
+    from scipy import ndimage
+
     out = ndimage.gaussian_filter(images.astype(np.float64), sigma=(0, sigma, sigma, 0))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
