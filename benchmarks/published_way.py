@@ -25,23 +25,19 @@ How the published notebook ran, and how this file reproduces it on a finished st
   leaves Deep SHAP attributions unchanged (multipliers scale by ``s``, input differences
   by ``1 / s``), and Gradient SHAP's too when its random draws are the same.
 
-Run by ``benchmarks.benchmark`` as
-``python -m benchmarks.published_way --study OUT/study --result R.json``; it writes one
-JSON file of measurements and imports PyTorch only.
+:func:`run` is started by :mod:`benchmarks.study` in a process of its own
+(:func:`benchmarks.measure.in_child`); it returns the measurements and imports PyTorch only.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import resource
-import sys
 import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,10 +45,11 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from torchvision import datasets, transforms
 
+from benchmarks.measure import peak_mb, timed
 from common.config import StudyConfig, load_config
 from common.data.split import read_split_csv
 from common.explanation import Explanation
-from common.io import read_json, write_json_atomic
+from common.io import read_json
 from common.registry import METHODS
 from common.results import StudyMetrics, read_metrics
 from common.seeding import image_seeds
@@ -73,15 +70,8 @@ PUBLISHED_BATCH_SIZE = 64  # the published DataLoader's batch size
 
 def published_transform(image_size: int, mean: list[float], std: list[float]) -> transforms.Compose:
     """The published transform: Pillow bilinear resize, [0, 1] tensor, per-channel normalisation."""
-    return transforms.Compose(
-        [
-            transforms.Resize(
-                (image_size, image_size)
-            ),  # PIL: Image.resize(..., BILINEAR), as common/data/decode.py
-            transforms.ToTensor(),  # uint8 HWC -> float32 CHW / 255
-            transforms.Normalize(mean, std),
-        ]
-    )
+    resize = transforms.Resize((image_size, image_size))  # PIL: Image.resize(..., BILINEAR), as common/data/decode.py
+    return transforms.Compose([resize, transforms.ToTensor(), transforms.Normalize(mean, std)])  # ToTensor: / 255
 
 
 def split_subsets(
@@ -150,6 +140,33 @@ def study_model_on_normalised_inputs(path: Path) -> tuple[CNN, np.ndarray, np.nd
     return model.to(memory_format=torch.contiguous_format).eval(), mean, std
 
 
+def waited(loader: DataLoader, clock: list[float]):
+    """The loader's batches, adding the seconds spent waiting for each (decoding, resizing) to ``clock[0]``."""
+    batches = iter(loader)
+    while True:
+        batch, seconds = timed(next, batches, None)
+        clock[0] += seconds
+        if batch is None:
+            return
+        yield batch
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, optimizer, clock: list[float]) -> tuple[float, float]:
+    """One epoch of the published loop: mean training loss and accuracy."""
+    model.train()
+    loss_sum, correct, n = 0.0, 0, 0
+    for images, labels in waited(loader, clock):  # (B, C, H, W) normalised float32, (B,) int64
+        optimizer.zero_grad()
+        outputs = model(images)
+        loss = nn.functional.cross_entropy(outputs, labels)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(labels)
+        correct += (outputs.argmax(1) == labels).sum().item()
+        n += len(labels)
+    return loss_sum / n, correct / n
+
+
 def train_published(
     model: nn.Module, train_set: Subset, val_set: Subset, cfg: PyTorchConfig, seed: int
 ) -> dict[str, Any]:
@@ -160,42 +177,19 @@ def train_published(
         ``data_seconds`` (time spent waiting for the DataLoader: decoding and resizing).
     """
     torch.manual_seed(seed)  # as the project's train(); the CNN itself draws nothing while training
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, sampler=RandomSampler(train_set, generator=generator)
-    )
+    sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    criterion = nn.CrossEntropyLoss()
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
-    epoch_seconds, data_seconds = [], 0.0
+    epoch_seconds, clock = [], [0.0]
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
         t_epoch = time.perf_counter()
-        model.train()
-        loss_sum, correct, n = 0.0, 0, 0
-        batches = iter(train_loader)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            data_seconds += time.perf_counter() - t0
-            if batch is None:
-                break
-            images, labels = batch  # (B, C, H, W) normalised float32, (B,) int64
-            optimizer.zero_grad()
-            outputs = model(images)
-            loss = criterion(outputs, labels)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += (outputs.argmax(1) == labels).sum().item()
-            n += len(labels)
-        history["train_loss"].append(loss_sum / n)
-        history["train_accuracy"].append(correct / n)
-        val_loss, val_acc, _, wait = evaluate_loader(model, val_loader)
-        data_seconds += wait
-        history["val_loss"].append(val_loss)
-        history["val_accuracy"].append(val_acc)
+        train_loss, train_acc = train_epoch(model, train_loader, optimizer, clock)
+        val_loss, val_acc, _ = evaluate_loader(model, val_loader, clock)
+        for key, value in zip(history, (train_loss, train_acc, val_loss, val_acc), strict=True):
+            history[key].append(value)
         epoch_seconds.append(time.perf_counter() - t_epoch)
         log.info(
             "published way: epoch %d/%d, val accuracy %.3f, %.1f s", epoch + 1, cfg.epochs, val_acc, epoch_seconds[-1]
@@ -205,29 +199,22 @@ def train_published(
         "history": history,
         "seconds": time.perf_counter() - start,
         "epoch_seconds": epoch_seconds,
-        "data_seconds": data_seconds,
+        "data_seconds": clock[0],
     }
 
 
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader: DataLoader) -> tuple[float, float, np.ndarray, float]:
-    """Mean loss, accuracy, predicted classes and the seconds spent waiting for batches."""
+def evaluate_loader(model: nn.Module, loader: DataLoader, clock: list[float]) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and predicted classes; the seconds spent waiting for batches go to ``clock[0]``."""
     model.eval()
-    loss_sum, correct, preds, wait = 0.0, 0, [], 0.0
-    batches = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        batch = next(batches, None)
-        wait += time.perf_counter() - t0
-        if batch is None:
-            break
-        images, labels = batch
+    loss_sum, correct, preds = 0.0, 0, []
+    for images, labels in waited(loader, clock):
         logits = model(images)
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         preds.append(logits.argmax(1))
     n = len(loader.dataset)
-    return loss_sum / n, correct / n, torch.cat(preds).numpy(), wait
+    return loss_sum / n, correct / n, torch.cat(preds).numpy()
 
 
 # ----------------------------------------------------------------------------- explanation, as published
@@ -237,26 +224,18 @@ def explain_published(model: nn.Module, x: torch.Tensor, background: torch.Tenso
     """shap's explainers with their defaults, one call for all images, timed (set-up included)."""
     import shap
 
-    result: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
         deep = shap.DeepExplainer(model, background)
         values = deep.shap_values(x)  # check_additivity=True, as published
-        result["deep"] = {
-            "seconds": time.perf_counter() - t0,
-            "values": shap_to_explanation_layout(values),
-            "expected_value": np.asarray(deep.expected_value, dtype=np.float64),
-        }
+        expected = np.asarray(deep.expected_value, dtype=np.float64)
+        result = {"deep": {"seconds": time.perf_counter() - t0, "values": shap_to_explanation_layout(values)}}
+        result["deep"]["expected_value"] = expected
     except AssertionError as exc:  # shap's additivity check (tolerance 1e-2) failed
-        result["deep"] = {"seconds": time.perf_counter() - t0, "error": str(exc).splitlines()[0]}
-    t0 = time.perf_counter()
-    grad = shap.GradientExplainer(model, background)  # batch_size=50, local_smoothing=0
-    values = grad.shap_values(x, nsamples=nsamples)  # no rseed: as published
-    result["gradient"] = {
-        "seconds": time.perf_counter() - t0,
-        "values": shap_to_explanation_layout(values),
-        "nsamples": nsamples,
-    }
+        result = {"deep": {"seconds": time.perf_counter() - t0, "error": str(exc).splitlines()[0]}}
+    # GradientExplainer: batch_size=50, local_smoothing=0; no rseed, as published
+    values, seconds = timed(lambda: shap.GradientExplainer(model, background).shap_values(x, nsamples=nsamples))
+    result["gradient"] = {"seconds": seconds, "values": shap_to_explanation_layout(values), "nsamples": nsamples}
     return result
 
 
@@ -291,6 +270,25 @@ DIFFERENCES = [
     "shuffle was unseeded",
     "normalisation constants: the study's training-split statistics; the published values are not used",
 ]
+SAME_RESULTS_NOTE = (
+    "same files, seed, initial weights, batches and SGD settings; the inputs differ only by float rounding "
+    "(ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on 0..255 pixels), "
+    "which training may amplify"
+)
+
+
+class Inputs(NamedTuple):
+    """A finished study as the published way reads it."""
+
+    study: Path
+    cfg: StudyConfig
+    metrics: StudyMetrics
+    paths: ArmPaths  # the PyTorch arm's artefacts
+    subsets: dict[str, Subset]  # split.csv's files through ImageFolder and the published transform
+    x_test: np.ndarray  # the project's decoded test images, uint8 (N, H, W, C)
+    model: CNN  # the study's trained CNN on normalised inputs
+    mean255: np.ndarray  # its Normalize layer's mean and std, 0..255 scale
+    std255: np.ndarray
 
 
 def check_pixels(test_set: Subset, x_test_project: np.ndarray, image_size: int) -> dict[str, Any]:
@@ -312,16 +310,9 @@ def check_pixels(test_set: Subset, x_test_project: np.ndarray, image_size: int) 
     }
 
 
-def train_and_compare(
-    cfg: StudyConfig,
-    subsets: dict[str, Subset],
-    n_classes: int,
-    image_size: int,
-    study_model: CNN,
-    paths: ArmPaths,
-    metrics: StudyMetrics,
-) -> dict[str, Any]:
+def train_and_compare(inp: Inputs, n_classes: int, image_size: int) -> dict[str, Any]:
     """Train and test the published way; compare accuracy, predictions and weights with the study's arm."""
+    cfg, subsets = inp.cfg, inp.subsets
     settings: PyTorchConfig = cfg.arm(PyTorchArm.spec.key)
     log.info(
         "published way: training %d epochs on %d images, decoding every epoch", settings.epochs, len(subsets["train"])
@@ -329,26 +320,22 @@ def train_and_compare(
     torch.manual_seed(cfg.seed)  # as PyTorchArm.create: the initial weights depend on the seed alone
     model = published_model(n_classes, image_size)
     fit = train_published(model, subsets["train"], subsets["val"], settings, cfg.seed)
-    t0 = time.perf_counter()
     test_loader = DataLoader(subsets["test"], batch_size=PUBLISHED_BATCH_SIZE, shuffle=False)
-    _, test_acc, test_pred, _ = evaluate_loader(model, test_loader)
-    test_seconds = time.perf_counter() - t0
-    with np.load(paths.predictions) as z:
+    (_, test_acc, test_pred), test_seconds = timed(evaluate_loader, model, test_loader, [0.0])
+    with np.load(inp.paths.predictions) as z:
         project_pred = z["probabilities"].argmax(1)
-    project_params = dict(study_model.named_parameters())
+    project_params = dict(inp.model.named_parameters())
     param_diff = max(float((p.detach() - project_params[n].detach()).abs().max()) for n, p in model.named_parameters())
     return {
         "train": {**fit, "epochs": settings.epochs, "test_seconds": test_seconds},
         "test_accuracy": test_acc,
         "same_results": {
-            "project_test_accuracy": metrics.models[PyTorchArm.spec.name].test_accuracy,
+            "project_test_accuracy": inp.metrics.models[PyTorchArm.spec.name].test_accuracy,
             "published_test_accuracy": test_acc,
             "n_test": len(test_pred),
             "n_test_predictions_differing": int(np.sum(test_pred != project_pred)),
             "max_abs_weight_diff": param_diff,
-            "note": "same files, seed, initial weights, batches and SGD settings; the inputs differ only by float "
-            "rounding (ToTensor's /255 then Normalize(mean/255, std/255) vs the model's (x - mean) / std on "
-            "0..255 pixels), which training may amplify",
+            "note": SAME_RESULTS_NOTE,
             "differences": DIFFERENCES,
         },
     }
@@ -361,97 +348,80 @@ def gradient_with_project_draws(
     each image's rseed, :func:`common.seeding.image_seeds` of its uint8 ``pixels``) and compare."""
     import shap
 
-    seeds = image_seeds(seed, pixels)
     explainer = shap.GradientExplainer(model, background)
     state = np.random.get_state()
     try:
-        values = np.concatenate(
-            [
-                shap_to_explanation_layout(explainer.shap_values(x[i : i + 1], nsamples=project.nsamples, rseed=int(s)))
-                for i, s in enumerate(seeds)
-            ]
-        )
+        values = [
+            shap_to_explanation_layout(explainer.shap_values(x[i : i + 1], nsamples=project.nsamples, rseed=int(s)))
+            for i, s in enumerate(image_seeds(seed, pixels))
+        ]
     finally:
         np.random.set_state(state)
-    return {"nsamples": project.nsamples, "rseed": f"per image, from seed {seed}", **compare_maps(values, project)}
+    rseed = f"per image, from seed {seed}"
+    return {"nsamples": project.nsamples, "rseed": rseed, **compare_maps(np.concatenate(values), project)}
 
 
-def explain_and_compare(
-    study: Path,
-    subsets: dict[str, Subset],
-    x_test_project: np.ndarray,
-    study_model: CNN,
-    mean255: np.ndarray,
-    std255: np.ndarray,
-    paths: ArmPaths,
-    nsamples: int,
-    seed: int,
-) -> dict[str, Any]:
+def compare_explanations(inp: Inputs, explained: dict[str, Any], x_norm, bg_norm, pixels) -> dict[str, Any]:
+    """The published way's maps against the project's (Gradient SHAP: again, with the project's draws)."""
+    deep, compared = explained["deep"], {"deep": {}, "gradient": {}}
+    if "error" in deep:
+        compared["deep"]["error"] = deep["error"]
+    elif inp.paths.attributions("deep").exists():
+        project_deep = Explanation.load(inp.paths.attributions("deep"))
+        compared["deep"]["vs_project"] = {
+            **compare_maps(deep["values"], project_deep),
+            "expected_value_max_abs_diff": float(np.max(np.abs(deep["expected_value"] - project_deep.base_values))),
+        }
+    if inp.paths.attributions("gradient").exists():
+        project_gradient = Explanation.load(inp.paths.attributions("gradient"))
+        compared["gradient"]["vs_project_same_draws"] = gradient_with_project_draws(
+            inp.model, bg_norm, x_norm, project_gradient, inp.cfg.seed, pixels
+        )
+    return compared
+
+
+def explain_and_compare(inp: Inputs, nsamples: int) -> dict[str, Any]:
     """Explain the study's model the published way on the study's images and background; compare the
     inputs and the maps with the project's."""
-    with np.load(study / "data" / "selection.npz") as sel:
+    with np.load(inp.study / "data" / "selection.npz") as sel:
         explain_idx, background_idx = sel["explain_idx"], sel["background_idx"]
-    x_norm = stack(subsets["test"], explain_idx)  # (N, C, H, W) normalised
-    bg_norm = stack(subsets["train"], background_idx)  # (B, C, H, W)
-    x_raw = images_to_tensor(x_test_project[explain_idx]).float()
-    with torch.no_grad():
-        project_norm = (x_raw - torch.as_tensor(mean255, dtype=torch.float32)[:, None, None]) / torch.as_tensor(
-            std255, dtype=torch.float32
-        )[:, None, None]
-    log.info(
-        "published way: explaining %d images against %d background images (GradientExplainer nsamples %d)",
-        len(x_norm),
-        len(bg_norm),
-        nsamples,
-    )
+    x_norm = stack(inp.subsets["test"], explain_idx)  # (N, C, H, W) normalised
+    bg_norm = stack(inp.subsets["train"], background_idx)  # (B, C, H, W)
+    mean, std = (torch.as_tensor(v, dtype=torch.float32)[:, None, None] for v in (inp.mean255, inp.std255))
+    project_norm = (images_to_tensor(inp.x_test[explain_idx]).float() - mean) / std
+    n, k, b = len(x_norm), inp.model.n_classes, len(bg_norm)
+    log.info("published way: explaining %d images against %d background images (nsamples %d)", n, b, nsamples)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="shap")
-        explained = explain_published(study_model, x_norm, bg_norm, nsamples)
-    n, k, b = len(x_norm), study_model.n_classes, len(bg_norm)
-    deep, grad = explained["deep"], explained["gradient"]
+        explained = explain_published(inp.model, x_norm, bg_norm, nsamples)
+    compared = compare_explanations(inp, explained, x_norm, bg_norm, inp.x_test[explain_idx])
+    passes = {m: METHODS[m].passes(n, k, b, nsamples) for m in ("deep", "gradient")}
     out: dict[str, Any] = {
         "model": "the study's trained CNN with Normalize swapped for nn.Identity, on normalised inputs",
         "n_images": n,
         "n_classes": k,
         "n_background": b,
-        "deep": {"seconds": deep["seconds"], "passes": METHODS["deep"].passes(n, k, b, nsamples)},
-        "gradient": {
-            "seconds": grad["seconds"],
-            "nsamples": nsamples,
-            "passes": METHODS["gradient"].passes(n, k, b, nsamples),
-        },
+        "deep": {"seconds": explained["deep"]["seconds"], "passes": passes["deep"], **compared["deep"]},
+        "gradient": {"seconds": explained["gradient"]["seconds"], "nsamples": nsamples, "passes": passes["gradient"]},
     }
-    if "error" in deep:
-        out["deep"]["error"] = deep["error"]
-    elif paths.attributions("deep").exists():
-        project_deep = Explanation.load(paths.attributions("deep"))
-        out["deep"]["vs_project"] = {
-            **compare_maps(deep["values"], project_deep),
-            "expected_value_max_abs_diff": float(np.max(np.abs(deep["expected_value"] - project_deep.base_values))),
-        }
-    if paths.attributions("gradient").exists():
-        project_gradient = Explanation.load(paths.attributions("gradient"))
-        out["gradient"]["vs_project_same_draws"] = gradient_with_project_draws(
-            study_model, bg_norm, x_norm, project_gradient, seed, x_test_project[explain_idx]
-        )
+    out["gradient"].update(compared["gradient"])
     return {"inputs_max_abs_diff": float((x_norm - project_norm).abs().max()), "explain": out}
 
 
-def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str, Any]:
+def run(study: str, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str, Any]:
     """Train, evaluate and explain the published way on the study in ``study``; return the measurements."""
-    cfg: StudyConfig = load_config(study / "config.yaml")
+    cfg: StudyConfig = load_config(Path(study) / "config.yaml")
     if cfg.data.root is None:
         raise ValueError("the published way reads image files: the study must use an image folder, not digits")
-    root = Path(cfg.data.root).expanduser().resolve()
-    metrics = read_metrics(read_json(study / "metrics.json"))
+    metrics = read_metrics(read_json(Path(study) / "metrics.json"))
     classes, image_size = list(metrics.dataset.classes), int(metrics.dataset.image_size)
-    paths = ArmPaths.of(study, PyTorchArm.spec)
-    study_model, mean255, std255 = study_model_on_normalised_inputs(paths.model)
+    paths = ArmPaths.of(Path(study), PyTorchArm.spec)
+    model, mean255, std255 = study_model_on_normalised_inputs(paths.model)
     mean, std = (mean255 / 255.0).tolist(), (std255 / 255.0).tolist()
-    subsets = split_subsets(
-        root, read_split_csv(study / "split.csv"), classes, published_transform(image_size, mean, std)
-    )
-    x_test_project, _ = prepare_data(cfg).arrays("test")
+    root, rows = Path(cfg.data.root).expanduser().resolve(), read_split_csv(Path(study) / "split.csv")
+    subsets = split_subsets(root, rows, classes, published_transform(image_size, mean, std))
+    x_test, _ = prepare_data(cfg).arrays("test")
+    inp = Inputs(Path(study), cfg, metrics, paths, subsets, x_test, model, mean255, std255)
     settings: PyTorchConfig = cfg.arm(PyTorchArm.spec.key)
     return {
         "how": "torchvision ImageFolder + Compose([Resize((S,S)), ToTensor(), Normalize(mean, std)]) decoded every "
@@ -464,28 +434,8 @@ def run(study: Path, nsamples: int = SHAP_GRADIENT_DEFAULT_NSAMPLES) -> dict[str
         },
         "counts": {s: len(v) for s, v in subsets.items()},
         "torch_num_threads": torch.get_num_threads(),
-        "pixels": check_pixels(subsets["test"], x_test_project, image_size),
-        **train_and_compare(cfg, subsets, len(classes), image_size, study_model, paths, metrics),
-        **explain_and_compare(study, subsets, x_test_project, study_model, mean255, std255, paths, nsamples, cfg.seed),
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pixels": check_pixels(subsets["test"], x_test, image_size),
+        **train_and_compare(inp, len(classes), image_size),
+        **explain_and_compare(inp, nsamples),
+        "max_rss_mb": peak_mb(),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", required=True, type=Path, help="a finished study's output folder (with the PyTorch arm)")
-    p.add_argument("--result", required=True, type=Path, help="JSON file to write the measurements to")
-    p.add_argument(
-        "--nsamples",
-        type=int,
-        default=SHAP_GRADIENT_DEFAULT_NSAMPLES,
-        help=f"GradientExplainer samples per image (default: shap's default, {SHAP_GRADIENT_DEFAULT_NSAMPLES})",
-    )
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    write_json_atomic(args.result, run(args.study, args.nsamples))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,15 +1,18 @@
 """The benchmark part ``scale``: decoding speed and peak memory as the data set grows.
 
-For each size N of ``--scale-sizes`` (default 1,000, 5,000 and 20,000) it builds a
-synthetic image folder (class folders of N JPEGs at the study's image size: flips and
-crops of the insects images, or drawn images where those are missing; in a temporary
-folder that is removed afterwards, never in the repository), then measures, each in a
-fresh process (``benchmarks.scale_worker``):
+For each size N of ``--scale-sizes`` it builds a synthetic image folder (class folders of N JPEGs at
+the study's image size: flips and crops of the insects images, or drawn images where those are
+missing; in a temporary folder that is removed afterwards), then measures, each in a fresh process
+(:func:`benchmarks.measure.in_child`, so each peak is the process's own):
 
-- the data stage's work with the decoding pool (every core) and in one process, each
-  into an empty cache: images per second and peak resident memory;
-- each selected arm's process on the decoded set, with bounded compute (see
-  ``benchmarks.scale_worker``).
+- :func:`measure_data`: the data stage's work into an empty cache, with the decoding pool (every
+  core) and in one process: discover, decode, split; images per second and peak resident memory;
+- :func:`measure_arm`: each selected arm's process on the decoded set with bounded compute (a
+  20,000-image epoch of ResNet50 takes about 20 minutes here): the study's data with the split the
+  pool's measurement wrote, ``fit`` on the first ``steps`` training batches and one validation batch,
+  ``predict_proba`` on ``steps`` test batches, then every batch of every split gathered from the
+  cache, checked and cast to float32, and the arm's own pass over the training split
+  (``FULL_PASSES``); the peak after each step (a peak: each includes the steps before it).
 
 Goals (issue 16): every process's peak grows by less than 0.5 GB from the smallest to the
 largest size, and the pool decodes at least 1.6x as fast as one process.
@@ -22,9 +25,8 @@ import logging
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
-import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,17 +35,30 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from common.config import StudyConfig, selected_arms
-from common.io import read_json, write_text_atomic
+from benchmarks.measure import in_child, peak_mb, timed
+from common import registry
+from common.config import StudyConfig, load_config, selected_arms
+from common.io import write_text_atomic
 
 log = logging.getLogger("benchmark")
 
-DEFAULT_SIZES = (1000, 5000, 20000)
 GROWTH_GOAL_MB = 500.0
 POOL_SPEEDUP_GOAL = 1.6
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "insects"
 N_DRAWN_CLASSES = 3  # classes of drawn images when the insects are missing
 BUILD_CHUNK = 250
+MEASURED = (
+    "each process's peak resident memory (ru_maxrss). Data stage: discover + decode into an empty cache + split, "
+    "with a pool of every core ('pool', its largest worker reported apart) and in one process ('single'). Arm "
+    "process: the study's data loaded from the cache (split as the data stage wrote it), the arm built, fit on "
+    "the first `steps` training batches and one validation batch, predict_proba on `steps` test batches, then "
+    "every batch of every split gathered from the cache, checked and cast to float32 (no model compute), and the "
+    "arm's own pass over the whole training split (PyTorch: channel statistics; Keras: the feature cache's pixel "
+    "digests)"
+)
+
+
+# ----------------------------------------------------------------------------- the synthetic folders
 
 
 def source_images(source: Path) -> list[tuple[str, Path]]:
@@ -110,67 +125,25 @@ def link_folder(files: list[Path], root: Path) -> Path:
     return root
 
 
-def worker(run_child, what: list[str], config: Path, result: Path, label: str) -> dict[str, Any]:
-    """Run ``benchmarks.scale_worker`` with ``run_child`` (benchmarks.benchmark's) and read its result."""
-    result.unlink(missing_ok=True)
-    run_child(
-        [sys.executable, "-m", "benchmarks.scale_worker", *what, "--config", str(config), "--result", str(result)],
-        label,
-    )
-    return read_json(result)
+# ----------------------------------------------------------------------------- the part
 
 
 def run_scale(
-    cfg: StudyConfig, sizes: list[int], run_child, *, steps: int = 2, tmp_dir: str | None = None, on_progress=None
+    cfg: StudyConfig, sizes: list[int], *, steps: int = 2, tmp_dir: str | None = None, on_progress=None
 ) -> dict[str, Any]:
     """Measure every size; return the part's record. ``on_progress(record)`` is called after each size."""
     size_px = cfg.data.image_size or 224
-    cores = os.cpu_count() or 1
-    arms = selected_arms(cfg)
-    runs: dict[str, Any] = {}
     base = Path(tempfile.mkdtemp(prefix="study-scale-", dir=tmp_dir))
     record: dict[str, Any] = {}
     try:
-        t0 = time.perf_counter()
-        files = build_images(base, max(sizes), size_px)
-        build_seconds = time.perf_counter() - t0
+        files, build_seconds = timed(build_images, base, max(sizes), size_px)
+        runs: dict[str, Any] = {}
         for n in sorted(sizes):
             log.info("benchmark: scale, %d images", n)
-            root = link_folder(files[:n], base / f"images-{n}")
-            entry: dict[str, Any] = {}
-            for label, workers in (("pool", cores), ("single", 1)):
-                run_cfg = _config(cfg, root, size_px, base / f"cache-{n}-{label}")
-                config = base / f"config-{n}-{label}.yaml"
-                write_text_atomic(config, yaml.safe_dump(run_cfg.to_dict(), sort_keys=False))
-                split_csv = ["--split-csv", str(base / f"split-{n}.csv")] if label == "pool" else []
-                entry[f"data_{label}"] = worker(
-                    run_child,
-                    ["data", "--workers", str(workers), *split_csv],
-                    config,
-                    base / "result.json",
-                    f"scale data ({label})",
-                )
-                if label == "single":  # 150 KB per image at 224 px: keep one cache on disk at a time
-                    shutil.rmtree(base / f"cache-{n}-single", ignore_errors=True)
-            entry["pool_speedup"] = (
-                entry["data_pool"]["decode_images_per_second"] / entry["data_single"]["decode_images_per_second"]
-            )
-            config = base / f"config-{n}-pool.yaml"  # the pool's cache is filled: the arms read it
-            entry["arms"] = {}
-            for spec in arms:
-                entry["arms"][spec.key] = worker(
-                    run_child,
-                    ["arm", "--arm", spec.key, "--steps", str(steps), "--split-csv", str(base / f"split-{n}.csv")],
-                    config,
-                    base / "result.json",
-                    f"scale {spec.title}",
-                )
-            shutil.rmtree(base / f"cache-{n}-pool", ignore_errors=True)
-            shutil.rmtree(root, ignore_errors=True)
-            runs[str(n)] = entry
+            runs[str(n)] = measure_size(cfg, base, files[:n], size_px, steps)
             record = {
                 "image_size": size_px,
-                "cores": cores,
+                "cores": os.cpu_count() or 1,
                 "sizes": sorted(sizes),
                 "steps": steps,
                 "build_seconds": build_seconds,
@@ -187,15 +160,47 @@ def run_scale(
     return record
 
 
-MEASURED = (
-    "each process's peak resident memory (ru_maxrss). Data stage: discover + decode into an empty cache + split, "
-    "with a pool of every core ('pool', its largest worker reported apart) and in one process ('single'). Arm "
-    "process: the study's data loaded from the cache (split as the data stage wrote it), the arm built, fit on "
-    "the first `steps` training batches and one validation batch, predict_proba on `steps` test batches, then "
-    "every batch of every split gathered from the cache, checked and cast to float32 (no model compute), and the "
-    "arm's own pass over the whole training split (PyTorch: channel statistics; Keras: the feature cache's pixel "
-    "digests)"
-)
+def measure_size(cfg: StudyConfig, base: Path, files: list[Path], size_px: int, steps: int) -> dict[str, Any]:
+    """The data stage with a pool and in one process, then every selected arm, on the first ``len(files)`` images."""
+    n = len(files)
+    root = link_folder(files, base / f"images-{n}")
+    split_csv = str(base / f"split-{n}.csv")
+    entry: dict[str, Any] = {}
+    for label, workers in (("pool", os.cpu_count() or 1), ("single", 1)):
+        data = dataclasses.replace(
+            cfg.data, root=str(root), image_size=size_px, cache_dir=str(base / f"cache-{n}-{label}")
+        )
+        config = base / f"config-{n}-{label}.yaml"
+        write_text_atomic(
+            config, yaml.safe_dump(dataclasses.replace(cfg, data=data, out=None).to_dict(), sort_keys=False)
+        )
+        entry[f"data_{label}"] = in_child(
+            "benchmarks.scale:measure_data",
+            f"scale data ({label})",
+            config=config,
+            workers=workers,
+            split_csv=split_csv if label == "pool" else None,
+        )
+        if label == "single":  # 150 KB per image at 224 px: keep one cache on disk at a time
+            shutil.rmtree(base / f"cache-{n}-single", ignore_errors=True)
+    entry["pool_speedup"] = (
+        entry["data_pool"]["decode_images_per_second"] / entry["data_single"]["decode_images_per_second"]
+    )
+    config = base / f"config-{n}-pool.yaml"  # the pool's cache is filled: the arms read it
+    entry["arms"] = {
+        spec.key: in_child(
+            "benchmarks.scale:measure_arm",
+            f"scale {spec.title}",
+            config=config,
+            key=spec.key,
+            steps=steps,
+            split_csv=split_csv,
+        )
+        for spec in selected_arms(cfg)
+    }
+    shutil.rmtree(base / f"cache-{n}-pool", ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return entry
 
 
 def summarise(runs: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +224,110 @@ def summarise(runs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _config(cfg: StudyConfig, root: Path, size: int, cache: Path) -> StudyConfig:
-    data = dataclasses.replace(cfg.data, root=str(root), image_size=size, cache_dir=str(cache))
-    return dataclasses.replace(cfg, data=data, out=None)
+# ----------------------------------------------------------------------------- the measurements, each in a child
+
+
+def measure_data(config: str, workers: int, split_csv: str | None = None) -> dict[str, Any]:
+    """The data stage's work on the configured folder into an empty cache, with ``workers`` decoding processes."""
+    from common.data.decode import decode_all
+    from common.data.discover import discover
+    from common.data.split import make_split, write_split_csv
+
+    cfg = load_config(Path(config))
+    d, start = cfg.data, peak_mb()
+    manifest, discover_seconds = timed(discover, d.root)
+    (manifest, images), decode_seconds = timed(decode_all, manifest, d.image_size, d.cache_dir, workers=workers)
+    split, split_seconds = timed(make_split, manifest, d.val_fraction, d.test_fraction, cfg.seed)
+    if split_csv is not None:  # as the data stage writes it, for the arms' processes
+        write_split_csv(Path(split_csv), manifest, split)
+    return {
+        "workers": workers,
+        "n_images": len(images),
+        "discover_seconds": discover_seconds,
+        "decode_seconds": decode_seconds,
+        "split_seconds": split_seconds,
+        "decode_images_per_second": len(images) / decode_seconds,
+        "data_stage_images_per_second": len(images) / (discover_seconds + decode_seconds + split_seconds),
+        "n_split": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+        "max_rss_mb_at_start": start,
+        "max_rss_mb": peak_mb(),
+        "workers_max_rss_mb": peak_mb(children=True) if workers > 1 else None,
+    }
+
+
+def _channel_statistics(x_train) -> None:
+    from pytorch_impl.arm import channel_statistics
+
+    channel_statistics(x_train)
+
+
+def _pixel_digests(x_train) -> None:
+    from keras_impl.train import pixel_digests
+
+    pixel_digests(x_train)
+
+
+# Per arm key: the arm's own pass over the whole training split in its fit (normalisation
+# statistics; the feature cache's pixel digests).
+FULL_PASSES: dict[str, Callable[[Any], None]] = {"pytorch": _channel_statistics, "keras": _pixel_digests}
+
+
+def _first(x, n: int):
+    """The first ``n`` images of ``x`` without reading them (a store view)."""
+    from common.data.imagestore import take
+
+    return take(x, np.arange(n))
+
+
+def measure_arm(config: str, key: str, steps: int, split_csv: str | None = None) -> dict[str, Any]:
+    """One arm's process on the configured folder (its cache filled), with bounded compute."""
+    import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
+    from common.arm import TrainingData
+    from experiments.layout import prepare_data
+
+    spec, cfg = registry.arm_spec(key), load_config(Path(config))
+    arm_class = spec.load_arm_class()  # imports the framework
+    peaks = {"framework imported": peak_mb()}
+    data = prepare_data(cfg, None if split_csv is None else Path(split_csv))  # as a study's arm process reads it
+    (x_tr, y_tr), (x_va, y_va), (x_te, _) = data.arrays("train"), data.arrays("val"), data.arrays("test")
+    peaks["data loaded (decode cache hit)"] = peak_mb()
+    arm = arm_class.create(cfg, len(data.classes), data.image_size)
+    peaks["arm created"] = peak_mb()
+    batch = int(getattr(cfg.arm(key), "batch_size", 32))
+    n_fit, n_val, n_pred = min(len(x_tr), steps * batch), min(len(x_va), batch), min(len(x_te), steps * batch)
+    fit = TrainingData(_first(x_tr, n_fit), y_tr[:n_fit], _first(x_va, n_val), y_va[:n_val], data.data_key, None)
+    _, fit_seconds = timed(arm.fit, fit)  # no feature cache: the features are computed here
+    peaks[f"fit on {n_fit} training and {n_val} validation images"] = peak_mb()
+    arm.predict_proba(_first(x_te, n_pred))
+    peaks[f"predict_proba on {n_pred} test images"] = peak_mb()
+    order = np.random.default_rng(cfg.seed).permutation(len(x_tr))
+    walk = [(x_tr, order), (x_va, np.arange(len(x_va))), (x_te, np.arange(len(x_te)))]
+    n_batches, walk_seconds = timed(_gather_every_batch, arm, walk, batch, lambda: FULL_PASSES[key](x_tr))
+    peaks["every batch of every split gathered"] = peak_mb()
+    return {
+        "arm": spec.name,
+        "n_images": len(data.labels),
+        "n_split": {"train": len(x_tr), "val": len(x_va), "test": len(x_te)},
+        "batch_size": batch,
+        "fit_images": n_fit,
+        "fit_seconds": fit_seconds,
+        "predict_images": n_pred,
+        "walk_batches": n_batches,
+        "walk_seconds": walk_seconds,
+        "max_rss_mb_after": peaks,
+        "max_rss_mb": peak_mb(),
+    }
+
+
+def _gather_every_batch(arm, splits: list, batch: int, full_pass: Callable[[], None]) -> int:
+    """Every batch of every split gathered from the cache in the given order, checked and cast to float32
+    as both arms feed their models, then the arm's own full pass; the number of batches."""
+    n_batches = 0
+    for x, order in splits:
+        for i in range(0, len(x), batch):
+            xb = x[order[i : i + batch]]  # gathered from the cache
+            arm.check_images(xb, "batch")
+            xb.astype(np.float32)
+            n_batches += 1
+    full_pass()
+    return n_batches

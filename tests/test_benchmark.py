@@ -12,15 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.bench_worker import background_like_batch, pass_formula
-from benchmarks.benchmark import (
-    BENCHMARK_VERSION,
-    BenchmarkFile,
-    parse_args,
-    render_markdown,
-    seed_summary,
-)
+from benchmarks.benchmark import BENCHMARK_VERSION, BenchmarkFile, parse_args, render_markdown
+from benchmarks.efficiency import background_like_batch, pass_formula
 from benchmarks.scale import source_images
+from benchmarks.study import seed_summary
 from common.registry import ARMS, METHODS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,33 +5,31 @@ of random 224x224 images, back to back in one process, in four variants: NCHW an
 channels-last memory, each plain and under ``torch.compile``. The best of the repeats
 after the first is reported; the first (which includes compiling) separately.
 
-    python -m benchmarks.cnn_step_bench [--batch 64] [--size 224] [--repeats 6] [--no-compile] [--threads N]
-
-Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
+    python -m benchmarks.micro.cnn_step [--batch 64] [--size 224] [--repeats 6] [--no-compile] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 from torch import nn
 
+from benchmarks.measure import call_seconds
 from pytorch_impl.model import build_model
 
 
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tuple[float, float]:
     """(first step, best later step) in seconds."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def step() -> None:
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-        times.append(time.perf_counter() - start)
+
+    times = call_seconds(step, repeats)
     return times[0], min(times[1:])
 
 
@@ -49,12 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     pixels = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8).float()
     labels = torch.randint(0, 3, (args.batch,))
-    variants = [("nchw", torch.contiguous_format, False), ("channels_last", torch.channels_last, False)]
-    if not args.no_compile:
-        variants += [
-            ("nchw+compile", torch.contiguous_format, True),
-            ("channels_last+compile", torch.channels_last, True),
-        ]
+    variants = [("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)]
+    variants = [(name, fmt, False) for name, fmt in variants]
+    variants += [] if args.no_compile else [(f"{name}+compile", fmt, True) for name, fmt, _ in variants]
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "size": args.size}
     for name, fmt, compiled in variants:
         torch.manual_seed(0)

@@ -14,9 +14,9 @@ training sums floats in another order and the figures differ slightly, as they d
 any two thread settings. It writes ``OUT/sweep_bench.json`` and prints a Markdown row for
 ``benchmarks/BENCHMARKS.md`` ("7. Seed sweeps in parallel").
 
-    python -m benchmarks.sweep_bench --data ../shared/datasets/insects \\
+    python -m benchmarks.sweep --data ../shared/datasets/insects \\
         --config experiments/configs/insects.yaml --only pytorch --seeds 0 1 2 --jobs 2
-    python -m benchmarks.sweep_bench --seeds 0 1 2 --jobs 2          # the default study (digits, both arms)
+    python -m benchmarks.sweep --seeds 0 1 2 --jobs 2          # the default study (digits, both arms)
 
 Other run_all.py arguments go after ``--`` unchanged (e.g. ``-- --epochs-pytorch 1``).
 """
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = sequential["seconds"] / parallel["seconds"]
     same_threads = args.threads is not None
     result = {
-        "command": shlex.join([sys.executable, "-m", "benchmarks.sweep_bench", *(argv or sys.argv[1:])]),
+        "command": shlex.join([sys.executable, "-m", "benchmarks.sweep", *(argv or sys.argv[1:])]),
         "machine": f"{available_cores()} cores, {platform.machine()}, {platform.system()} {platform.release()}",
         "seeds": args.seeds,
         "jobs": args.jobs,

@@ -5,26 +5,20 @@ Each variant runs in a fresh process, because TensorFlow reads ``TF_ENABLE_ONEDN
 once, at import. The model is the one the Keras arm explains (``KerasArm.create`` with a
 random backbone, ``weights: none``; the weights do not change the cost; 10 classes):
 forward = its logits through ``keras_impl.model.predictor``, forward+backward = the
-benchmark's raw pass (``benchmarks.bench_worker.keras_step``: the gradient of one class's
+benchmark's raw pass (:func:`benchmarks.efficiency.keras_step`: the gradient of one class's
 summed logits w.r.t. the input pixels, as both SHAP explainers take it). Best of
 ``--repeats`` calls after a warm-up.
 
-    python -m benchmarks.keras_pass_bench [--sizes 32:64 224:16] [--variants eigen onednn deterministic] [--intra-op N]
-
-Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
+    python -m benchmarks.micro.keras_pass [--sizes 32:64 224:16] [--variants eigen onednn deterministic] [--intra-op N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.measure import call_seconds, in_child
+
 # Each variant's environment. "deterministic" is the study's ``--deterministic`` setting
 # (common.machine.deterministic_environment): Eigen's kernels plus TensorFlow's op determinism.
 VARIANTS = {
@@ -34,24 +28,15 @@ VARIANTS = {
 }
 
 
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # trace and warm up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def child(size: int, batch: int, repeats: int, intra_op: int) -> dict:
+    """One variant's rates, in the child process its environment was set for."""
     # isort: off
     import keras_impl  # TensorFlow's environment (the parent has set TF_ENABLE_ONEDNN_OPTS), before TensorFlow
     import numpy as np
     import tensorflow as tf
     # isort: on
 
-    from benchmarks.bench_worker import keras_step
+    from benchmarks.efficiency import keras_step
     from common.config import load_config
     from keras_impl import model as km
     from keras_impl.arm import KerasArm
@@ -65,7 +50,8 @@ def child(size: int, batch: int, repeats: int, intra_op: int) -> dict:
     pixels = images.astype(np.float32)
     out = {"size": size, "batch": batch, "onednn": keras_impl.onednn_enabled(), "intra_op_threads": intra_op}
     for name, fn in (("forward", lambda: forward(pixels)), ("forward_backward", lambda: forward_backward(0))):
-        seconds = best_seconds(fn, repeats)
+        fn()  # trace and warm up
+        seconds = min(call_seconds(fn, repeats))
         out[f"{name}_s"] = round(seconds, 4)
         out[f"{name}_img_per_s"] = round(batch / seconds, 1)
     return out
@@ -77,35 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=["eigen", "onednn"], choices=list(VARIANTS))
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--intra-op", type=int, default=0, help="TensorFlow intra-op threads (default 0: all cores)")
-    p.add_argument("--child", nargs=2, type=int, metavar=("SIZE", "BATCH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(*args.child, args.repeats, args.intra_op)))
-        return 0
     results = []
     for spec in args.sizes:
         size, batch = (int(v) for v in spec.split(":"))
         for variant in args.variants:
-            env = {
-                **os.environ,
-                **VARIANTS[variant],
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            }
-            cmd = [
-                sys.executable,
-                "-m",
-                "benchmarks.keras_pass_bench",
-                "--child",
-                str(size),
-                str(batch),
-                "--repeats",
-                str(args.repeats),
-                "--intra-op",
-                str(args.intra_op),
-            ]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            r = {"variant": variant, **json.loads(proc.stdout.strip().splitlines()[-1])}
-            results.append(r)
+            settings = {"size": size, "batch": batch, "repeats": args.repeats, "intra_op": args.intra_op}
+            r = in_child("benchmarks.micro.keras_pass:child", variant, env=VARIANTS[variant], **settings)
+            results.append({"variant": variant, **r})
             print(
                 f"{variant:7s} {size:4d} px batch {batch:3d}: forward {r['forward_img_per_s']:7.1f} img/s, "
                 f"forward+backward {r['forward_backward_img_per_s']:7.1f} img/s",

@@ -7,9 +7,7 @@ explains the study's images against its background with each batch size in turn,
 checks that the maps do not depend on the batch size (the same samples, only grouped
 differently).
 
-    python -m benchmarks.gradient_batch_bench [--study reports/benchmark/study] [--sizes 64 50 32 16 8]
-
-Results are recorded in benchmarks/BENCHMARKS.md; this is a benchmark, not a test.
+    python -m benchmarks.micro.gradient_batch [--study reports/benchmark/study] [--sizes 64 50 32 16 8]
 """
 
 from __future__ import annotations
@@ -17,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_worker import load_study
+from benchmarks.efficiency import load_study
+from benchmarks.measure import timed
 from common import registry
 from experiments.layout import ArmPaths
 
@@ -45,38 +43,42 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    cfg, data, images, background, arm, _ = load_study(args.study, spec)
-    nsamples = cfg.explain.nsamples
-    passes = registry.METHODS["gradient"].passes(len(images), len(data.classes), len(background), nsamples)
-
+    s = load_study(args.study, spec)
+    nsamples = s.cfg.explain.nsamples
+    passes = registry.METHODS["gradient"].passes(len(s.images), len(s.data.classes), len(s.background), nsamples)
+    kwargs = {"nsamples": nsamples, "seed": s.cfg.seed, "output": s.cfg.explain.output}
     seconds: dict[int, list[float]] = {b: [] for b in args.sizes}
     reference, max_diff = None, {}
     for _ in range(args.rounds):
         for b in args.sizes:
-            arm.explain_batch_size = b
-            t0 = time.perf_counter()
-            e = arm.explain(images, background, "gradient", nsamples=nsamples, seed=cfg.seed, output=cfg.explain.output)
-            seconds[b].append(time.perf_counter() - t0)
-            if reference is None:
-                reference = e.attributions
+            s.arm.explain_batch_size = b
+            e, took = timed(s.arm.explain, s.images, s.background, "gradient", **kwargs)
+            seconds[b].append(took)
+            reference = e.attributions if reference is None else reference
             max_diff[b] = float(np.max(np.abs(e.attributions - reference)))
-            print(f"batch {b:4d}: {seconds[b][-1]:6.2f} s", flush=True)
-    result = {
-        "study": str(args.study),
-        "passes": passes,
-        "nsamples": nsamples,
-        "image_size": data.image_size,
-        "sizes": {
-            b: {
-                "seconds": [round(s, 2) for s in v],
-                "median_s": round(float(np.median(v)), 2),
-                "passes_per_s": round(passes / float(np.median(v)), 1),
-                "max_abs_diff": max_diff[b],
-            }
-            for b, v in seconds.items()
-        },
+            print(f"batch {b:4d}: {took:6.2f} s", flush=True)
+    medians = {b: float(np.median(v)) for b, v in seconds.items()}
+    sizes = {
+        b: {
+            "seconds": [round(x, 2) for x in v],
+            "median_s": round(medians[b], 2),
+            "passes_per_s": round(passes / medians[b], 1),
+            "max_abs_diff": max_diff[b],
+        }
+        for b, v in seconds.items()
     }
-    print(json.dumps(result, indent=1))
+    print(
+        json.dumps(
+            {
+                "study": str(args.study),
+                "passes": passes,
+                "nsamples": nsamples,
+                "image_size": s.data.image_size,
+                "sizes": sizes,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
