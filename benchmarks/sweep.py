@@ -24,41 +24,22 @@ Other run_all.py arguments go after ``--`` unchanged (e.g. ``-- --epochs-pytorch
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common.io import write_json_atomic
+from benchmarks.measure import REPO_ROOT, run_all
+from benchmarks.versus import differences
+from common.io import read_json, write_json_atomic
 from experiments.units import THREAD_VARIABLES, available_cores
 
-REPO = Path(__file__).resolve().parents[1]
-RUN_ALL = REPO / "experiments" / "run_all.py"
 
-
-def _without_timings(obj):
-    """metrics.json without wall times, stage records and how the run was executed."""
-    if isinstance(obj, dict):
-        return {
-            k: _without_timings(v)
-            for k, v in obj.items()
-            if not (k.endswith("seconds") or k in {"stages", "execution", "out", "feature_cache"})
-        }
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
-
-
-def _run(cmd: list[str], cache: Path) -> float:
-    print(f"$ STUDY_CACHE_DIR={cache}", shlex.join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "STUDY_CACHE_DIR": str(cache)})
-    return time.perf_counter() - t0
+def without_timings(path: tuple) -> bool:
+    """metrics.json's wall times, stage records, how the run was executed and where its outputs went."""
+    return str(path[-1]).endswith("seconds") or path[-1] in {"stages", "execution", "out", "feature_cache"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,31 +50,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     p.add_argument("--jobs", type=int, default=2, help="local Dask workers of the parallel run (default: 2)")
     p.add_argument("--threads", type=int, help="intra-op threads of every unit of both runs (default: see above)")
-    p.add_argument("--out", type=Path, default=REPO / "reports" / "sweep-bench", help="(default: reports/sweep-bench)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "sweep-bench", help="(default: %(default)s)")
     p.add_argument("rest", nargs="*", help="more run_all.py arguments, after --")
     args = p.parse_args(argv)
-
-    common = [sys.executable, str(RUN_ALL), "--seeds", *map(str, args.seeds), "-q"]
-    for flag, value in (("--data", args.data), ("--config", args.config), ("--only", args.only)):
-        if value:
-            common += [flag, value]
-    if args.threads:
-        common += ["--threads", str(args.threads)]
+    flags = [(f, v) for f, v in (("--data", args.data), ("--config", args.config), ("--only", args.only)) if v]
+    common = ["--seeds", *map(str, args.seeds), "-q", *(x for pair in flags for x in pair)]
+    common += ["--threads", str(args.threads)] if args.threads else []
     common += args.rest
-    args.out.mkdir(parents=True, exist_ok=True)
-    warm = args.out / "cache"
-    _run([*common, "--out", str(args.out / "dry-run"), "--dry-run"], warm)  # decode once
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run_all([*common, "--out", str(out / "dry-run"), "--dry-run"], out / "cache")  # decode once
 
     runs = {}
     for label, jobs in (("sequential", 1), (f"jobs-{args.jobs}", args.jobs)):
-        out, cache = args.out / label, args.out / f"cache-{label}"
+        cache = out / f"cache-{label}"
         shutil.rmtree(cache, ignore_errors=True)
-        shutil.copytree(warm, cache, ignore=shutil.ignore_patterns("keras_features"))  # decoded pixels only
-        seconds = _run([*common, "--out", str(out), "--jobs", str(jobs), "--force"], cache)
-        metrics = json.loads((out / "metrics.json").read_text())
+        shutil.copytree(out / "cache", cache, ignore=shutil.ignore_patterns("keras_features"))  # decoded pixels only
+        seconds = run_all([*common, "--out", str(out / label), "--jobs", str(jobs), "--force"], cache)
+        metrics = read_json(out / label / "metrics.json")
         runs[label] = {"jobs": jobs, "seconds": seconds, "execution": metrics["execution"], "metrics": metrics}
     sequential, parallel = runs["sequential"], runs[f"jobs-{args.jobs}"]
-    same = _without_timings(sequential["metrics"]) == _without_timings(parallel["metrics"])
+    same = not differences(sequential["metrics"], parallel["metrics"], without_timings)
     ratio = sequential["seconds"] / parallel["seconds"]
     same_threads = args.threads is not None
     result = {
@@ -111,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "thread_variables": list(THREAD_VARIABLES),
         "environment": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
     }
-    write_json_atomic(args.out / "sweep_bench.json", result)
+    write_json_atomic(out / "sweep_bench.json", result)
     threads = ", ".join(map(str, result["parallel_threads"]))
     print(
         f"| {', '.join(map(str, args.seeds))} | {sequential['seconds']:.0f} ({result['sequential_threads']}) "

@@ -16,6 +16,7 @@ from benchmarks.benchmark import BENCHMARK_VERSION, BenchmarkFile, parse_args, r
 from benchmarks.efficiency import background_like_batch, pass_formula
 from benchmarks.scale import source_images
 from benchmarks.study import seed_summary
+from benchmarks.versus import compare_figures, compare_metrics
 from common.registry import ARMS, METHODS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +134,38 @@ def test_markdown_escapes_text_and_survives_a_broken_part():
     md = render_markdown(doc)
     assert "**failed**: bad \\| \\*cell\\*" in md and "- data: a\\|b;" in md
     assert "## Published" in md and "could not render this part" in md
+
+
+def test_versus_compares_metrics_without_timings_and_figures_pixel_for_pixel(tmp_path):
+    before = {
+        "config": {"out": "a", "seed": 0},
+        "stages": [1],
+        "execution": {},
+        "m": {"train_seconds": 1.0, "x": [1.0, 2]},
+    }
+    after = {
+        "config": {"out": "b", "seed": 0},
+        "stages": [2],
+        "execution": {"j": 2},
+        "m": {"train_seconds": 9.0, "x": [1.0, 2]},
+    }
+    assert compare_metrics(before, after)["equal"]
+    after["m"]["x"][0], after["new"] = 1.25, True
+    result = compare_metrics(before, after)
+    assert not result["equal"] and result["max_abs_difference"] == 0.25
+    assert result["differences"] == [
+        {"path": "m.x.0", "before": 1.0, "after": 1.25},
+        {"path": "new", "before": "(missing)", "after": True},
+    ]
+    for run, value in (("before", 0), ("after", 0), ("other", 7)):
+        (tmp_path / run).mkdir()
+        pixels = np.zeros((4, 5, 3), np.uint8)
+        pixels[1, 2] = value
+        Image.fromarray(pixels).save(tmp_path / run / "a.png")
+    assert compare_figures(tmp_path / "before", tmp_path / "after")["equal"]
+    result = compare_figures(tmp_path / "before", tmp_path / "other")
+    assert not result["equal"] and result["differing"] == ["a.png"]
+    assert result["figures"]["a.png"] == {"equal": False, "pixels_differing": 1, "max_abs_difference": 7}
 
 
 # ----------------------------------------------------------------------------- end to end
