@@ -1,5 +1,4 @@
-"""The study's benchmarks: stage times, explainer efficiency, the published way, accuracy over seeds, and
-the micro-benchmarks behind the levers tried (results in ``benchmarks/BENCHMARKS.md``).
-
-Run as modules from the repository root, e.g. ``python -m benchmarks.benchmark``.
+"""The study's benchmarks, run as modules from the repository root (results: ``benchmarks/BENCHMARKS.md``):
+``benchmarks.benchmark`` (the study's stages, explainer efficiency, the published way, seeds, scale),
+``benchmarks.versus``, ``benchmarks.sweep`` and the micro-benchmarks in ``benchmarks.micro``.
 """

@@ -1,22 +1,13 @@
 """Benchmark the study: stage times, explainer efficiency, the published way, accuracy over seeds.
 
-One command writes ``benchmark.json`` and a Markdown table ``benchmark.md`` into ``--out``
-(default ``reports/benchmark``). Parts (``--parts``, default all but scale; each in
-:mod:`benchmarks.study`):
-
-- ``stages``: the whole study (``run_study(cfg, force=True)``) into ``OUT/study`` with an empty
-  cache unless ``--warm-cache``: every stage's seconds, each arm's ``train.json`` info, peak memory;
-- ``efficiency``: per arm, in a process of its own (:mod:`benchmarks.efficiency`), the raw
-  forward+backward rate of the trained model and each explainer's rate; efficiency = their ratio;
-- ``published``: the PyTorch arm run the way the published notebook ran it
-  (:mod:`benchmarks.published_way`) against this run's stage times, with a same-results check;
-- ``seeds``: the study for every ``--seeds`` seed (explainers off): accuracy, spread, published figures;
-- ``scale`` (only when asked for): decoding speed and every process's peak memory on synthetic
-  folders of ``--scale-sizes`` images (:mod:`benchmarks.scale`).
-
-The stages, efficiency and published parts use the first seed. Each part is written to
-``benchmark.json`` as soon as it finishes; parts not run this time are kept from an earlier run with
-the same configuration. ``benchmark.md`` is rendered from it with ``benchmarks/templates/``.
+Writes ``benchmark.json`` and ``benchmark.md`` (rendered from it with ``benchmarks/templates/``) into
+``--out``. Parts (``--parts``; :mod:`benchmarks.study`): ``stages`` (the whole study, from an empty
+cache unless ``--warm-cache``), ``efficiency`` (explainer rate / raw forward+backward rate, per arm in
+its own process), ``published`` (the PyTorch arm the published notebook's way, with a same-results
+check), ``seeds`` (accuracy over ``--seeds``, explainers off) and, only when asked for, ``scale``
+(decoding speed and peak memory on synthetic folders of ``--scale-sizes`` images). The first seed
+seeds the other parts. Each part is saved as soon as it finishes; parts not run this time are kept
+from an earlier run of the same configuration. Results and method: ``benchmarks/BENCHMARKS.md``.
 
     python -m benchmarks.benchmark                      # the insects data at the published settings
     python -m benchmarks.benchmark --parts stages,efficiency --only pytorch

@@ -106,13 +106,13 @@ def run_child(cmd: list[str], what: str, env: dict[str, str] | None = None) -> N
         raise RuntimeError(f"{what} failed with exit status {proc.returncode}: " + " | ".join(tail))
 
 
-def in_child(function: str, what: str, result: Path | None = None, env: dict[str, str] | None = None, **kwargs) -> Any:
-    """``function(**kwargs)`` (``"module:name"``, JSON arguments) in a fresh Python process, with ``env``'s
-    variables; its result, kept in ``result`` when given. Raises RuntimeError when the child fails."""
+def in_child(name: str, what: str, result: Path | None = None, env: dict[str, str] | None = None, **kwargs) -> Any:
+    """The function ``name`` (``"module:function"``) called with ``kwargs`` (JSON) in a fresh Python process
+    with ``env``'s variables; its result, kept in ``result`` when given. RuntimeError when the child fails."""
     with tempfile.TemporaryDirectory(prefix="benchmark-") as tmp:
         path = Path(result or Path(tmp) / "result.json")
         path.unlink(missing_ok=True)
-        args = [function, json.dumps(kwargs, default=str), str(path)]
+        args = [name, json.dumps(kwargs, default=str), str(path)]
         run_child([sys.executable, "-m", "benchmarks.measure", *args], what, env)
         return read_json(path)
 
@@ -128,10 +128,15 @@ def run_all(args: list[str], cache: Path, checkout: Path = REPO_ROOT, quiet: boo
     ]
 
 
-def _child(function: str, kwargs: str, result: str) -> int:
+def function(name: str) -> Callable[..., Any]:
+    """The function ``"module:name"`` names, its module imported."""
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _child(name: str, kwargs: str, result: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    module, name = function.split(":")
-    write_json_atomic(result, getattr(importlib.import_module(module), name)(**json.loads(kwargs)))
+    write_json_atomic(result, function(name)(**json.loads(kwargs)))
     return 0
 
 

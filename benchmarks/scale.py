@@ -1,21 +1,13 @@
 """The benchmark part ``scale``: decoding speed and peak memory as the data set grows.
 
-For each size N of ``--scale-sizes`` it builds a synthetic image folder (class folders of N JPEGs at
-the study's image size: flips and crops of the insects images, or drawn images where those are
-missing; in a temporary folder that is removed afterwards), then measures, each in a fresh process
-(:func:`benchmarks.measure.in_child`, so each peak is the process's own):
-
-- :func:`measure_data`: the data stage's work into an empty cache, with the decoding pool (every
-  core) and in one process: discover, decode, split; images per second and peak resident memory;
-- :func:`measure_arm`: each selected arm's process on the decoded set with bounded compute (a
-  20,000-image epoch of ResNet50 takes about 20 minutes here): the study's data with the split the
-  pool's measurement wrote, ``fit`` on the first ``steps`` training batches and one validation batch,
-  ``predict_proba`` on ``steps`` test batches, then every batch of every split gathered from the
-  cache, checked and cast to float32, and the arm's own pass over the training split
-  (``FULL_PASSES``); the peak after each step (a peak: each includes the steps before it).
-
-Goals (issue 16): every process's peak grows by less than 0.5 GB from the smallest to the
-largest size, and the pool decodes at least 1.6x as fast as one process.
+For each size N of ``--scale-sizes`` it builds a synthetic folder of N JPEGs at the study's image
+size (flips and crops of the insects images, or drawn images where those are missing; in a temporary
+folder, removed afterwards) and measures, each in a fresh process so that its peak is its own, the
+data stage's work (:func:`measure_data`, with a pool of every core and in one process) and each
+selected arm's process with bounded compute (:func:`measure_arm`; a 20,000-image epoch of ResNet50
+takes about 20 minutes here). Exactly what: :data:`MEASURED`. Goals (issue 16): every process's peak
+grows by less than 0.5 GB from the smallest to the largest size; the pool decodes at least 1.6x as
+fast as one process.
 """
 
 from __future__ import annotations
@@ -35,7 +27,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from benchmarks.measure import in_child, peak_mb, timed
+from benchmarks.measure import function, in_child, peak_mb, timed
 from common import registry
 from common.config import StudyConfig, load_config, selected_arms
 from common.io import write_text_atomic
@@ -255,35 +247,19 @@ def measure_data(config: str, workers: int, split_csv: str | None = None) -> dic
     }
 
 
-def _channel_statistics(x_train) -> None:
-    from pytorch_impl.arm import channel_statistics
-
-    channel_statistics(x_train)
-
-
-def _pixel_digests(x_train) -> None:
-    from keras_impl.train import pixel_digests
-
-    pixel_digests(x_train)
-
-
-# Per arm key: the arm's own pass over the whole training split in its fit (normalisation
-# statistics; the feature cache's pixel digests).
-FULL_PASSES: dict[str, Callable[[Any], None]] = {"pytorch": _channel_statistics, "keras": _pixel_digests}
-
-
-def _first(x, n: int):
-    """The first ``n`` images of ``x`` without reading them (a store view)."""
-    from common.data.imagestore import take
-
-    return take(x, np.arange(n))
+# Per arm key: the arm's own pass over the whole training split in its fit (normalisation statistics;
+# the feature cache's pixel digests).
+FULL_PASSES = {"pytorch": "pytorch_impl.arm:channel_statistics", "keras": "keras_impl.train:pixel_digests"}
 
 
 def measure_arm(config: str, key: str, steps: int, split_csv: str | None = None) -> dict[str, Any]:
     """One arm's process on the configured folder (its cache filled), with bounded compute."""
     import keras_impl  # noqa: F401  (TensorFlow's environment, before anything imports it)
     from common.arm import TrainingData
+    from common.data.imagestore import take
     from experiments.layout import prepare_data
+
+    first = lambda x, n: take(x, np.arange(n))  # the first n images, not read (a store view)
 
     spec, cfg = registry.arm_spec(key), load_config(Path(config))
     arm_class = spec.load_arm_class()  # imports the framework
@@ -295,14 +271,14 @@ def measure_arm(config: str, key: str, steps: int, split_csv: str | None = None)
     peaks["arm created"] = peak_mb()
     batch = int(getattr(cfg.arm(key), "batch_size", 32))
     n_fit, n_val, n_pred = min(len(x_tr), steps * batch), min(len(x_va), batch), min(len(x_te), steps * batch)
-    fit = TrainingData(_first(x_tr, n_fit), y_tr[:n_fit], _first(x_va, n_val), y_va[:n_val], data.data_key, None)
+    fit = TrainingData(first(x_tr, n_fit), y_tr[:n_fit], first(x_va, n_val), y_va[:n_val], data.data_key, None)
     _, fit_seconds = timed(arm.fit, fit)  # no feature cache: the features are computed here
     peaks[f"fit on {n_fit} training and {n_val} validation images"] = peak_mb()
-    arm.predict_proba(_first(x_te, n_pred))
+    arm.predict_proba(first(x_te, n_pred))
     peaks[f"predict_proba on {n_pred} test images"] = peak_mb()
     order = np.random.default_rng(cfg.seed).permutation(len(x_tr))
     walk = [(x_tr, order), (x_va, np.arange(len(x_va))), (x_te, np.arange(len(x_te)))]
-    n_batches, walk_seconds = timed(_gather_every_batch, arm, walk, batch, lambda: FULL_PASSES[key](x_tr))
+    n_batches, walk_seconds = timed(_gather_every_batch, arm, walk, batch, lambda: function(FULL_PASSES[key])(x_tr))
     peaks["every batch of every split gathered"] = peak_mb()
     return {
         "arm": spec.name,

@@ -1,24 +1,16 @@
 """A seed sweep run sequentially and with ``--jobs N``: the same study, two wall times, one ratio.
 
-Runs ``experiments/run_all.py --seeds ...`` twice in fresh processes, into two fresh output
-folders (``OUT/sequential`` and ``OUT/jobs-N``): first with ``--jobs 1`` (no Dask), then
-with ``--jobs N`` (a local Dask cluster of N workers). Threads: by default the sequential
-run keeps the libraries' own thread counts (every core) and each parallel unit gets
-cores // N; ``--threads T`` gives every unit of both runs T. A dry run first fills a
-decoded-image cache; each timed run starts from its own copy of it (``STUDY_CACHE_DIR``),
-so neither decodes and neither finds the other's Keras backbone features.
-
-It also compares the two runs' figures (metrics.json without timings and execution). They
-are the same when both runs give every unit the same threads; with different thread counts
-training sums floats in another order and the figures differ slightly, as they do between
-any two thread settings. It writes ``OUT/sweep_bench.json`` and prints a Markdown row for
-``benchmarks/BENCHMARKS.md`` ("7. Seed sweeps in parallel").
+``experiments/run_all.py --seeds ...`` runs twice, into ``OUT/sequential`` (``--jobs 1``, no Dask)
+and ``OUT/jobs-N`` (a local Dask cluster of N workers), each from its own copy of the decoded-image
+cache a dry run filled (neither decodes, neither finds the other's Keras features). Threads: the
+sequential run keeps the libraries' own counts and each parallel unit gets cores // N, unless
+``--threads T`` gives every unit of both runs T; then the figures (metrics.json without timings) must
+be the same (exit status 1 if not; with different thread counts floats sum in another order). Writes
+``OUT/sweep_bench.json`` and prints a Markdown row for ``benchmarks/BENCHMARKS.md`` (section 7).
 
     python -m benchmarks.sweep --data ../shared/datasets/insects \\
         --config experiments/configs/insects.yaml --only pytorch --seeds 0 1 2 --jobs 2
-    python -m benchmarks.sweep --seeds 0 1 2 --jobs 2          # the default study (digits, both arms)
-
-Other run_all.py arguments go after ``--`` unchanged (e.g. ``-- --epochs-pytorch 1``).
+    python -m benchmarks.sweep --seeds 0 1 2 --jobs 2 -- --epochs-pytorch 1     # run_all.py flags after --
 """
 
 from __future__ import annotations

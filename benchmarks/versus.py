@@ -1,24 +1,18 @@
 """The study with the code of another commit against this checkout's, back to back in one run.
 
-For a change's before/after figures (``benchmarks/BENCHMARKS.md``), and to show that a change
-altered no result: both run the same study command (same data, config and flags, each into its
-own folder and with a fresh cache folder of its own, ``OUT/cache-before`` and ``OUT/cache-after``,
-whose decoded images a dry run fills first: neither pays for decoding, neither reuses the other's
-Keras features), one after the other on the same machine. Recorded in ``OUT/versus.json``:
-
-- the wall times, each model's test accuracy and, per arm and method, how the maps of the classes
-  the newer run explained compare with the older run's maps of the same classes;
-- ``metrics``: ``metrics.json`` compared value for value (floats exactly), timings and where the
-  run went aside (every key containing "seconds", ``stages``, ``execution`` and ``config.out``):
-  each differing path with both values, and the largest absolute difference;
-- ``figures``: every PNG under ``figures/`` compared pixel for pixel.
+For a change's before/after figures (``benchmarks/BENCHMARKS.md``) and to show that it changed no
+result: both checkouts run the same study command, each into its own folder and with a cache of its
+own (``OUT/cache-before``, ``OUT/cache-after``) whose decoded images a dry run fills first. Written to
+``OUT/versus.json``: wall times; each model's test accuracy and how the maps of the classes the newer
+run explained compare with the older run's; ``metrics``, metrics.json compared value for value
+(floats exactly) with timings and where the run went aside (:data:`LEFT_OUT`), each differing path
+with both values and the largest absolute difference; ``figures``, every PNG under ``figures/``
+compared pixel for pixel. Prints a short summary.
 
     git worktree add /tmp/before <commit>
     python -m benchmarks.versus --before /tmp/before --out /tmp/versus            # the default study
     python -m benchmarks.versus --before /tmp/before --out /tmp/versus -- \\
         --data ../shared/datasets/insects --config experiments/configs/insects.yaml
-
-Prints a short summary; exits 0 either way (the summary and the file say what differs).
 """
 
 from __future__ import annotations
