@@ -212,3 +212,32 @@ def _cache_outside_home(tmp_path_factory):
     os.environ["STUDY_CACHE_DIR"] = str(tmp_path_factory.mktemp("study-cache"))
     yield
     del os.environ["STUDY_CACHE_DIR"]
+
+
+# ----------------------------------------------------------------------------- the trained arms
+
+
+@pytest.fixture(scope="session")
+def pytorch_case(tiny_images, tmp_path_factory):
+    """The PyTorch arm trained once per session, with what the contract checks need
+    (``tests/arm_cases.py``). Read only."""
+    from tests.arm_cases import pytorch_case
+
+    return pytorch_case(tiny_images, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def keras_case(tiny_images, tmp_path_factory):
+    """The Keras arm on its small stand-in backbone, trained once per session
+    (``tests/arm_cases.py``). Read only."""
+    from tests.arm_cases import keras_case
+
+    return keras_case(tiny_images, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def fake_case(tiny_images, tmp_path_factory):
+    """The fake NumPy arm trained once per session (``tests/arm_cases.py``). Read only."""
+    from tests.arm_cases import fake_case
+
+    return fake_case(tiny_images, tmp_path_factory)

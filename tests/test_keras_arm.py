@@ -3,9 +3,9 @@
 ResNet50 is slow to build and to trace on a CPU, so it appears only where it is the
 point (the architecture and the ops Deep SHAP must handle, loading backbone weights,
 Keras's own ImageNet download and cache). Everywhere else the arm wraps a small
-stand-in backbone (``stand_in_arm``: two Conv2D/BatchNorm/ReLU/MaxPool blocks in a
-Functional model named "resnet50", under the same head), and one such arm is trained
-once per session (``shared``) for the tests that only read a trained model.
+stand-in backbone (``stand_in_arm``, ``tests/arm_cases.py``: two Conv2D/BatchNorm/ReLU/MaxPool
+blocks in a Functional model named "resnet50", under the same head), and one such arm is
+trained once per session (``keras_case``) for the tests that only read a trained model.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,54 +37,27 @@ from keras_impl import train as kt  # noqa: E402
 from keras_impl.arm import KerasArm  # noqa: E402
 from keras_impl.explain import shap_to_explanation_layout  # noqa: E402
 from keras_impl.weights import RANDOM_UNAVAILABLE, BackboneWeightsWarning, load_backbone  # noqa: E402
+from tests.arm_cases import (  # noqa: E402
+    BACKBONE_FAN_INS,
+    SIZE,
+    STAND_IN,
+    STAND_IN_FAN_INS,
+    STAND_IN_WIDTH,
+    keras_cfg,
+    keras_logits,
+    keras_training_data,
+    stand_in_arm,
+    stand_in_backbone,
+)
 from tests.arm_contract import check_assessment_hooks  # noqa: E402
 from tests.tolerance import network_atol, softmax_atol, sum_atol  # noqa: E402
 
 pytestmark = pytest.mark.keras
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 32
-STAND_IN = "random (stand-in)"  # the backbone_weights record of a stand-in arm
-STAND_IN_WIDTH = 16  # channels of the stand-in's last map: the pooled feature width
 NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # the name Keras downloads and caches
 NO_INPUT_DEPENDENCE = {"Const", "NoOp", "Placeholder", "ReadVariableOp"}  # graph ops shap need not handle
-# The terms of one unit's sum in each layer of the stand-in arm (tests.tolerance.network_atol):
-# conv 3x3x3, conv 3x3x8, the pooling average over the 8x8 map, Dense(256) over the pooled
-# features, the logits over 256; BACKBONE_FAN_INS: up to the pooled features.
-BACKBONE_FAN_INS = (3 * 3 * 3, 3 * 3 * 8, (SIZE // 4) ** 2)
-STAND_IN_FAN_INS = (*BACKBONE_FAN_INS, STAND_IN_WIDTH, 256)
 TRAINING_STEPS = 2 * 3  # the shared arm's training: 2 epochs of 3 batches
-
-
-def _cfg(seed: int = 0, **keras_settings):
-    settings = {"weights": "none", "epochs": 2, "batch_size": 4, **keras_settings}
-    return load_config(overrides={"seed": seed, **{f"keras.{k}": v for k, v in settings.items()}})
-
-
-def _data(tiny_images, cache_dir=None, data_key: str = "tiny") -> TrainingData:
-    x_train, y_train = tiny_images(4, SIZE, seed=0)  # 12 images: 3 batches of 4
-    x_val, y_val = tiny_images(2, SIZE, seed=1)  # 6 images
-    return TrainingData(x_train, y_train, x_val, y_val, data_key=data_key, cache_dir=cache_dir)
-
-
-def stand_in_backbone(size: int = SIZE) -> keras.Model:
-    """A small backbone in ResNet50's place: the layer kinds of ResNet50's stem (all ops
-    shap's TensorFlow Deep SHAP handles), named "resnet50" so ``km.backbone_of`` finds it."""
-    pixels = keras.Input((size, size, 3))
-    x = pixels
-    for i, filters in enumerate((8, STAND_IN_WIDTH), 1):  # fixed names: the feature cache keys on them
-        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"block{i}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"block{i}_relu")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
-    return keras.Model(pixels, x, name="resnet50")
-
-
-def stand_in_arm(cfg, n_classes: int = 3) -> KerasArm:
-    """The Keras arm (the project's head, preprocessing and training) on the stand-in backbone."""
-    keras.utils.set_random_seed(cfg.seed)
-    model = km.build_model(n_classes, SIZE, cfg.keras, stand_in_backbone())
-    return KerasArm(model, cfg, STAND_IN)
 
 
 def _same_weights(a: keras.Model, b: keras.Model) -> bool:
@@ -95,24 +67,10 @@ def _same_weights(a: keras.Model, b: keras.Model) -> bool:
     )
 
 
-def _logits(arm: KerasArm, images: np.ndarray) -> np.ndarray:
-    """The arm's logits, computed eagerly (no graph to trace)."""
-    return keras.ops.convert_to_numpy(km.logits_model(arm.model)(images.astype(np.float32), training=False))
-
-
-@pytest.fixture(scope="session")
-def shared(tiny_images, tmp_path_factory):
-    """A stand-in arm trained once per session on cached features (2 epochs):
-    ``.arm``, ``.data``, ``.result``. Read only."""
-    data = _data(tiny_images, cache_dir=tmp_path_factory.mktemp("cache"))
-    arm = stand_in_arm(_cfg())
-    return SimpleNamespace(arm=arm, data=data, result=arm.fit(data))
-
-
 @pytest.fixture(scope="module")
 def resnet_arm():
     """An untrained arm with the real (randomly initialised) ResNet50, as ``create`` builds it."""
-    return KerasArm.create(_cfg(), n_classes=3, image_size=SIZE)
+    return KerasArm.create(keras_cfg(), n_classes=3, image_size=SIZE)
 
 
 # --- model ---------------------------------------------------------------------------------
@@ -187,7 +145,7 @@ def test_weights_path_loads_a_local_file(resnet_arm, tmp_path):
     reference = km.backbone_of(resnet_arm.model)
     reference.save_weights(path)
     arm = KerasArm.create(
-        _cfg(seed=1, weights=path), n_classes=3, image_size=SIZE
+        keras_cfg(seed=1, weights=path), n_classes=3, image_size=SIZE
     )  # another seed: other random weights
     assert arm.backbone_weights == arm.info()["backbone_weights"] == f"file: {path}"
     assert _same_weights(km.backbone_of(arm.model), reference)
@@ -309,11 +267,11 @@ def test_offline_imagenet_goes_through_keras_own_cache_then_falls_back_and_says_
 # --- training ---------------------------------------------------------------------------------
 
 
-def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images, monkeypatch):
-    cached_arm, data, cached = shared.arm, shared.data, shared.result
+def test_cached_features_train_the_same_model_as_end_to_end(keras_case, tiny_images, monkeypatch):
+    cached_arm, data, cached = keras_case.arm, keras_case.data, keras_case.result
     assert cached.info["feature_cache"] == "miss" and cached.info["training_route"] == "cached features"
 
-    e2e_arm = stand_in_arm(_cfg())  # the same initial weights as the shared arm's
+    e2e_arm = stand_in_arm(keras_cfg())  # the same initial weights as the shared arm's
     e2e = kt.fit(
         e2e_arm.model,
         data,
@@ -335,7 +293,7 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
         b = keras.ops.convert_to_numpy(b)
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b, atol=bound(np.abs(b).max()))
     images = np.concatenate([data.x_train, data.x_val])
-    logit_scale = np.abs(_logits(cached_arm, images)).max()
+    logit_scale = np.abs(keras_logits(cached_arm, images)).max()
     np.testing.assert_allclose(
         e2e_arm.predict_proba(images), cached_arm.predict_proba(images), atol=softmax_atol(bound(logit_scale))
     )
@@ -345,7 +303,9 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     assert again.info["feature_cache"] == "hit" and again.info["training_route"] == "cached features"
     # Another split of the same images (as another seed makes) reads the same cache file,
     # and every image still gets its own features.
-    fresh_train, fresh_val, _ = kt.backbone_features(e2e_arm.model, _data(tiny_images), e2e_arm.backbone_weights)
+    fresh_train, fresh_val, _ = kt.backbone_features(
+        e2e_arm.model, keras_training_data(tiny_images), e2e_arm.backbone_weights
+    )
     swapped = TrainingData(
         data.x_val, data.y_val, data.x_train, data.y_train, data_key="other", cache_dir=data.cache_dir
     )
@@ -355,22 +315,22 @@ def test_cached_features_train_the_same_model_as_end_to_end(shared, tiny_images,
     np.testing.assert_allclose(s_train, fresh_val, atol=atol)  # the same images' features, other batches
     np.testing.assert_allclose(s_val, fresh_train, atol=atol)
     # ...but not for other pixels (one changed pixel is enough), nor without a cache folder.
-    changed = _data(tiny_images, cache_dir=data.cache_dir)
+    changed = keras_training_data(tiny_images, cache_dir=data.cache_dir)
     changed.x_val[0, 0, 0, 0] ^= 1
     assert kt.backbone_features(e2e_arm.model, changed, e2e_arm.backbone_weights)[2] == "miss"
     # Nor for features the other TensorFlow kernels (oneDNN or Eigen) would have computed.
-    same = _data(tiny_images, cache_dir=data.cache_dir)
+    same = keras_training_data(tiny_images, cache_dir=data.cache_dir)
     assert kt.backbone_features(e2e_arm.model, same, e2e_arm.backbone_weights)[2] == "hit"
     monkeypatch.setattr(kt, "onednn_enabled", lambda: not keras_impl.onednn_enabled())
     assert kt.backbone_features(e2e_arm.model, same, e2e_arm.backbone_weights)[2] == "miss"
-    uncached = _data(tiny_images)
+    uncached = keras_training_data(tiny_images)
     f_train, f_val, status = kt.backbone_features(e2e_arm.model, uncached, e2e_arm.backbone_weights)
     assert status == "off" and f_train.dtype == np.float32
     assert f_train.shape == (12, STAND_IN_WIDTH) and f_val.shape == (6, STAND_IN_WIDTH)
 
 
-def test_fit_history_best_epoch_and_info(shared):
-    arm, result = shared.arm, shared.result
+def test_fit_history_best_epoch_and_info(keras_case):
+    arm, result = keras_case.arm, keras_case.result
     assert tuple(result.history) == HISTORY_KEYS
     assert all(len(v) == 2 and all(np.isfinite(v)) for v in result.history.values())
     assert result.best_val_epoch == int(np.argmin(result.history["val_loss"])) + 1
@@ -386,32 +346,34 @@ def test_fit_history_best_epoch_and_info(shared):
 
 
 def test_augmentation_trains_end_to_end_outside_the_saved_model(tiny_images):
-    arm = stand_in_arm(_cfg(augment=True, epochs=1))
-    result = arm.fit(_data(tiny_images))
+    arm = stand_in_arm(keras_cfg(augment=True, epochs=1))
+    result = arm.fit(keras_training_data(tiny_images))
     assert result.info["training_route"] == "end to end" and result.info["feature_cache"] == "off"
     assert all(len(v) == 1 and np.isfinite(v[0]) for v in result.history.values())
     assert "augmentation" not in [layer.name for layer in arm.model.layers]
     with pytest.raises(ValueError, match="frozen backbone"):
-        kt.fit(arm.model, _data(tiny_images), arm.settings, seed=0, backbone_weights="x", use_features=True)
+        kt.fit(
+            arm.model, keras_training_data(tiny_images), arm.settings, seed=0, backbone_weights="x", use_features=True
+        )
 
 
 # --- save / load / predict ----------------------------------------------------------------------
 
 
-def test_save_then_load_predicts_identical_probabilities(shared, tmp_path):
-    arm, data = shared.arm, shared.data
+def test_save_then_load_predicts_identical_probabilities(keras_case, tmp_path):
+    arm, data = keras_case.arm, keras_case.data
     path = tmp_path / "model.keras"
     arm.save(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.info.json", "model.keras"]  # no temporary file
 
-    loaded = KerasArm.load(path, _cfg())
+    loaded = KerasArm.load(path, keras_cfg())
     images = np.concatenate([data.x_train, data.x_val])
     before, after = arm.predict_proba(images), loaded.predict_proba(images)
     assert after.dtype == np.float32 and after.shape == (len(images), 3)
     assert np.array_equal(before, after)
     np.testing.assert_allclose(after.sum(1), 1, atol=sum_atol(3, 1.0) + softmax_atol(0))
     assert _same_weights(arm.model, loaded.model)
-    np.testing.assert_array_equal(_logits(loaded, data.x_val), _logits(arm, data.x_val))  # the explained view
+    np.testing.assert_array_equal(keras_logits(loaded, data.x_val), keras_logits(arm, data.x_val))  # the explained view
     assert loaded.info()["backbone_weights"] == arm.backbone_weights == STAND_IN
     with pytest.raises(ValueError, match=".keras"):
         arm.save(tmp_path / "model.h5")
@@ -421,7 +383,7 @@ def test_predict_proba_rejects_wrong_image_shapes():
     inputs = keras.Input((SIZE, SIZE, 3))  # a small stand-in model: no ResNet50 needed here
     x = keras.layers.GlobalAveragePooling2D()(inputs)
     logits = keras.layers.Dense(3, name="logits")(x)  # the arm reads the logits layer by name, as in the real model
-    arm = KerasArm(keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits)), _cfg(), STAND_IN)
+    arm = KerasArm(keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits)), keras_cfg(), STAND_IN)
     images = np.zeros((2, SIZE, SIZE, 3), dtype=np.uint8)
     assert arm.predict_proba(images).shape == (2, 3) and arm.predict_proba(images[:0]).shape == (0, 3)
     with pytest.raises(ValueError, match="NHWC"):
@@ -467,8 +429,8 @@ def test_shap_returns_n_h_w_c_k_for_an_nhwc_keras_model(method):
 # --- explanations -------------------------------------------------------------------------------------
 
 
-def test_deep_shap_is_additive_for_every_image_and_class(shared):
-    arm, data = shared.arm, shared.data
+def test_deep_shap_is_additive_for_every_image_and_class(keras_case):
+    arm, data = keras_case.arm, keras_case.data
     images, background = data.x_val[:2], data.x_train[::3]  # 2 images, 4 background
     e = arm.explain(images, background, "deep", nsamples=0, seed=0)
     assert (e.method, e.output, e.nsamples, e.n_background) == ("deep", "logits", None, 4)
@@ -479,7 +441,7 @@ def test_deep_shap_is_additive_for_every_image_and_class(shared):
     assert np.abs(e.outputs - e.base_values).max() > 0.1  # a non-trivial check
 
     # the same model in other batches: within the network's float32 bound (tests/tolerance.py)
-    logits, logits_bg = _logits(arm, images), _logits(arm, background)
+    logits, logits_bg = keras_logits(arm, images), keras_logits(arm, background)
     atol = network_atol(STAND_IN_FAN_INS, max(np.abs(logits).max(), np.abs(logits_bg).max()))
     np.testing.assert_allclose(e.base_values, logits_bg.mean(0), atol=atol + sum_atol(len(background), atol))
     np.testing.assert_allclose(e.outputs, logits, atol=atol)
@@ -490,8 +452,8 @@ def test_deep_shap_is_additive_for_every_image_and_class(shared):
     assert np.array_equal(again.attributions, e.attributions)
 
 
-def test_gradient_shap_shape_determinism_and_base_values(shared):
-    arm, data = shared.arm, shared.data
+def test_gradient_shap_shape_determinism_and_base_values(keras_case):
+    arm, data = keras_case.arm, keras_case.data
     images, background = data.x_val[:2], data.x_train[::3]
     np.random.seed(99)
     numpy_state = np.random.get_state()[1].copy()
@@ -506,13 +468,13 @@ def test_gradient_shap_shape_determinism_and_base_values(shared):
     other_seed = arm.explain(images, background, "gradient", nsamples=8, seed=4)
     assert not np.array_equal(e.attributions, other_seed.attributions)
 
-    logits_bg = _logits(arm, background)
+    logits_bg = keras_logits(arm, background)
     atol = network_atol(STAND_IN_FAN_INS, np.abs(logits_bg).max())
     np.testing.assert_allclose(e.base_values, logits_bg.mean(0), atol=atol + sum_atol(len(background), atol))
 
 
-def test_probability_output_explains_the_softmax(shared):
-    arm, data = shared.arm, shared.data
+def test_probability_output_explains_the_softmax(keras_case):
+    arm, data = keras_case.arm, keras_case.data
     e = arm.explain(data.x_val[:1], data.x_train[::4], "gradient", nsamples=2, seed=0, output="probability")
     assert e.output == "probability" and e.attributions.shape == (1, 3, SIZE, SIZE, 3)
     np.testing.assert_array_equal(e.outputs, e.probabilities)  # the explained quantity is the probability
@@ -520,25 +482,25 @@ def test_probability_output_explains_the_softmax(shared):
     np.testing.assert_allclose(e.base_values.sum(), 1, atol=sum_atol(e.n_background * 3, 1.0) + softmax_atol(0))
 
 
-def test_explain_rejects_unknown_method_and_output(shared):
-    x = shared.data.x_val[:1]
+def test_explain_rejects_unknown_method_and_output(keras_case):
+    x = keras_case.data.x_val[:1]
     with pytest.raises(ValueError, match="method"):
-        shared.arm.explain(x, x, "kernel", nsamples=1, seed=0)
+        keras_case.arm.explain(x, x, "kernel", nsamples=1, seed=0)
     with pytest.raises(ValueError, match="output"):
-        shared.arm.explain(x, x, "deep", nsamples=1, seed=0, output="softmax")
+        keras_case.arm.explain(x, x, "deep", nsamples=1, seed=0, output="softmax")
     with pytest.raises(ValueError, match="NHWC"):
-        shared.arm.explain(x[:, :16], x, "deep", nsamples=1, seed=0)
+        keras_case.arm.explain(x[:, :16], x, "deep", nsamples=1, seed=0)
 
 
 # --- assessment hooks -------------------------------------------------------------------
 
 
-def test_assessment_hooks(shared):
-    check_assessment_hooks(shared.arm, shared.data.x_val[::3], shared.data.x_train[::4])
+def test_assessment_hooks(keras_case):
+    check_assessment_hooks(keras_case.arm, keras_case.data.x_val[::3], keras_case.data.x_train[::4])
 
 
-def test_gradient_times_input_is_the_gradient_of_the_logit_times_the_offset(shared):
-    arm, images, background = shared.arm, shared.data.x_val[:3], shared.data.x_train[::5]
+def test_gradient_times_input_is_the_gradient_of_the_logit_times_the_offset(keras_case):
+    arm, images, background = keras_case.arm, keras_case.data.x_val[:3], keras_case.data.x_train[::5]
     e = arm.explain(images, background, "gradinput", nsamples=0, seed=0, classes=np.array([0, 1, 2]))
     x = tf.Variable(images.astype(np.float32))
     with tf.GradientTape() as tape:
@@ -549,14 +511,14 @@ def test_gradient_times_input_is_the_gradient_of_the_logit_times_the_offset(shar
     np.testing.assert_allclose(e.attributions[:, 0], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
 
 
-def test_keras_arm_has_no_independent_library(shared):
-    x = shared.data.x_val[:1]
-    assert shared.arm.explain_independently(x, x, "deep", nsamples=0, seed=0, classes=np.array([0])) is None
+def test_keras_arm_has_no_independent_library(keras_case):
+    x = keras_case.data.x_val[:1]
+    assert keras_case.arm.explain_independently(x, x, "deep", nsamples=0, seed=0, classes=np.array([0])) is None
 
 
-def test_features_and_predictions_from_the_on_disk_store_equal_those_from_arrays(shared, tiny_images, tmp_path):
+def test_features_and_predictions_from_the_on_disk_store_equal_those_from_arrays(keras_case, tiny_images, tmp_path):
     # The study's splits are stores read a batch at a time; arrays held whole are how it ran before.
-    arm, data = shared.arm, _data(tiny_images)
+    arm, data = keras_case.arm, keras_training_data(tiny_images)
     path = tmp_path / "images.npy"
     offset = create_store(path, len(data.x_train) + len(data.x_val), data.x_train.shape[1:])
     write_rows(path, offset, dict(enumerate(np.concatenate([data.x_train, data.x_val]))))

@@ -1,7 +1,7 @@
 """The PyTorch arm on tiny 32x32 images: architecture, training, save/load and SHAP maps.
 
-The tiny CNN is trained once per test session (``trained``); the tests that only read a
-trained model share it and must not change it. Only the tests of training itself train.
+The tiny CNN is trained once per test session (``pytorch_case``, ``tests/arm_cases.py``);
+the tests that only read a trained model share it and must not change it. Only the tests of training itself train.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ shap = pytest.importorskip("shap")
 from torch import nn  # noqa: E402
 
 from common.arm import HISTORY_KEYS, TrainingData  # noqa: E402
-from common.config import load_config  # noqa: E402
 from common.data.imagestore import ImageStore, create_store, write_rows  # noqa: E402
 from common.explanation import Explanation  # noqa: E402
 from common.quality.agreement import rank_correlation  # noqa: E402
@@ -28,39 +26,13 @@ from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
 from pytorch_impl.explain import shap_to_explanation_layout  # noqa: E402
 from pytorch_impl.model import build_model, flatten_width, images_to_tensor  # noqa: E402
 from pytorch_impl.train import evaluate, resolve_device, train  # noqa: E402
+from tests.arm_cases import CNN_FAN_INS, SIZE, TRAINED_EPOCHS, pytorch_cfg, pytorch_training_data  # noqa: E402
 from tests.arm_contract import check_assessment_hooks  # noqa: E402
 from tests.tolerance import gamma, network_atol, softmax_atol, sum_atol  # noqa: E402
 
 pytestmark = pytest.mark.pytorch
 
-SIZE = 32
 NONLINEAR = (nn.ReLU, nn.MaxPool2d, nn.Softmax)
-# The terms of one output unit's sum in each layer of the CNN at SIZE: conv 5x5x3, conv 3x3x6,
-# then the dense layers (tests.tolerance.network_atol).
-CNN_FAN_INS = (5 * 5 * 3, 3 * 3 * 6, flatten_width(SIZE), 120, 84)
-
-
-TRAINED_EPOCHS = 6
-
-
-def _cfg(seed: int = 0, **pytorch):
-    settings = {"epochs": 2, "batch_size": 16, "device": "cpu", **pytorch}
-    return load_config(overrides={"seed": seed, **{f"pytorch.{k}": v for k, v in settings.items()}})
-
-
-def _data(tiny_images, n_per_class: int = 10, n_val_per_class: int = 4) -> TrainingData:
-    x_train, y_train = tiny_images(n_per_class, SIZE, seed=0)
-    x_val, y_val = tiny_images(n_val_per_class, SIZE, seed=1)
-    return TrainingData(x_train, y_train, x_val, y_val, data_key="tiny")
-
-
-@pytest.fixture(scope="session")
-def trained(tiny_images):
-    """The tiny CNN trained once per session (6 epochs on 30 images; 12 validation
-    images, 4 per class in class order): ``.arm``, ``.data``, ``.result``. Read only."""
-    data = _data(tiny_images)
-    arm = PyTorchArm.create(_cfg(epochs=TRAINED_EPOCHS, batch_size=8), n_classes=3, image_size=SIZE)
-    return SimpleNamespace(arm=arm, data=data, result=arm.fit(data))
 
 
 # --- model ---------------------------------------------------------------------------
@@ -116,8 +88,8 @@ def test_every_nonlinearity_is_a_module_leaf_used_once():
     assert not [n for n in graph.nodes if n.op == "call_method"]
 
 
-def test_model_normalises_with_training_statistics(trained):
-    arm, data = trained.arm, trained.data
+def test_model_normalises_with_training_statistics(pytorch_case):
+    arm, data = pytorch_case.arm, pytorch_case.data
     pixels = data.x_train.reshape(-1, 3).astype(np.float64)
     state = arm.model.state_dict()
     assert state["normalize.mean"].dtype == state["normalize.std"].dtype == torch.float32
@@ -157,7 +129,7 @@ def test_images_to_tensor_is_nchw_and_rejects_other_input():
 
 
 def test_one_epoch_lowers_the_training_loss(tiny_images):
-    cfg = _cfg(epochs=1, batch_size=8)
+    cfg = pytorch_cfg(epochs=1, batch_size=8)
     x, y = tiny_images(20, SIZE, seed=0)
     torch.manual_seed(0)
     model = build_model(n_classes=3, image_size=SIZE)
@@ -172,7 +144,7 @@ def test_one_epoch_lowers_the_training_loss(tiny_images):
 
 def test_training_from_the_on_disk_store_equals_training_from_arrays(tiny_images, tmp_path):
     # The study's splits are stores read a batch at a time; arrays held whole are how it trained before.
-    data = _data(tiny_images)
+    data = pytorch_training_data(tiny_images)
     path = tmp_path / "images.npy"
     offset = create_store(path, len(data.x_train) + len(data.x_val), data.x_train.shape[1:])
     write_rows(path, offset, dict(enumerate(np.concatenate([data.x_train, data.x_val]))))
@@ -180,7 +152,7 @@ def test_training_from_the_on_disk_store_equals_training_from_arrays(tiny_images
     n = len(data.x_train)
     x_train, x_val = store.subset(np.arange(n)), store.subset(np.arange(n, len(store)))
     lazy = TrainingData(x_train, data.y_train, x_val, data.y_val, data_key="tiny")
-    cfg = _cfg(epochs=2, batch_size=8, hflip=True)
+    cfg = pytorch_cfg(epochs=2, batch_size=8, hflip=True)
     a, b = PyTorchArm.create(cfg, 3, SIZE), PyTorchArm.create(cfg, 3, SIZE)
     assert a.fit(data).history == b.fit(lazy).history
     for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
@@ -188,8 +160,8 @@ def test_training_from_the_on_disk_store_equals_training_from_arrays(tiny_images
     assert np.array_equal(a.predict_proba(data.x_val), b.predict_proba(lazy.x_val))
 
 
-def test_fit_history_best_epoch_and_info(trained):
-    arm, result = trained.arm, trained.result
+def test_fit_history_best_epoch_and_info(pytorch_case):
+    arm, result = pytorch_case.arm, pytorch_case.result
     assert tuple(result.history) == HISTORY_KEYS
     assert all(len(v) == TRAINED_EPOCHS and all(np.isfinite(v)) for v in result.history.values())
     assert result.history["train_loss"][-1] < result.history["train_loss"][0]
@@ -203,18 +175,18 @@ def test_fit_history_best_epoch_and_info(trained):
 
 @pytest.mark.parametrize("hflip", [False, True])
 def test_same_seed_gives_identical_weights_and_history(tiny_images, hflip):
-    data = _data(tiny_images, n_per_class=4, n_val_per_class=2)  # 12 images: 3 batches of 4
+    data = pytorch_training_data(tiny_images, n_per_class=4, n_val_per_class=2)  # 12 images: 3 batches of 4
     runs = []
     for _ in range(2):
         torch.manual_seed(123)  # what ran before must not matter
-        arm = PyTorchArm.create(_cfg(seed=7, hflip=hflip, batch_size=4), n_classes=3, image_size=SIZE)
+        arm = PyTorchArm.create(pytorch_cfg(seed=7, hflip=hflip, batch_size=4), n_classes=3, image_size=SIZE)
         runs.append((arm.fit(data).history, arm.model.state_dict()))
     (h1, s1), (h2, s2) = runs
     assert h1 == h2
     assert s1.keys() == s2.keys()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
-    other = PyTorchArm.create(_cfg(seed=8, hflip=hflip, batch_size=4), n_classes=3, image_size=SIZE)
+    other = PyTorchArm.create(pytorch_cfg(seed=8, hflip=hflip, batch_size=4), n_classes=3, image_size=SIZE)
     other.fit(data)
     assert not torch.equal(other.model.state_dict()["features.0.weight"], s1["features.0.weight"])
 
@@ -231,13 +203,13 @@ def test_resolve_device():
 # --- save / load / predict ---------------------------------------------------------------
 
 
-def test_save_then_load_predicts_identical_probabilities(trained, tmp_path):
-    arm, data = trained.arm, trained.data
+def test_save_then_load_predicts_identical_probabilities(pytorch_case, tmp_path):
+    arm, data = pytorch_case.arm, pytorch_case.data
     path = tmp_path / "model.pt"
     arm.save(path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
 
-    loaded = PyTorchArm.load(path, _cfg())
+    loaded = PyTorchArm.load(path, pytorch_cfg())
     before, after = arm.predict_proba(data.x_val), loaded.predict_proba(data.x_val)
     assert after.dtype == np.float32 and after.shape == (len(data.x_val), 3)
     assert np.array_equal(before, after)
@@ -288,8 +260,8 @@ def test_shap_returns_n_c_h_w_k_for_an_nchw_model(method):
 # --- explanations -----------------------------------------------------------------------------
 
 
-def test_deep_shap_is_additive_for_every_image_and_class(trained):
-    arm, data = trained.arm, trained.data
+def test_deep_shap_is_additive_for_every_image_and_class(pytorch_case):
+    arm, data = pytorch_case.arm, pytorch_case.data
     images, background = data.x_val[::4], data.x_train[::5]  # 3 images (one per class), 6 background
     state_before = {k: v.clone() for k, v in arm.model.state_dict().items()}
     with warnings.catch_warnings():
@@ -317,8 +289,8 @@ def test_deep_shap_is_additive_for_every_image_and_class(trained):
     assert all(torch.equal(state_before[k], state_after[k]) for k in state_after)
 
 
-def test_gradient_shap_shape_determinism_and_signal(trained):
-    arm, data = trained.arm, trained.data
+def test_gradient_shap_shape_determinism_and_signal(pytorch_case):
+    arm, data = pytorch_case.arm, pytorch_case.data
     images, background = data.x_val[::4], data.x_train[::5]
     np.random.seed(99)
     numpy_state = np.random.get_state()[1].copy()
@@ -342,8 +314,8 @@ def test_gradient_shap_shape_determinism_and_signal(trained):
     np.testing.assert_allclose(e.base_values, logits_bg.mean(0), atol=atol + sum_atol(len(background), atol))
 
 
-def test_probability_output_explains_the_softmax(trained):
-    arm, data = trained.arm, trained.data
+def test_probability_output_explains_the_softmax(pytorch_case):
+    arm, data = pytorch_case.arm, pytorch_case.data
     e = arm.explain(data.x_val[::4], data.x_train[::5], "gradient", nsamples=4, seed=0, output="probability")
     assert e.output == "probability" and e.attributions.shape == (3, 3, SIZE, SIZE, 3)
     np.testing.assert_array_equal(e.outputs, e.probabilities)  # the explained quantity is the probability
@@ -352,7 +324,7 @@ def test_probability_output_explains_the_softmax(trained):
 
 
 def test_explain_rejects_unknown_method_and_output(tiny_images):
-    arm = PyTorchArm.create(_cfg(), n_classes=3, image_size=SIZE)
+    arm = PyTorchArm.create(pytorch_cfg(), n_classes=3, image_size=SIZE)
     x, _ = tiny_images(1, SIZE)
     with pytest.raises(ValueError, match="method"):
         arm.explain(x, x, "kernel", nsamples=1, seed=0)
@@ -363,22 +335,24 @@ def test_explain_rejects_unknown_method_and_output(tiny_images):
 # --- assessment hooks -------------------------------------------------------------------
 
 
-def test_assessment_hooks(trained):
-    check_assessment_hooks(trained.arm, trained.data.x_val[::3], trained.data.x_train[::4])
+def test_assessment_hooks(pytorch_case):
+    check_assessment_hooks(pytorch_case.arm, pytorch_case.data.x_val[::3], pytorch_case.data.x_train[::4])
 
 
-def test_explaining_leaves_the_arms_model_in_its_mode(trained):
-    model = trained.arm.model
+def test_explaining_leaves_the_arms_model_in_its_mode(pytorch_case):
+    model = pytorch_case.arm.model
     model.train()
     try:
-        trained.arm.explain(trained.data.x_val[:1], trained.data.x_train[::8], "deep", nsamples=0, seed=0)
+        pytorch_case.arm.explain(
+            pytorch_case.data.x_val[:1], pytorch_case.data.x_train[::8], "deep", nsamples=0, seed=0
+        )
         assert model.training  # the explainer worked on a copy
     finally:
         model.eval()
 
 
-def test_gradient_times_input_is_the_autograd_gradient_times_the_offset(trained):
-    arm, images, background = trained.arm, trained.data.x_val[:3], trained.data.x_train[::5]
+def test_gradient_times_input_is_the_autograd_gradient_times_the_offset(pytorch_case):
+    arm, images, background = pytorch_case.arm, pytorch_case.data.x_val[:3], pytorch_case.data.x_train[::5]
     e = arm.explain(images, background, "gradinput", nsamples=0, seed=0, classes=np.array([0, 1, 2]))
     x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2).requires_grad_(True)
     logits = copy.deepcopy(arm.model).eval()(x)
@@ -388,8 +362,8 @@ def test_gradient_times_input_is_the_autograd_gradient_times_the_offset(trained)
     np.testing.assert_allclose(e.attributions[:, 0], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
 
 
-def test_captum_cross_check_agrees_with_shap(trained):
-    arm, images, background = trained.arm, trained.data.x_val[::3], trained.data.x_train[::4]
+def test_captum_cross_check_agrees_with_shap(pytorch_case):
+    arm, images, background = pytorch_case.arm, pytorch_case.data.x_val[::3], pytorch_case.data.x_train[::4]
     classes = arm.predict_proba(images).argmax(1)
     ours = arm.explain(images, background, "deep", nsamples=0, seed=0, classes=classes)
     theirs = arm.explain_independently(images, background, "deep", nsamples=0, seed=0, classes=classes)
@@ -404,11 +378,11 @@ def test_captum_cross_check_agrees_with_shap(trained):
 
 
 @pytest.mark.parametrize("method", ["deep", "gradient"])
-def test_explaining_the_predicted_class_runs_a_third_of_the_passes_of_every_class(trained, method):
+def test_explaining_the_predicted_class_runs_a_third_of_the_passes_of_every_class(pytorch_case, method):
     """explain.classes: predicted really explains one output (rows through the model with
     gradients on, counted by a hook that shap's private copies of the model keep; the
     forward passes without gradients give the outputs and base values), with the same maps."""
-    arm, data = trained.arm, trained.data
+    arm, data = pytorch_case.arm, pytorch_case.data
     images, background = data.x_val[::4], data.x_train[::5]  # 3 images, 3 classes
     rows = [0]
 
@@ -447,5 +421,5 @@ def test_a_saved_model_is_loaded_as_weights_only(tmp_path):
     path, marker = tmp_path / "model.pt", tmp_path / "pwned"
     torch.save({"model_args": {"n_classes": 2, "image_size": 32}, "state_dict": {}, "x": _Payload(marker)}, path)
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
-        PyTorchArm.load(path, _cfg())
+        PyTorchArm.load(path, pytorch_cfg())
     assert not marker.exists()  # the payload never ran
