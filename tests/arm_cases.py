@@ -20,7 +20,7 @@ found it. The frameworks are imported inside the builders, so this module loads 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,12 @@ class ArmCase:
     fan_ins: tuple[int, ...]  # the terms of one unit's sum in each layer, for the tolerance
     dtype: type  # the float type the model computes in
     scratch: Path  # a folder of the case's own (a check makes its own subfolder)
+    image_logits: np.ndarray = field(init=False)  # the trained model's logits of ``images``, by ``logits``
+    background_logits: np.ndarray = field(init=False)  # ... and of ``background``
+    references: dict = field(default_factory=dict)  # explanations the checks compare with (tests.arm_checks)
+
+    def __post_init__(self) -> None:
+        self.image_logits, self.background_logits = self.logits(self.images), self.logits(self.background)
 
     def atol(self, magnitude: float) -> float:
         """How far two evaluations of the model's outputs (or of maps computed through it) of
