@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from common import registry
-from common.arm import TrainingData
 from common.config import load_config
 from common.errors import ConfigError
 from common.explanation import Explanation
 from experiments.run_all import main, parse_args
-from tests.arm_contract import check_assessment_hooks
 from tests.fake_arm import SPEC as FAKE
 
 
@@ -161,16 +159,3 @@ def test_a_third_arm_runs_through_every_stage(fake_arm, split_folders, tmp_path,
     assert main([*args, "--no-assess"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert "quality" not in m and not any(s["stage"].startswith("assess") for s in m["stages"])
-
-
-def test_the_fake_arm_keeps_the_assessment_contract(fake_arm, tiny_images):
-    from tests.fake_arm.arm import FakeArm
-
-    x, y = tiny_images(6, 16, seed=0)
-    arm = FakeArm.create(load_config(overrides={"only": "fake"}), n_classes=3, image_size=16)
-    arm.fit(TrainingData(x, y, x[::2], y[::2], data_key="tiny"))
-    check_assessment_hooks(arm, x[::4], x[1::3])
-    # A linear model: gradient x (x - mean background) is Deep SHAP exactly.
-    deep = arm.explain(x[::4], x[1::3], "deep", nsamples=0, seed=0)
-    gi = arm.explain(x[::4], x[1::3], "gradinput", nsamples=0, seed=0)
-    np.testing.assert_allclose(gi.attributions, deep.attributions, rtol=1e-5, atol=1e-7)
