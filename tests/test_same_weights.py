@@ -24,7 +24,8 @@ from keras_impl import explain as keras_explain  # noqa: E402
 from keras_impl.twin import keras_twin_of_cnn  # noqa: E402
 from pytorch_impl import explain as pytorch_explain  # noqa: E402
 from pytorch_impl.arm import channel_statistics  # noqa: E402
-from pytorch_impl.model import as_input, build_model, flatten_width, images_to_tensor  # noqa: E402
+from pytorch_impl.model import as_input, build_model, images_to_tensor  # noqa: E402
+from tests.arm_cases import CNN_FAN_INS  # noqa: E402  (the CNN at 32 px: terms per unit, layer by layer)
 from tests.tolerance import network_atol  # noqa: E402
 
 pytestmark = [pytest.mark.pytorch, pytest.mark.keras]
@@ -33,7 +34,6 @@ SIZE, N_CLASSES, SEED = 32, 3, 0
 TRAIN_STEPS = 20  # full-batch SGD steps on 30 images: well under a second
 N_BACKGROUND = 10
 GRADIENT_SAMPLES = 200
-CNN_FAN_INS = (5 * 5 * 3, 3 * 3 * 6, flatten_width(SIZE), 120, 84)  # terms per unit, layer by layer
 # Two frameworks' float32 kernels for one network: their logits lie within this much of max |logit|.
 LOGIT_RTOL = network_atol(CNN_FAN_INS, 1.0)
 # Maps: forward and backward passes, and Deep SHAP's rescale rule divides by differences of inputs,
