@@ -1,4 +1,4 @@
-"""The data stage: validate, decode and split the data, then write ``split.csv`` and the data summary,
+"""The data stage: validate, decode and split the data, then write ``split.csv``, ``skipped.csv`` and the data summary,
 holding the output folder's lock (:mod:`experiments.lock`) from here to the end of the run.
 
 A user's mistake (bad data, a bad config, an output folder that cannot be written) stops the
@@ -18,7 +18,7 @@ import yaml
 
 from common.config import StudyConfig
 from common.data.dataset import StudyData, dataset_summary
-from common.data.split import write_split_csv
+from common.data.split import write_skipped_csv, write_split_csv
 from common.errors import StudyError
 from common.io import write_json_atomic, write_text_atomic
 from common.results import StageRecord, to_json
@@ -75,8 +75,8 @@ def output_folder(cfg: StudyConfig, data: StudyData) -> Path:
 
 
 def data_stage(cfg: StudyConfig) -> tuple[Path, StudyData, StageRecord]:
-    """Validate, decode and split the data, then write split.csv and the data summary
-    (holding the output folder's lock while writing).
+    """Validate, decode and split the data, then write split.csv, skipped.csv (the files
+    left out and why) and the data summary (holding the output folder's lock while writing).
 
     Raises:
         StudyError: for a user's mistake (bad data, bad config); nothing is written then.
@@ -98,6 +98,7 @@ def run_data_stage(cfg: StudyConfig, hold: contextlib.ExitStack) -> tuple[StudyC
     hold.enter_context(hold_output_folder(out))
     checkpoint("data decoded")
     write_split_csv(out / "split.csv", data.manifest, data.split)
+    write_skipped_csv(out / "skipped.csv", data.manifest.skipped)
     write_json_atomic(out / "data" / "dataset.json", to_json(dataset_summary(data)))
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     record = StageRecord("data", "ran", time.perf_counter() - t0)

@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="validate the data, write split.csv, print the counts and the planned explainer passes, then stop",
+        help="validate the data, write split.csv and skipped.csv, print the counts, the skipped files and the planned "
+        "explainer passes, then stop",
     )
     p.add_argument("--force", action="store_true", help="rerun every stage even when its inputs are unchanged")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -184,7 +185,7 @@ def _dry_run(args: argparse.Namespace) -> Path:
     print(f"skipped files: {len(data.manifest.skipped)}")
     for s in data.manifest.skipped:
         print(f"  {s.path}: {s.reason}")
-    print(f"split written to {out / 'split.csv'}")
+    print(f"split written to {out / 'split.csv'}, the skipped files and why to {out / 'skipped.csv'}")
     selection = make_selection(cfg, data)
     n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
     print(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))

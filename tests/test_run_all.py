@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from common.config import load_config
+from common.io import read_json
 from experiments.run_all import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,18 @@ def test_dry_run_writes_split_and_prints_counts(tmp_path, capsys, split_folders)
     assert "ants" in printed and "skipped files: 1" in printed and ".DS_Store: not an image" in printed
     lines = (out / "split.csv").read_text().splitlines()
     assert lines[0] == "path,label,split,sha256" and len(lines) == 1 + 42
+    # beside it, the files not used and why (as printed), and the same in the data summary
+    assert (out / "skipped.csv").read_text().splitlines() == ["path,reason", ".DS_Store,not an image"]
+    assert read_json(out / "data" / "dataset.json")["skipped"] == [{"path": ".DS_Store", "reason": "not an image"}]
     assert not (out / "metrics.json").exists()  # no training in a dry run
+
+
+def test_skipped_csv_is_the_header_alone_when_every_file_is_used(tmp_path, split_folders):
+    data = split_folders(tmp_path / "ds")
+    out = tmp_path / "out"
+    assert main(["--data", str(data), "--out", str(out), "--dry-run", "--image-size", "32"]) == 0
+    assert (out / "skipped.csv").read_text().splitlines() == ["path,reason"]
+    assert read_json(out / "data" / "dataset.json")["skipped"] == []
 
 
 @pytest.mark.parametrize(

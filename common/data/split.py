@@ -1,16 +1,19 @@
-"""The split: a seeded, stratified train/validation/test assignment, its ``split.csv``, and
-the stratified choice of explained and background images."""
+"""The split: a seeded, stratified train/validation/test assignment, its ``split.csv`` (and
+beside it ``skipped.csv``, the files left out and why), and the stratified choice of explained
+and background images."""
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from common.data.discover import Manifest, class_folder
 from common.errors import DataError, TooFewImagesError
 from common.io import atomic_path
+from common.results import SkippedFile
 
 SPLITS = ("train", "val", "test")
 
@@ -90,6 +93,16 @@ def write_split_csv(path: str | os.PathLike, manifest: Manifest, split: np.ndarr
             w.writerow(["path", "label", "split", "sha256"])
             for rec, s in zip(manifest.records, split, strict=True):
                 w.writerow([rec.path, manifest.classes[rec.label], s, rec.sha256])
+
+
+def write_skipped_csv(path: str | os.PathLike, skipped: Sequence[SkippedFile]) -> None:
+    """Write ``path,reason``, one row per file of the data folder the study did not use (the
+    header alone when it used every file), beside ``split.csv``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "reason"])
+            w.writerows([s.path, s.reason] for s in skipped)
 
 
 def read_split_csv(path: str | os.PathLike) -> list[dict[str, str]]:
