@@ -227,8 +227,9 @@ def measure_data(config: str, workers: int, split_csv: str | None = None) -> dic
 
     cfg = load_config(Path(config))
     d, start = cfg.data, peak_mb()
-    manifest, discover_seconds = timed(discover, d.root)
-    (manifest, images), decode_seconds = timed(decode_all, manifest, d.image_size, d.cache_dir, workers=workers)
+    manifest, discover_seconds = timed(discover, d.root, d.max_image_pixels)
+    limit = {"workers": workers, "max_image_pixels": d.max_image_pixels}
+    (manifest, images), decode_seconds = timed(decode_all, manifest, d.image_size, d.cache_dir, **limit)
     split, split_seconds = timed(make_split, manifest, d.val_fraction, d.test_fraction, cfg.seed)
     if split_csv is not None:  # as the data stage writes it, for the arms' processes
         write_split_csv(Path(split_csv), manifest, split)

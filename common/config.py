@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from common import registry
+from common.data.limits import DEFAULT_MAX_IMAGE_PIXELS
 from common.errors import ConfigError
 
 
@@ -29,6 +30,10 @@ class DataConfig:
     val_fraction: float = 0.2  # stratified share of train held out for validation
     test_fraction: float = 0.2  # stratified test share, only when no held-out folder exists
     cache_dir: str | None = None  # decoded-image and feature cache; None = $STUDY_CACHE_DIR or the user's cache folder
+    # images with more pixels (width x height, read from the header) are skipped before decoding; Pillow's
+    # decompression-bomb limit is set from it. 8192x8192: 61 Mpx cameras and 64 Mpx phones fit, and one decoding
+    # process (one per core) needs at most ~512 MiB (common/data/limits.py says why)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,8 @@ def _data_problems(cfg: StudyConfig) -> list[str]:
         v = getattr(cfg.data, name)
         if not 0 < v < 1:
             problems.append(f"data.{name} must be between 0 and 1, got {v}")
+    if cfg.data.max_image_pixels < 1:
+        problems.append(f"data.max_image_pixels must be positive, got {cfg.data.max_image_pixels}")
     return problems
 
 

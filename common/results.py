@@ -37,7 +37,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class SkippedFile:
     path: str  # relative to the data root
-    reason: str  # "not an image", "corrupt image: ...", "image outside a class folder"
+    reason: str  # "not an image", "corrupt image: ...", "image too large: ...", "image outside a class folder"
 
 
 @dataclass

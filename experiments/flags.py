@@ -15,11 +15,7 @@ from common import registry
 def add_study_flags(p: argparse.ArgumentParser) -> None:
     """The flags that override the study's config, shared by the study's and the benchmark's
     command lines; one ``--epochs-<arm>`` per registered arm. :func:`config_overrides` reads them."""
-    p.add_argument(
-        "--image-size",
-        type=int,
-        help="square image side in pixels (default: from the config; 224 for folders, 32 for digits)",
-    )
+    _add_data_flags(p)
     for spec in registry.ARMS.values():
         p.add_argument(
             f"--epochs-{spec.key}",
@@ -70,6 +66,24 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the config's ``data`` section that a run may override: the image size and the pixel limit."""
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="square image side in pixels (default: from the config; 224 for folders, 32 for digits)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        metavar="N",
+        help="images with more pixels (width x height, read from the file's header) are skipped and listed before "
+        "they are decoded, so one file cannot exhaust memory; Pillow's own limit is set from it (default: from the "
+        "config, 67108864 = 8192x8192: full-frame cameras' 45-61 Mpx photos fit, and one decoding process, one per "
+        "core, needs at most about 512 MiB, at up to 8 bytes per pixel)",
+    )
+
+
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The dotted config overrides of :func:`add_study_flags`' flags (None: not given)."""
     return {
@@ -81,6 +95,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "explain.classes": args.classes,
         "keras.weights": args.keras_weights,
         "data.cache_dir": args.cache_dir,
+        "data.max_image_pixels": args.max_image_pixels,
         "deterministic": args.deterministic,
         "only": args.only,
         "assess.enabled": args.assess,

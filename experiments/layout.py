@@ -34,6 +34,7 @@ def prepare_data(cfg: StudyConfig, split_csv: Path | None = None) -> StudyData:
         seed=cfg.data_seed,
         cache_dir=d.cache_dir,
         split_csv=split_csv,
+        max_image_pixels=d.max_image_pixels,
     )
 
 

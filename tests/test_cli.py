@@ -38,6 +38,7 @@ BAD_VALUES = {
     "nsamples 0": (["--nsamples", "0"], "explain.nsamples must be positive"),
     "negative epochs": (["--epochs-pytorch", "-1"], "epochs and batch_size must be positive"),
     "seed -1": (["--seed", "-1"], "seed must be between 0 and 4294967295, got -1"),
+    "max image pixels 0": (["--max-image-pixels", "0"], "data.max_image_pixels must be positive, got 0"),
     "missing config": (["--config", "{tmp}/nope.yaml"], "config file not found"),
     "missing keras weights": (["--keras-weights", "{tmp}/no.h5"], "keras.weights must be"),
     "unknown yaml key": (["--config", "yaml:explain:\n  n_bakground: 3\n"], "unknown key(s) n_bakground"),
@@ -111,6 +112,9 @@ def test_help_lists_every_flag_even_without_the_dependencies(tmp_path):
         assert proc.returncode == 0, proc.stderr
         for flag in ("--data", "--out", "--config", "--seed", "--cache-dir", "--deterministic", "--only", "--force"):
             assert flag in proc.stdout
+        # the pixel limit's default and why (the help text wraps lines: compare it as one line)
+        text = " ".join(proc.stdout.split())
+        assert "--max-image-pixels N" in text and "67108864 = 8192x8192" in text and "512 MiB" in text
         for spec in registry.ARMS.values():
             assert f"--epochs-{spec.key}" in proc.stdout
         assert "(default: " in proc.stdout

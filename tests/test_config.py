@@ -40,6 +40,10 @@ def test_shipped_configs_load_and_flags_override():
     cfg = load_config(CONFIGS / "default.yaml", {"pytorch.epochs": 2, "explain.nsamples": 8, "seed": None})
     assert cfg.pytorch.epochs == 2 and cfg.explain.nsamples == 8 and cfg.seed == 0
     assert load_config(None).to_dict()["explain"]["methods"] == ["deep", "gradient"]
+    # the pixel limit: stated in both shipped configs as the default, and a flag overrides it
+    default_limit = load_config(None).data.max_image_pixels
+    assert insects.data.max_image_pixels == cfg.data.max_image_pixels == default_limit == 8192 * 8192
+    assert load_config(CONFIGS / "insects.yaml", {"data.max_image_pixels": 10**6}).data.max_image_pixels == 10**6
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,8 @@ def test_shipped_configs_load_and_flags_override():
     [
         ("pytorch:\n  epochz: 3\n", "unknown key"),
         ("data:\n  val_fraction: 1.5\n", "val_fraction"),
+        ("data:\n  max_image_pixels: 0\n", "data.max_image_pixels must be positive, got 0"),
+        ("data:\n  max_image_pixels: 100000000.0\n", "data.max_image_pixels must be an integer"),
         ("only: tensorflow\n", "only must be"),
         ("keras:\n  weights: /no/such/file.h5\n", "keras.weights"),
         ("pytorch:\n  device: tpu\n", "pytorch.device must be auto, cpu or cuda"),

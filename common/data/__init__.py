@@ -13,4 +13,8 @@ and the same labels. The flow is::
 (``train/`` plus a held-out ``test/``, ``val/``, ``valid/`` or ``validation/``, each holding
 one folder per class) or class folders only. With no root, scikit-learn's bundled ``digits``
 set goes through the same path.
+
+A file that cannot be used (not an image, unreadable, refused by the decoder whatever it
+raises, or over the pixel limit: ``limits``) is skipped and listed with the reason, never an
+error; only a class left without usable images stops the study.
 """

@@ -11,6 +11,7 @@ import numpy as np
 from common.data.decode import RESIZE_METHOD, decode_all, decode_key
 from common.data.discover import Manifest, digits_manifest, discover
 from common.data.imagestore import ImageStore, take
+from common.data.limits import DEFAULT_MAX_IMAGE_PIXELS
 from common.data.split import SPLITS, make_split, split_from_csv
 from common.io import stable_key
 from common.results import DatasetSummary
@@ -65,16 +66,19 @@ def load_study_data(
     workers: int | None = None,
     jpeg_draft: bool = False,
     split_csv: str | os.PathLike | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> StudyData:
     """Discover, decode (cached) and split a data set; ``root=None`` = bundled digits.
 
     ``workers`` and ``jpeg_draft`` are :func:`decode_all`'s. ``split_csv``: take the split
-    from a data stage's ``split.csv`` (:func:`split_from_csv`) instead of making it. Logs one
-    warning that counts and lists the skipped files.
+    from a data stage's ``split.csv`` (:func:`split_from_csv`) instead of making it. Files
+    that cannot be used (not images, unreadable, refused by the image library whatever it
+    raises, or with more than ``max_image_pixels`` pixels) are skipped, and one warning counts
+    and lists them with why.
     """
-    manifest = digits_manifest() if root is None else discover(root)
+    manifest = digits_manifest() if root is None else discover(root, max_image_pixels)
     size = image_size or (DEFAULT_DIGITS_SIZE if root is None else DEFAULT_FOLDER_SIZE)
-    manifest, images = decode_all(manifest, size, cache_dir, workers, jpeg_draft)
+    manifest, images = decode_all(manifest, size, cache_dir, workers, jpeg_draft, max_image_pixels)
     if manifest.skipped:
         listed = ", ".join(f"{s.path} ({s.reason})" for s in manifest.skipped)
         log.warning("skipped %d file(s) that are not usable images: %s", len(manifest.skipped), listed)

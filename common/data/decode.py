@@ -2,8 +2,9 @@
 
 The cache is one ``.npy`` file of uint8 ``(N, S, S, 3)`` pixels per data set, size and resize
 method (:mod:`common.data.imagestore`), keyed by the files' hashes, in the user's cache
-folder; a pool of processes decodes large sets. Images that cannot be decoded are left out
-and listed with the reason.
+folder; a pool of processes decodes large sets. Images that cannot be decoded, whatever the
+image library raises, and images over the pixel limit (:mod:`common.data.limits`) are left
+out and listed with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from PIL import Image
 
 from common.data.discover import Manifest, check_nonempty
 from common.data.imagestore import ImageStore, create_store, write_rows
+from common.data.limits import DEFAULT_MAX_IMAGE_PIXELS, check_pixels, pixel_limit, unusable_reason
 from common.io import atomic_path, read_json, stable_key, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,14 @@ DECODE_VERSION = 1  # bump when decoding changes, to invalidate old caches
 DECODE_CHUNK = 32  # images per task of the decoding pool
 
 POOL_MIN_IMAGES = 256  # fewer images decode faster in this process than a pool of processes starts
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How each image is decoded: what every task of the decoding pool is given."""
+
+    jpeg_draft: bool = False  # reduced-scale JPEG decoding (decode_image)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # images above it are skipped (common.data.limits)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -89,12 +100,16 @@ def decode_all(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     jpeg_draft: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[Manifest, ImageStore]:
     """Decode every record once to uint8 (N, size, size, 3) in the on-disk cache, or find it there.
 
-    Corrupt images are dropped from ``records`` and added to ``skipped``. The cache file
-    (a ``.npy``, written atomically) is keyed by :func:`decode_key`, so a changed or added
-    file gives a new key. Image files are decoded by a pool of ``workers`` processes (None:
+    Images that cannot be decoded (whatever the image library raises) or have more than
+    ``max_image_pixels`` pixels are dropped from ``records`` and added to ``skipped``. The
+    cache file (a ``.npy``, written atomically) is keyed by :func:`decode_key`, so a changed or
+    added file gives a new key; its name also holds the pixel limit, so a cache whose skipped
+    files were decided under another limit is never read (the decoded pixels and their key do
+    not depend on the limit). Image files are decoded by a pool of ``workers`` processes (None:
     every core, for a set of at least ``POOL_MIN_IMAGES``), each writing its rows straight
     into the file, so no process holds more than a chunk of decoded images.
 
@@ -104,7 +119,7 @@ def decode_all(
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = decode_key(manifest, size, jpeg_draft)
-    stem = cache / f"decoded-{_safe(manifest.name)}-{size}-{key}"
+    stem = cache / f"decoded-{_safe(manifest.name)}-{size}-{key}-max{max_image_pixels}px"
     npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
     if npy.exists() and meta.exists():
         info = read_json(meta)
@@ -113,7 +128,7 @@ def decode_all(
     else:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(npy) as tmp:
-            corrupt = _decode_records(manifest, size, tmp, workers, jpeg_draft)
+            corrupt = _decode_records(manifest, size, tmp, workers, DecodeOptions(jpeg_draft, max_image_pixels))
         write_json_atomic(
             meta,
             {
@@ -121,6 +136,7 @@ def decode_all(
                 "size": size,
                 "resize": RESIZE_METHOD,
                 "jpeg_draft": jpeg_draft,
+                "max_image_pixels": max_image_pixels,
                 "corrupt": [{"path": p, "reason": r} for p, r in sorted(corrupt.items())],
             },
         )
@@ -133,7 +149,9 @@ def decode_all(
     return manifest, images
 
 
-def _decode_records(manifest: Manifest, size: int, path: Path, workers: int | None, jpeg_draft: bool) -> dict[str, str]:
+def _decode_records(
+    manifest: Manifest, size: int, path: Path, workers: int | None, options: DecodeOptions
+) -> dict[str, str]:
     """Decode every record into a new store file at ``path``; return {path: why} of the
     corrupt ones (their rows are left out of the file)."""
     from tqdm.auto import tqdm
@@ -154,7 +172,7 @@ def _decode_records(manifest: Manifest, size: int, path: Path, workers: int | No
                     offset,
                     size,
                     {i: str(manifest.root / records[i].path) for i in c},
-                    jpeg_draft,
+                    options,
                 ): len(c)
                 for c in chunks
             }
@@ -164,7 +182,7 @@ def _decode_records(manifest: Manifest, size: int, path: Path, workers: int | No
     else:  # in this process (the bundled set's images live in memory here)
         for c in chunks:
             corrupt.update(
-                _decode_chunk(str(path), offset, size, {i: partial(manifest.loader, records[i]) for i in c}, jpeg_draft)
+                _decode_chunk(str(path), offset, size, {i: partial(manifest.loader, records[i]) for i in c}, options)
             )
             bar.update(len(c))
     bar.close()
@@ -186,23 +204,27 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _decode_files(path: str, offset: int, size: int, files: dict[int, str], jpeg_draft: bool) -> dict[int, str]:
+def _decode_files(path: str, offset: int, size: int, files: dict[int, str], options: DecodeOptions) -> dict[int, str]:
     """A pool task: decode image files (row -> file path) into the store; {row: why} of corrupt ones."""
-    return _decode_chunk(path, offset, size, {i: partial(Image.open, f) for i, f in files.items()}, jpeg_draft)
+    return _decode_chunk(path, offset, size, {i: partial(Image.open, f) for i, f in files.items()}, options)
 
 
 def _decode_chunk(
-    path: str, offset: int, size: int, openers: dict[int, Callable[[], Image.Image]], jpeg_draft: bool
+    path: str, offset: int, size: int, openers: dict[int, Callable[[], Image.Image]], options: DecodeOptions
 ) -> dict[int, str]:
-    """Decode images (row -> a function opening it) and write them into the store at ``path``."""
+    """Decode images (row -> a function opening it) and write them into the store at ``path``;
+    {row: why} of the images skipped: over the pixel limit (checked on the header, before any
+    pixel is decoded), or refused by the image library with whatever exception it raised.
+    Pillow's own limit is set here, in the process that decodes."""
     rows, corrupt = {}, {}
-    for i, open_image in openers.items():
-        try:
-            with open_image() as img:
-                rows[i] = decode_image(img, size, jpeg_draft)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else ""
-            corrupt[i] = f"corrupt image: {type(exc).__name__}: {message}".rstrip(": ")
+    with pixel_limit(options.max_image_pixels):
+        for i, open_image in openers.items():
+            try:
+                with open_image() as img:
+                    check_pixels(img, options.max_image_pixels)
+                    rows[i] = decode_image(img, size, options.jpeg_draft)
+            except Exception as exc:  # whatever the decoder raises on one file: skip it, say why, go on
+                corrupt[i] = unusable_reason(exc, options.max_image_pixels)
     write_rows(path, offset, rows)
     return corrupt
 

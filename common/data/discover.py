@@ -18,6 +18,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from common.data.limits import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    TOO_LARGE,
+    check_pixels,
+    pixel_limit,
+    unusable_reason,
+)
 from common.errors import (
     ClassMismatchError,
     DataNotFoundError,
@@ -65,11 +72,13 @@ class Manifest:
         return dataclasses.replace(self, records=records, skipped=tuple(sorted(skipped, key=lambda s: s.path)))
 
 
-def discover(root: str | os.PathLike) -> Manifest:
+def discover(root: str | os.PathLike, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Manifest:
     """List a data folder's classes and image files, and hash them.
 
     Files are accepted by content (Pillow identifies the format from the bytes, not the
-    extension); files Pillow cannot identify are skipped as "not an image".
+    extension); files Pillow cannot identify are skipped as "not an image", images with more
+    than ``max_image_pixels`` pixels (read from the header, nothing decoded) as "image too
+    large", and files Pillow refuses with any other error as "corrupt image: <error>".
 
     Raises:
         DataNotFoundError, NotADirectoryDataError, NoClassesError, ClassMismatchError,
@@ -89,7 +98,7 @@ def discover(root: str | os.PathLike) -> Manifest:
             f"only one class folder ('{classes[0]}') in {where}: a classifier needs at least two; "
             "add one folder of images per class"
         )
-    records, skipped = _scan(root, sources, classes)
+    records, skipped = _scan(root, sources, classes, max_image_pixels)
     manifest = Manifest(
         root.name,
         root,
@@ -142,7 +151,9 @@ def _layout(root: Path) -> tuple[str, dict[str, Path], list[str], str | None]:
     return "class-folders", {"all": root_for_classes}, classes, None
 
 
-def _scan(root: Path, sources: dict[str, Path], classes: list[str]) -> tuple[list[ImageRecord], list[SkippedFile]]:
+def _scan(
+    root: Path, sources: dict[str, Path], classes: list[str], max_image_pixels: int
+) -> tuple[list[ImageRecord], list[SkippedFile]]:
     """Every image file of every class folder, hashed, and every other file, with why it is skipped."""
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
@@ -151,18 +162,21 @@ def _scan(root: Path, sources: dict[str, Path], classes: list[str]) -> tuple[lis
             for path in _files(folder / cls):
                 rel = path.relative_to(root).as_posix()
                 data = path.read_bytes()
-                if _sniff(data):
+                why = _sniff(data, max_image_pixels)
+                if why is None:
                     records.append(ImageRecord(rel, label, hashlib.sha256(data).hexdigest(), source))
                 else:
-                    skipped.append(SkippedFile(rel, _unreadable_reason(data)))
+                    skipped.append(SkippedFile(rel, why))
     # Files lying beside the class folders (the insects archive has a .DS_Store at each
     # level) are not data either: record them, but not the data set's own documentation.
     for level in {root} | set(sources.values()):
         for path in sorted(p for p in level.iterdir() if p.is_file()):
             if level == root and path.suffix.lower() in DOC_SUFFIXES:
                 continue
-            reason = "image outside a class folder" if _sniff(path.read_bytes()) else "not an image"
-            skipped.append(SkippedFile(path.relative_to(root).as_posix(), reason))
+            why = _sniff(path.read_bytes(), max_image_pixels)
+            image = why is None or why.startswith(TOO_LARGE)
+            why = "image outside a class folder" if image else "not an image"
+            skipped.append(SkippedFile(path.relative_to(root).as_posix(), why))
     return sorted(records, key=lambda r: r.path), sorted(skipped, key=lambda s: s.path)
 
 
@@ -206,14 +220,17 @@ def _files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def _sniff(data: bytes) -> bool:
-    """True when Pillow recognises the bytes as an image format (reads the header only)."""
+def _sniff(data: bytes, max_image_pixels: int) -> str | None:
+    """None when Pillow reads the bytes' header as an image of at most ``max_image_pixels``
+    pixels (the header only: nothing is decoded), else why the file is skipped."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.size  # noqa: B018 - header parsed
-        return True
+        with pixel_limit(max_image_pixels), Image.open(io.BytesIO(data)) as img:
+            check_pixels(img, max_image_pixels)
+        return None
     except (UnidentifiedImageError, OSError, ValueError):
-        return False
+        return _unreadable_reason(data)
+    except Exception as exc:  # whatever else Pillow or one of its plugins raises on a file it refuses
+        return unusable_reason(exc, max_image_pixels)
 
 
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
