@@ -37,7 +37,9 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class SkippedFile:
     path: str  # relative to the data root
-    reason: str  # "not an image", "corrupt image: ...", "image too large: ...", "image outside a class folder"
+    # "not an image", "corrupt image: ...", "image too large: ...", "unreadable file: ...", "broken link",
+    # "not a regular file", "image outside a class folder"
+    reason: str
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""Every file a real data folder holds: whatever the image decoder raises on a file, and an image
-over the pixel limit, are skipped, listed once with the reason, and the study goes on with the
-rest. Every bad file is built here, beside good images."""
+"""Every file a real data folder holds: whatever the image decoder raises on a file, a file that
+cannot be read, and an image over the pixel limit are skipped, listed once with the reason, and
+the study goes on with the rest. Every bad file is built here, beside good images."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import csv
 import io
 import logging
 import multiprocessing
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -271,3 +272,28 @@ def test_a_cache_decoded_under_another_limit_is_not_read(tmp_path, class_folders
     # the study's data key changes with the files a limit skips, not with the limit itself
     keys = [load_study_data(root, 16, cache_dir=tmp_path / "c", max_image_pixels=n).data_key for n in (2000, 2100)]
     assert keys[0] == keys[1] != load_study_data(root, 16, cache_dir=tmp_path / "c").data_key
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_files_that_cannot_be_read_are_skipped_with_why(tmp_path, split_folders, monkeypatch):
+    root, good = _good_folder(split_folders, tmp_path / "ds")
+    (root / "train" / "ants" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(root / "train" / "bees" / "pipe.png")  # reading it would block for ever
+    os.mkfifo(root / "pipe")  # beside the class folders too
+    (root / "test" / "wasps" / "locked.png").write_bytes(_encoded(_noise(32, 32), "PNG"))
+    real = Path.read_bytes
+
+    def read_bytes(self):  # a file this user may not read (root reads every file, so it is faked)
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    data = load_study_data(root, 16, cache_dir=tmp_path / "cache")
+    assert [r.path for r in data.manifest.records] == good
+    assert {s.path: s.reason for s in data.manifest.skipped} == {
+        "pipe": "not a regular file",
+        "train/ants/gone.png": "broken link",
+        "train/bees/pipe.png": "not a regular file",
+        "test/wasps/locked.png": "unreadable file: PermissionError: Permission denied",
+    }

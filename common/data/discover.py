@@ -22,6 +22,7 @@ from common.data.limits import (
     DEFAULT_MAX_IMAGE_PIXELS,
     TOO_LARGE,
     check_pixels,
+    first_line,
     pixel_limit,
     unusable_reason,
 )
@@ -78,7 +79,8 @@ def discover(root: str | os.PathLike, max_image_pixels: int = DEFAULT_MAX_IMAGE_
     Files are accepted by content (Pillow identifies the format from the bytes, not the
     extension); files Pillow cannot identify are skipped as "not an image", images with more
     than ``max_image_pixels`` pixels (read from the header, nothing decoded) as "image too
-    large", and files Pillow refuses with any other error as "corrupt image: <error>".
+    large", files Pillow refuses with any other error as "corrupt image: <error>", and files
+    that cannot be read (a broken link, a pipe, no permission) with why.
 
     Raises:
         DataNotFoundError, NotADirectoryDataError, NoClassesError, ClassMismatchError,
@@ -161,8 +163,9 @@ def _scan(
         for label, cls in enumerate(classes):
             for path in _files(folder / cls):
                 rel = path.relative_to(root).as_posix()
-                data = path.read_bytes()
-                why = _sniff(data, max_image_pixels)
+                data, why = _contents(path)
+                if data is not None:
+                    why = _sniff(data, max_image_pixels)
                 if why is None:
                     records.append(ImageRecord(rel, label, hashlib.sha256(data).hexdigest(), source))
                 else:
@@ -170,14 +173,27 @@ def _scan(
     # Files lying beside the class folders (the insects archive has a .DS_Store at each
     # level) are not data either: record them, but not the data set's own documentation.
     for level in {root} | set(sources.values()):
-        for path in sorted(p for p in level.iterdir() if p.is_file()):
+        for path in sorted(p for p in level.iterdir() if not p.is_dir()):
             if level == root and path.suffix.lower() in DOC_SUFFIXES:
                 continue
-            why = _sniff(path.read_bytes(), max_image_pixels)
-            image = why is None or why.startswith(TOO_LARGE)
-            why = "image outside a class folder" if image else "not an image"
+            data, why = _contents(path)
+            if data is not None:
+                why = _sniff(data, max_image_pixels)
+                image = why is None or why.startswith(TOO_LARGE)
+                why = "image outside a class folder" if image else "not an image"
             skipped.append(SkippedFile(path.relative_to(root).as_posix(), why))
     return sorted(records, key=lambda r: r.path), sorted(skipped, key=lambda s: s.path)
+
+
+def _contents(path: Path) -> tuple[bytes | None, str | None]:
+    """A file's bytes, or None and why it cannot be read (a broken link, a pipe or a device, no
+    permission): a file that cannot be read is skipped, not an error."""
+    if not path.is_file():  # follows links; a pipe would block the read
+        return None, "broken link" if path.is_symlink() and not path.exists() else "not a regular file"
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return None, f"unreadable file: {type(exc).__name__}: {exc.strerror or first_line(exc)}"
 
 
 def digits_manifest() -> Manifest:
