@@ -89,8 +89,13 @@ class Arm(abc.ABC):
 
     spec: ClassVar[ArmSpec]  # the arm's entry in common.registry.ARMS
     explain_batch_size: ClassVar[int] = 50  # Gradient SHAP samples per forward/backward pass (shap's default)
-    independent_library: ClassVar[str | None] = None  # e.g. "captum": cross-checks shap's maps; None: none
     cfg: StudyConfig
+
+    @property
+    def independent_library(self) -> str | None:
+        """A library implementing the same estimators, to cross-check shap's maps (the registry's
+        ``ArmSpec.independent_library``, e.g. "captum"); None: none."""
+        return self.spec.independent_library
 
     @property
     def settings(self) -> Any:

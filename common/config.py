@@ -51,12 +51,14 @@ class AssessConfig:
     """The assess stage: how faithful each model's maps are, and whether they pass sanity checks."""
 
     enabled: bool = True  # false: no assess stage and no "Attribution quality" section
-    steps: int = 8  # deletion/insertion curves: pixels removed or inserted in this many equal steps
-    random_orders: int = 1  # seeds of the random pixel order every map must beat
+    budget: float = 0.25  # what the assessment may add, as a share of the explain stages' cost (experiments/budget.py)
+    steps: int = 16  # deletion/insertion curves: pixels removed or inserted in this many steps
+    spacing: str = "log"  # the steps' fractions: "log" (dense where the curves move, at the start) or "linear"
+    random_orders: int | None = None  # random pixel orders per image (the baseline); None: the budget's, up to 10
     insertion_baseline: str = "auto"  # "mean" image, "blur"red copy, or auto: mean below 64 px, else blur
     blur_sigma: float = 5.0  # Gaussian sigma in pixels of the blurred insertion baseline
-    n_sanity: int | None = 3  # explained images of the sanity checks, noise floor and cross-check (None: all)
-    randomise: tuple[str, ...] = tuple(registry.RANDOMISATION_SCOPES)  # weight scopes re-drawn
+    n_sanity: int | None = None  # explained images of the sanity checks and cross-check; None: the budget's, up to all
+    randomise: tuple[str, ...] = tuple(registry.RANDOMISATION_SCOPES)  # weight scopes re-drawn, as a cascade
     cross_check: bool = True  # compare with an independent library where an arm has one (Captum)
 
 
@@ -297,8 +299,12 @@ def _explain_problems(e: ExplainConfig) -> list[str]:
 
 def _assess_problems(a: AssessConfig) -> list[str]:
     problems = []
-    if a.steps < 2 or a.random_orders < 1:
+    if a.steps < 2 or (a.random_orders is not None and a.random_orders < 1):
         problems.append("assess.steps must be at least 2 and assess.random_orders at least 1")
+    if not a.budget >= 0:
+        problems.append(f"assess.budget must be a share of 0 or more, got {a.budget}")
+    if a.spacing not in ("log", "linear"):
+        problems.append(f"assess.spacing must be log or linear, got {a.spacing!r}")
     if a.insertion_baseline not in ("auto", "mean", "blur"):
         problems.append(f"assess.insertion_baseline must be auto, mean or blur, got {a.insertion_baseline!r}")
     if a.blur_sigma <= 0:

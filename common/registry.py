@@ -33,6 +33,7 @@ class ArmSpec:
     config_class: str  # the settings dataclass in <package>.config (the config's <key>: section)
     model_filename: str  # the saved model inside the arm's output folder
     versions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (label, PyPI names tried in turn) to record
+    independent_library: str | None = None  # a library that implements the same estimators (cross-check), e.g. captum
 
     def load_arm_class(self) -> type:
         """The arm's class (a :class:`common.arm.Arm` subclass), imported now: only the arm's own
@@ -87,6 +88,7 @@ ARMS: dict[str, ArmSpec] = {
             config_class="PyTorchConfig",
             model_filename="model.pt",
             versions=(("torch", ("torch",)), ("torchvision", ("torchvision",))),
+            independent_library="captum",
         ),
         ArmSpec(
             key="keras",

@@ -2,36 +2,32 @@
 
 Each part of ``metrics.json`` is a dataclass here: the data summary, each model's
 evaluation, each explanation's figures, the paired comparison, the agreement between maps
-and the stage records. :func:`to_json` writes them as plain JSON (fields marked
-``OMIT_NONE`` are left out while empty); :func:`from_json` reads them back into the same
-types, so the report and the benchmarks read attributes, not ``.get()`` chains.
+and the stage records. :mod:`common.typed_json` writes them as plain JSON (fields marked
+``OMIT_NONE`` are left out while empty) and reads them back into the same types, so the
+report and the benchmarks read attributes, not ``.get()`` chains.
 
 ``metrics.json`` carries :data:`SCHEMA_VERSION`. Files written before schema versions
 existed read as version 0 (their fields are the same as version 1's). Version 2 added
 ``quality`` and the additivity's mean and relative error, and its agreement leaves out
-pixels that are zero in both maps compared (version 1 counted them). The report built
+pixels that are zero in both maps compared (version 1 counted them). Version 3 added the
+verdicts (each with its statistic, reference, sample and Holm-corrected p-value), the null the
+sanity checks are read against, SSIM, the agreement at a shared class with its ceiling and the
+top-k and sign agreement, the Monte Carlo error, and the assess stage's budget; its agreement
+compares maps at the true class (version 2: each model's predicted class). The report built
 from an older or newer file says so at its top.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
-
-import numpy as np
+from typing import Any
 
 from common.machine import MachineInfo
+from common.typed_json import OMIT_NONE, from_json
 
-SCHEMA_VERSION = 2  # bump when a field of metrics.json changes meaning or disappears
-
-OMIT_NONE = {"omit_none": True}  # field metadata: not written while None
-
-T = TypeVar("T")
+SCHEMA_VERSION = 3  # bump when a field of metrics.json changes meaning or disappears
 
 
 @dataclass(frozen=True)
@@ -147,9 +143,17 @@ class Agreement:
     n_images: dict[str, int]  # "a~b" -> images with a defined rho
     per_image: list[dict[str, float | None]]
     method: str  # how it was computed, in words
-    # "a~b" -> the agreement two runs of the same maps reach (two seeds of a sampled method;
-    # 1 for a deterministic one): the lower of the pair's two, the ceiling to read it against
+    # version 2 only: "a~b" -> the lower of the two maps' seed-to-seed agreements
     noise_floor: dict[str, float | None] = field(default_factory=dict)
+    # "a~b" -> sqrt(r_a * r_b), each map's agreement with a second draw of itself on the same images
+    # (1 for a deterministic method): the most the pair can agree, Spearman's correction for attenuation
+    ceiling: dict[str, float | None] = field(default_factory=dict)
+    ceiling_images: dict[str, int] = field(default_factory=dict)  # "a~b" -> images the ceiling is measured on
+    prediction_differs: dict[str, int] = field(default_factory=dict)  # "a~b" -> images the two models predict apart
+    top_k: dict[str, float | None] = field(default_factory=dict)  # "a~b" -> mean share of the top-k pixels in common
+    sign: dict[str, float | None] = field(default_factory=dict)  # "a~b" -> ... in common and of the same sign
+    top_k_fraction: float | None = None  # k as a share of the pixels
+    compared_class: str = "predicted"  # the class each map is taken at: "true" (shared) or "predicted" (version 2)
 
 
 @dataclass
@@ -162,11 +166,63 @@ class Estimate:
 
 
 @dataclass
+class Verdict:
+    """One of the report's verdicts: a rule applied to a statistic, with its reference and its sample.
+
+    ``status``: "pass" and "fail" (the rule decided, significant after Holm's correction where
+    it is a test), "not significant" (enough images, no significant difference), "too few
+    images" (fewer than any test in the family could decide on: ``n_needed``), "uninformative"
+    (the null itself reaches the threshold) or "not measured".
+    """
+
+    status: str
+    n: int  # images behind it
+    effect: Estimate | None  # the statistic the rule reads: mean over images with its 95% interval
+    reference: float | None  # what the statistic is tested against
+    p: float | None  # two-sided, as computed
+    p_holm: float | None  # Holm-corrected within the arm's family of tests
+    rule: str  # the rule, in words
+    n_needed: int | None = field(default=None, metadata=OMIT_NONE)  # images any verdict in the family needs
+
+
+@dataclass
 class Randomisation:
-    """Rank correlation between the trained and the randomised model's maps (Adebayo et al. 2018)."""
+    """Trained vs randomised model's maps (Adebayo et al. 2018): Spearman of the signed map
+    (which decides), of |map|, and SSIM; the verdict reads the signed map."""
 
     abs_rho: Estimate  # of |map|
     signed_rho: Estimate  # of the signed map
+    ssim: Estimate | None = field(default=None, metadata=OMIT_NONE)  # of the signed maps, each scaled to [-1, 1]
+    verdict: Verdict | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass
+class Similarity:
+    """The input-only null: how alike two maps of the same images are when the models share nothing
+    (two smooth random fields times (x - mean background)), on the same images."""
+
+    signed_rho: Estimate
+    abs_rho: Estimate
+    ssim: Estimate
+
+
+@dataclass
+class ChanceFraction:
+    """The fraction of pixels removed when the explained class's probability first reaches chance:
+    the median over every explained image, an image that never reaches it counted as censored."""
+
+    median: float | None  # None when half the images or more are censored (the median lies beyond 1)
+    n: int  # images
+    censored: int  # images that never reached chance
+
+
+@dataclass
+class MonteCarlo:
+    """A sampled method's additivity, read against its Monte Carlo error (two draws' sums)."""
+
+    relative_error: float  # mean |sum(map) - (f(x) - E f)| / mean |f(x) - E f|, the explain stage's draws
+    relative_standard_error: float  # the Monte Carlo standard error of a sum on the same scale
+    n: int  # maps (ceiling images, at the true class)
 
 
 @dataclass
@@ -176,6 +232,9 @@ class CrossLibrary:
     library: str  # e.g. "captum"
     max_relative_difference: float  # max over images of max|ours - theirs| / max|ours|
     rho: Estimate  # Spearman of the channel-summed maps
+    # the same two statistics between two draws of shap on the same images (sampled methods)
+    seed_max_relative_difference: float | None = field(default=None, metadata=OMIT_NONE)
+    seed_rho: Estimate | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass
@@ -198,6 +257,16 @@ class MethodQuality:
     deletion_curve: list[float]  # mean over images, at ArmQuality.fractions
     insertion_curve: list[float]
     seconds: float
+    # version 3
+    deletion_effect: Estimate | None = field(default=None, metadata=OMIT_NONE)  # AUC - random order's, per image
+    insertion_effect: Estimate | None = field(default=None, metadata=OMIT_NONE)
+    chance: ChanceFraction | None = field(default=None, metadata=OMIT_NONE)
+    random_logit_ssim: Estimate | None = field(default=None, metadata=OMIT_NONE)
+    null: Similarity | None = field(default=None, metadata=OMIT_NONE)  # on the sanity images
+    reliability: Estimate | None = field(default=None, metadata=OMIT_NONE)  # second draw at the true class
+    monte_carlo: MonteCarlo | None = field(default=None, metadata=OMIT_NONE)
+    # "deletion", "insertion", "randomisation_<scope>", "random_logit", "cross_library", "monte_carlo"
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,10 +283,23 @@ class RandomBaseline:
 
 @dataclass
 class PairTest:
-    """Wilcoxon signed-rank p of two methods' AUCs over the same images."""
+    """Wilcoxon signed-rank p of two methods' AUCs over the same images (and Holm-corrected)."""
 
     deletion_p: float | None
     insertion_p: float | None
+    deletion_p_holm: float | None = field(default=None, metadata=OMIT_NONE)
+    insertion_p_holm: float | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass
+class MoreImages:
+    """What a verdict that had too few images would need here: the settings, and what they cost."""
+
+    n_needed: int  # images each verdict of the family needs
+    n_sanity: int  # images the sanity checks had
+    n_explained: int  # images explained
+    flags: str  # the command-line settings that give every verdict its images
+    seconds: float | None  # their extra cost on the machine of this run (from its explain stages' rate)
 
 
 @dataclass
@@ -228,6 +310,13 @@ class ArmQuality:
     methods: dict[str, MethodQuality]
     method_tests: dict[str, PairTest]  # "deep~gradient" -> p-values
     seconds: float
+    # version 3
+    family_size: int | None = field(default=None, metadata=OMIT_NONE)  # tests corrected together (Holm)
+    n_needed: int | None = field(default=None, metadata=OMIT_NONE)  # images any of its verdicts needs
+    winners: dict[str, str | None] = field(default_factory=dict)  # "deletion"/"insertion" -> method, if significant
+    random_chance: ChanceFraction | None = field(default=None, metadata=OMIT_NONE)
+    plan: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)  # what the budget bought (experiments/budget)
+    more_images: MoreImages | None = field(default=None, metadata=OMIT_NONE)  # set by the report stage
 
 
 @dataclass
@@ -341,67 +430,6 @@ class StudyMetrics:
         "execution",
         "stages",
     )
-
-
-# ----------------------------------------------------------------------------- (de)serialisation
-
-
-def to_json(obj: Any) -> Any:
-    """A dataclass tree as plain JSON values (dicts, lists, str, int, float, bool, None)."""
-    if hasattr(obj, "to_json") and dataclasses.is_dataclass(obj):
-        return obj.to_json()
-    if dataclasses.is_dataclass(obj):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if value is None and f.metadata.get("omit_none"):
-                continue
-            out[f.name] = to_json(value)
-        order = getattr(type(obj), "JSON_ORDER", None)
-        return {k: out[k] for k in order if k in out} if order else out
-    if isinstance(obj, Mapping):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
-def from_json(cls: type[T], values: Any) -> T:
-    """Read :func:`to_json`'s output back into ``cls`` (a dataclass of this module).
-
-    Raises:
-        ValueError: a required field is missing.
-    """
-    return _convert(cls, values, cls.__name__)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(args[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        if hasattr(tp, "from_json"):
-            return tp.from_json(value)
-        hints = typing.get_type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in value:
-                kwargs[f.name] = _convert(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{where}: missing field {f.name!r}")
-        return tp(**kwargs)
-    if origin is dict:
-        _, value_type = typing.get_args(tp)
-        return {k: _convert(value_type, v, f"{where}[{k}]") for k, v in value.items()}
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        return [_convert(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
 
 
 def read_metrics(values: Mapping[str, Any]) -> StudyMetrics:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -161,3 +162,46 @@ def paired_t_p(a: np.ndarray, b: np.ndarray) -> float | None:
     if a.size < 2 or np.ptp(a - b) == 0:
         return None
     return float(_scipy_stats().ttest_rel(a, b).pvalue)
+
+
+def signed_rank_p(values: np.ndarray, reference: float = 0.0) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of ``values - reference`` (one value per image):
+    is their median different from ``reference``? Non-finite values are left out; None with
+    fewer than two values or when every value equals the reference."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)] - reference
+    if x.size < 2 or np.all(x == 0):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-sample and tie notes from SciPy
+        return float(_scipy_stats().wilcoxon(x).pvalue)
+
+
+def smallest_signed_rank_p(n: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test on ``n`` pairs can give:
+    every difference on one side, 2 / 2**n (SciPy computes it exactly up to 50 pairs without ties)."""
+    return 1.0 if n < 1 else min(1.0, 2.0 / 2.0**n)
+
+
+def images_needed(family_size: int, alpha: float = 0.05) -> int:
+    """The fewest images at which a two-sided Wilcoxon signed-rank test can be significant at
+    ``alpha`` after Holm's correction in a family of ``family_size`` tests (its smallest p-value
+    is multiplied by the family's size). Below it, no verdict is possible, whatever the data."""
+    n = 1
+    while smallest_signed_rank_p(n) * max(1, family_size) >= alpha:
+        n += 1
+    return n
+
+
+def holm(p_values: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Holm's step-down adjustment of a family of p-values (``statsmodels.stats.multitest
+    .multipletests``, method "holm"), by name; a missing p-value (None: no test could be made)
+    stays None and is not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    names = [name for name, p in p_values.items() if p is not None]
+    adjusted: dict[str, float | None] = dict.fromkeys(p_values)
+    if names:
+        _, corrected, _, _ = multipletests([p_values[n] for n in names], method="holm")
+        adjusted.update({name: float(p) for name, p in zip(names, corrected, strict=True)})
+    return adjusted

@@ -35,7 +35,7 @@ from experiments.stages import Stages
 log = logging.getLogger("study")
 
 # Builds the object whose ``action(what)`` runs the step ``assess_<what>`` (experiments.assess.ArmAssessment),
-# from: the trained arm (loaded when first asked for), the explained images, the background, the config and paths.
+# from keywords (see ArmStages: the trained arm, the explained images and labels, the background, ...).
 AssessmentFactory = Callable[..., object]
 
 
@@ -44,8 +44,9 @@ class ArmStages:
 
     Args:
         assessment: builds the assess stage's steps (:class:`experiments.assess.ArmAssessment`)
-            from ``(arm getter, explained images, background, config, paths)``; None: a study
-            without the assess stage.
+            from keywords: ``arm`` (a getter of the trained arm), the explained ``images`` and
+            their ``labels``, the ``background``, ``cfg``, ``spec``, ``n_classes`` and ``paths``;
+            None: a study without the assess stage.
     """
 
     def __init__(
@@ -77,7 +78,9 @@ class ArmStages:
         :func:`experiments.keys.arm_keys`) or artefacts changed; return every step's record."""
         stages = Stages(self.out, self.force)
         n, b = len(self.selection.explain_idx), len(self.selection.background_idx)
-        plan = {r.stage: r for r in planned_work(self.cfg, n, len(self.data.classes), b) if r.arm == self.spec.title}
+        plans = {self.spec.key: self.assessment.plan} if self.cfg.assess.enabled and self.assessment_factory else None
+        work = planned_work(self.cfg, n, len(self.data.classes), b, plans)
+        plan = {r.stage: r for r in work if r.arm == self.spec.title}
         steps = arm_steps(self.cfg)
         estimated = False
         for i, step in enumerate(steps):
@@ -125,10 +128,19 @@ class ArmStages:
         """The assess stage's steps, on the trained arm (loaded when a step first needs it)."""
         if self.assessment_factory is None:
             raise RuntimeError("this study has an assess stage, but its arm process was given no assessment")
-        x_test, _ = self.data.arrays("test")
+        x_test, y_test = self.data.arrays("test")
         x_train, _ = self.data.arrays("train")
-        images, background = x_test[self.selection.explain_idx], x_train[self.selection.background_idx]
-        return self.assessment_factory(lambda: self.arm, images, background, self.cfg, self.paths)
+        explained, background = self.selection.explain_idx, self.selection.background_idx
+        return self.assessment_factory(
+            arm=lambda: self.arm,
+            images=x_test[explained],
+            labels=y_test[explained],
+            background=x_train[background],
+            cfg=self.cfg,
+            spec=self.spec,
+            n_classes=len(self.data.classes),
+            paths=self.paths,
+        )
 
     @property
     def arm(self):

@@ -21,7 +21,8 @@ from common.data.dataset import StudyData, dataset_summary
 from common.data.split import write_skipped_csv, write_split_csv
 from common.errors import StudyError
 from common.io import write_json_atomic, write_text_atomic
-from common.results import StageRecord, to_json
+from common.results import StageRecord
+from common.typed_json import to_json
 from experiments.faults import checkpoint
 from experiments.layout import default_out, prepare_data
 from experiments.lock import hold_output_folder

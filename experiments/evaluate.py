@@ -15,11 +15,11 @@ import numpy as np
 from common.classification import classification_summary
 from common.config import StudyConfig, selected_arms
 from common.data.dataset import StudyData, dataset_summary
-from common.explanation import Explanation
+from common.explanation import Explanation, channel_sum
 from common.io import read_json
 from common.machine import MachineInfo
-from common.quality.agreement import agreement
-from common.registry import arm_spec, library_versions, map_label, method_spec, split_map_label
+from common.quality.agreement import agreement, attenuation_ceiling, sign_agreement, top_k_agreement
+from common.registry import ArmSpec, arm_by_name, arm_spec, library_versions, map_label, method_spec, split_map_label
 from common.results import (
     Agreement,
     ClassScores,
@@ -30,8 +30,11 @@ from common.results import (
     StudyMetrics,
 )
 from common.stats import mcnemar_exact
+from common.verdicts import exact
 from experiments.evaluate_quality import evaluate_quality
 from experiments.layout import ArmPaths, Selection, unit_seed
+
+TOP_K_FRACTION = 0.1  # k of the top-k and sign agreement: the most important tenth of the pixels (by |map|)
 
 
 def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Selection) -> StudyMetrics:
@@ -70,37 +73,95 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
         (a, pred_a), (b, pred_b) = predictions.items()
         metrics.comparison = PairedComparison(arm_a=a, arm_b=b, **mcnemar_exact(y_test, pred_a, pred_b))
     if cfg.assess.enabled:
-        metrics.quality = evaluate_quality(cfg, out, data)
+        metrics.quality = evaluate_quality(cfg, out, data, selection)
+        add_additivity_verdicts(metrics)
     if len(explanations) >= 2:
-        # each map at its own model's predicted class (explained whatever explain.classes says)
-        maps = {map_label(a, m): e.maps_for(e.probabilities.argmax(1))[:, None] for (a, m), e in explanations.items()}
-        classes_used = {label: np.zeros(len(m), np.int64) for label, m in maps.items()}
-        metrics.agreement = Agreement(**agreement(maps, classes_used))
-        metrics.agreement.noise_floor = noise_floors(metrics)
+        true = y_test[selection.explain_idx]
+        metrics.agreement = shared_class_agreement(cfg, out, explanations, true, metrics)
     return metrics
 
 
-def noise_floors(metrics: StudyMetrics) -> dict[str, float | None]:
-    """Per agreement pair, the lower of its two maps' seed-to-seed agreement (1 for a
-    deterministic method); None where a sampled map's noise floor was not measured."""
+def add_additivity_verdicts(metrics: StudyMetrics) -> None:
+    """A deterministic additive method's Monte Carlo verdict: its additivity error (the explain
+    stage's) is float rounding or not; a sampled method's comes with its quality (a test)."""
+    for spec in (arm_by_name(name) for name in metrics.quality.arms):
+        for method, mq in metrics.quality.arms[spec.name].methods.items():
+            summary = metrics.attributions.get(spec.name, {}).get(method)
+            if summary is not None and method_spec(method).additive:
+                mq.verdicts["monte_carlo"] = exact(
+                    "monte_carlo_exact", summary.additivity_relative_error, summary.n_maps or 0
+                )
 
-    def floor(label: str) -> float | None:
-        split = split_map_label(label)
-        if split is None:
-            return None
-        arm, method = split
-        if not method_spec(method).sampled:
-            return 1.0
-        quality = metrics.quality.arms.get(arm_spec(arm).name) if metrics.quality else None
-        mq = quality.methods.get(method) if quality else None
-        return mq.noise_floor_rho.mean if mq and mq.noise_floor_rho else None
 
-    result = {}
-    for pair in metrics.agreement.pairs:
+def true_class_maps(
+    cfg: StudyConfig, out: Path, spec: ArmSpec, method: str, e: Explanation, true: np.ndarray
+) -> np.ndarray:
+    """(N, H, W) float32: each explained image's channel-summed map at its true class, from the explain
+    stage where it explained that class, else from the assess stage's; NaN where neither has it."""
+    maps = np.full((len(true), *e.attributions.shape[2:4]), np.nan, np.float32)
+    hit = e.explained_classes == true[:, None]  # (N, K')
+    rows = np.flatnonzero(hit.any(axis=1))
+    maps[rows] = channel_sum(e.attributions[rows, hit[rows].argmax(axis=1)])
+    assessed = ArmPaths.of(out, spec, unit_seed(cfg)).assessment(method)
+    if cfg.assess.enabled and assessed.is_file():
+        with np.load(assessed) as z:
+            missing = np.flatnonzero(~hit.any(axis=1))
+            maps[missing] = z["true_maps"][missing]
+    return maps
+
+
+def shared_class_agreement(
+    cfg: StudyConfig,
+    out: Path,
+    explanations: dict[tuple[str, str], Explanation],
+    true: np.ndarray,
+    metrics: StudyMetrics,
+) -> Agreement:
+    """Every pair of maps compared at the images' true class (a class every model shares), on the
+    images where both maps exist, with each pair's ceiling, top-k and sign agreement and the count of
+    images on which the two models predict different classes."""
+    maps = {map_label(a, m): true_class_maps(cfg, out, arm_spec(a), m, e, true) for (a, m), e in explanations.items()}
+    complete = np.all([~np.isnan(m).any(axis=(1, 2)) for m in maps.values()], axis=0)  # (N,)
+    result = agreement(
+        {label: m[complete][:, None, :, :, None] for label, m in maps.items()},
+        {label: np.zeros(int(complete.sum()), np.int64) for label in maps},
+    )
+    predicted = {map_label(a, m): e.probabilities.argmax(1) for (a, m), e in explanations.items()}
+    reliability = {label: _reliability(label, metrics) for label in maps}
+    pair_stats = {}
+    for pair in result["pairs"]:
         a, b = pair.split("~")
-        fa, fb = floor(a), floor(b)
-        result[pair] = None if fa is None or fb is None else min(fa, fb)
-    return result
+        x, y = maps[a][complete], maps[b][complete]
+        ceiling = attenuation_ceiling(reliability[a][0], reliability[b][0])
+        pair_stats[pair] = (
+            ceiling,
+            min(reliability[a][1], reliability[b][1]),
+            int((predicted[a] != predicted[b]).sum()),
+            float(top_k_agreement(x, y, TOP_K_FRACTION).mean()) if len(x) else None,
+            float(sign_agreement(x, y, TOP_K_FRACTION).mean()) if len(x) else None,
+        )
+    return Agreement(
+        **result,
+        ceiling={p: v[0] for p, v in pair_stats.items()},
+        ceiling_images={p: v[1] for p, v in pair_stats.items()},
+        prediction_differs={p: v[2] for p, v in pair_stats.items()},
+        top_k={p: v[3] for p, v in pair_stats.items()},
+        sign={p: v[4] for p, v in pair_stats.items()},
+        top_k_fraction=TOP_K_FRACTION,
+        compared_class="true",
+    )
+
+
+def _reliability(label: str, metrics: StudyMetrics) -> tuple[float | None, int]:
+    """A map's agreement with a second draw of itself at the true class and on how many images:
+    1 for a deterministic method (every image); a sampled one's from the assess stage (None: not measured)."""
+    arm, method = split_map_label(label)
+    n = len(metrics.selection.explain_test_positions)
+    if not method_spec(method).sampled:
+        return 1.0, n
+    quality = metrics.quality.arms.get(arm_spec(arm).name) if metrics.quality else None
+    mq = quality.methods.get(method) if quality else None
+    return (mq.reliability.mean, mq.reliability.n) if mq and mq.reliability else (None, 0)
 
 
 def evaluate_model(

@@ -57,12 +57,19 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
         help="skip the assess stage (deletion/insertion, sanity checks, cross-checks) and its report section",
     )
     p.add_argument(
-        "--assess-steps", type=int, help="deletion/insertion steps of the assess stage (default: from the config)"
+        "--assess-budget",
+        type=float,
+        help="what the assess stage may add beyond its base, as a share of the explain stages' cost (0.25: a "
+        "quarter; default: from the config, 0.25); it buys sanity images, ceiling draws and random orders in turn",
+    )
+    p.add_argument(
+        "--assess-steps", type=int, help="deletion/insertion steps of the assess stage (default: from the config, 16)"
     )
     p.add_argument(
         "--n-sanity",
         type=int,
-        help="explained images for the randomisation check, noise floor and cross-check (default: from the config)",
+        help="explained images of the sanity checks and the cross-check, whatever the budget (default: the "
+        "budget's choice, up to all)",
     )
 
 
@@ -99,6 +106,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "deterministic": args.deterministic,
         "only": args.only,
         "assess.enabled": args.assess,
+        "assess.budget": args.assess_budget,
         "assess.steps": args.assess_steps,
         "assess.n_sanity": args.n_sanity,
     }

@@ -146,8 +146,23 @@ def worker_log_path(out: Path, spec: ArmSpec, seed: int | None = None) -> Path:
     return out / "stages" / (f"worker_{spec.key}.json" if seed is None else f"worker_{spec.key}_seed-{seed}.json")
 
 
+def spread_order(n: int) -> np.ndarray:
+    """The positions ``0..n-1`` in an order whose every prefix is spread evenly over them (first
+    and last first, then the middles), so the first k explained images span the selection's
+    classes, and a budget that buys one image more keeps the ones it had."""
+    order: list[int] = []
+    for k in range(1, n + 1):
+        for p in np.unique(np.linspace(0, n - 1, k).round().astype(np.int64)).tolist():
+            if p not in order:
+                order.append(p)
+        if len(order) == n:
+            break
+    return np.array(order, dtype=np.int64)
+
+
 def sanity_positions(n: int, n_sanity: int | None) -> np.ndarray:
-    """``n_sanity`` positions spread evenly over ``n`` explained images (all for None)."""
+    """The first ``n_sanity`` of :func:`spread_order` (all for None), sorted: the explained images
+    (positions among ``n``) of the sanity checks."""
     if n_sanity is None or n_sanity >= n:
         return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, n_sanity).round().astype(np.int64))
+    return np.sort(spread_order(n)[:n_sanity])

@@ -31,7 +31,9 @@ from common.config import StudyConfig, selected_arms
 from common.data.dataset import StudyData
 from common.io import read_json, write_json_atomic, write_npz_atomic
 from common.registry import ArmSpec, arm_spec
-from common.results import StageRecord, to_json
+from common.results import StageRecord
+from common.typed_json import to_json
+from experiments.budget import allocate
 from experiments.data_stage import run_data_stage
 from experiments.evaluate import evaluate_study
 from experiments.keys import arm_keys, evaluate_key, report_key
@@ -89,7 +91,8 @@ def _run_study(cfg: StudyConfig, hold: contextlib.ExitStack, force: bool, execut
         out / "data" / "selection.npz", explain_idx=selection.explain_idx, background_idx=selection.background_idx
     )
     n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
-    plan = format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes)
+    plans = allocate(cfg, n_explain, len(data.classes), data.image_size) if cfg.assess.enabled else None
+    plan = format_plan(planned_work(cfg, n_explain, len(data.classes), n_background, plans), cfg.explain.classes)
     log.info("%s%s", plan, f"\n  (per training seed: {len(cfg.training_seeds)} seeds)" if cfg.seeds else "")
     arm_stage_keys = _run_arms(cfg, out, data, selection, stages, force, execution)
 

@@ -8,7 +8,9 @@ number of wrong predictions is unknown, so ``predicted+true`` plans a range.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from common.config import StudyConfig, selected_arms
 from common.registry import METHODS
@@ -29,14 +31,21 @@ def _maps_per_image(selection: str, n_classes: int) -> tuple[int, int]:
     return {"predicted": (1, 1), "predicted+true": (1, 2), "all": (n_classes, n_classes)}[selection]
 
 
-def planned_work(cfg: StudyConfig, n_explain: int, n_classes: int, n_background: int) -> list[PlannedStage]:
-    """Every explain and assess stage of every selected arm, with its maps and passes."""
+def planned_work(
+    cfg: StudyConfig, n_explain: int, n_classes: int, n_background: int, plans: Mapping[str, Any] | None = None
+) -> list[PlannedStage]:
+    """Every explain and assess stage of every selected arm, with its maps and passes; ``plans``:
+    arm key -> what its assess stage runs (:func:`experiments.budget.allocate`; without it, the
+    config's numbers, every explained image where they leave it open, one random order)."""
     e, a = cfg.explain, cfg.assess
     low, high = _maps_per_image(e.classes, n_classes)
-    n_sanity = len(sanity_positions(n_explain, a.n_sanity))
     curve_rows = (a.steps + 1) * 2 * n_explain  # deletion and insertion, every step, every image
     rows = []
     for spec in selected_arms(cfg):
+        plan = (plans or {}).get(spec.key)
+        n_sanity = plan.n_sanity if plan else len(sanity_positions(n_explain, a.n_sanity))
+        n_ceiling = plan.n_ceiling if plan else n_sanity
+        orders = plan.random_orders if plan else (a.random_orders or 1)
         for method in e.methods:
             per_map = METHODS[method].passes(1, 1, n_background, e.nsamples)
             maps = (n_explain * low, n_explain * high)
@@ -45,13 +54,14 @@ def planned_work(cfg: StudyConfig, n_explain: int, n_classes: int, n_background:
             )
         if not a.enabled:
             continue
-        rows.append(PlannedStage(spec.title, "assess_random", n_explain, (0, 0), (0, 0), a.random_orders * curve_rows))
+        rows.append(PlannedStage(spec.title, "assess_random", n_explain, (0, 0), (0, 0), orders * curve_rows))
         for method in assessed_methods(cfg):
             m = METHODS[method]
             per_map = m.passes(1, 1, n_background, e.nsamples)
             extra = 0 if method in e.methods else n_explain  # a method the explain stage did not run
             extra += 0 if (method in e.methods and e.classes == "all") else n_sanity  # the random logit
-            extra += n_sanity if m.sampled else 0  # the second draw: the noise floor
+            extra += n_ceiling if m.sampled else 0  # the second draws: noise floor, ceiling, Monte Carlo error
+            extra += n_sanity if (spec.independent_library and a.cross_check and not m.baseline) else 0
             extra += len(a.randomise) * n_sanity  # the randomised models
             rows.append(
                 PlannedStage(

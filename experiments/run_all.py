@@ -173,6 +173,7 @@ def _run(args: argparse.Namespace) -> Path:
 def _dry_run(args: argparse.Namespace) -> Path:
     """The data stage alone, then the counts, the skipped files and the planned work on stdout."""
     from common.data.dataset import format_counts_table
+    from experiments.budget import allocate
     from experiments.data_stage import data_stage
     from experiments.layout import make_selection
     from experiments.plan import format_plan, planned_work
@@ -188,7 +189,8 @@ def _dry_run(args: argparse.Namespace) -> Path:
     print(f"split written to {out / 'split.csv'}, the skipped files and why to {out / 'skipped.csv'}")
     selection = make_selection(cfg, data)
     n_explain, n_background = len(selection.explain_idx), len(selection.background_idx)
-    print(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background), cfg.explain.classes))
+    plans = allocate(cfg, n_explain, len(data.classes), data.image_size) if cfg.assess.enabled else None
+    print(format_plan(planned_work(cfg, n_explain, len(data.classes), n_background, plans), cfg.explain.classes))
     return out
 
 

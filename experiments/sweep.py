@@ -21,7 +21,7 @@ from common.quality.agreement import AGREEMENT_METHOD, agreement
 from common.registry import ArmSpec
 from common.results import PooledComparison, SeedRun, SeedsSummary, Stability, StudyMetrics
 from common.stats import estimate, paired_t_p
-from experiments.evaluate import evaluate_study
+from experiments.evaluate import evaluate_study, true_class_maps
 from experiments.layout import ArmPaths, Selection, unit_config
 
 INTERVAL = (
@@ -41,12 +41,13 @@ def evaluate_sweep(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     metrics.config = cfg.to_dict()
     fallbacks = [f for m in per_seed.values() for f in m.fallbacks]
     metrics.fallbacks = list(dict.fromkeys(fallbacks))  # each once, in order
-    metrics.seeds = summarise_seeds(cfg, out, per_seed)
+    _, y_test = data.arrays("test")
+    metrics.seeds = summarise_seeds(cfg, out, per_seed, y_test[selection.explain_idx])
     return metrics
 
 
-def summarise_seeds(cfg: StudyConfig, out: Path, per_seed: dict[int, StudyMetrics]) -> SeedsSummary:
-    """The per-seed figures and their summaries over seeds."""
+def summarise_seeds(cfg: StudyConfig, out: Path, per_seed: dict[int, StudyMetrics], true: np.ndarray) -> SeedsSummary:
+    """The per-seed figures and their summaries over seeds; ``true``: the explained images' classes."""
     seeds = list(per_seed)
     runs = [
         SeedRun(
@@ -66,7 +67,7 @@ def summarise_seeds(cfg: StudyConfig, out: Path, per_seed: dict[int, StudyMetric
         for pair in pairs
     }
     stability = {
-        spec.name: {method: stability_of(out, spec, method, seeds) for method in cfg.explain.methods}
+        spec.name: {method: stability_of(cfg, out, spec, method, true) for method in cfg.explain.methods}
         for spec in selected_arms(cfg)
     }
     return SeedsSummary(
@@ -82,16 +83,18 @@ def summarise_seeds(cfg: StudyConfig, out: Path, per_seed: dict[int, StudyMetric
     )
 
 
-def stability_of(out: Path, spec: ArmSpec, method: str, seeds: list[int]) -> Stability:
-    """One model and method: each explained image's map compared across training seeds."""
-    maps, classes = {}, {}
-    for seed in seeds:
+def stability_of(cfg: StudyConfig, out: Path, spec: ArmSpec, method: str, true: np.ndarray) -> Stability:
+    """One model and method: each explained image's map at its true class (the class every seed's
+    model shares) compared across training seeds, on the images where every seed's map exists."""
+    maps = {}
+    for seed in cfg.training_seeds:
         e = Explanation.load(ArmPaths.of(out, spec, seed).attributions(method))
-        label = f"seed-{seed}"
-        # each seed's map of its own predicted class (explained whatever explain.classes says)
-        maps[label] = e.maps_for(e.probabilities.argmax(1))[:, None]
-        classes[label] = np.zeros(len(maps[label]), np.int64)
-    result = agreement(maps, classes)  # every pair of seeds
+        maps[f"seed-{seed}"] = true_class_maps(unit_config(cfg, seed), out, spec, method, e, true)
+    complete = np.all([~np.isnan(m).any(axis=(1, 2)) for m in maps.values()], axis=0)
+    result = agreement(  # every pair of seeds
+        {label: m[complete][:, None, :, :, None] for label, m in maps.items()},
+        {label: np.zeros(int(complete.sum()), np.int64) for label in maps},
+    )
     per_image = np.array(
         [[np.nan if rho is None else rho for rho in image.values()] for image in result["per_image"]], dtype=np.float64
     )

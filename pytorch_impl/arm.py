@@ -47,7 +47,6 @@ def channel_statistics(images: np.ndarray, chunk: int = 32) -> tuple[np.ndarray,
 
 class PyTorchArm(Arm):
     spec = arm_spec("pytorch")
-    independent_library = "captum"
     head_prefix = "classifier."  # the dense head: Linear(., 120) -> Linear(120, 84) -> Linear(84, K)
 
     def __init__(self, model: CNN, cfg: StudyConfig) -> None:

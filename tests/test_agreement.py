@@ -67,3 +67,30 @@ def test_nonzero_mask():
         nonzero_mask(a, b[:, :3])
     with pytest.raises(ValueError):
         nonzero_mask()
+
+
+def test_top_k_and_sign_agreement_on_known_maps():
+    from common.quality.agreement import sign_agreement, top_k_agreement
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(2, 10, 10))
+    assert top_k_agreement(a, a, 0.1).tolist() == [1.0, 1.0]
+    assert top_k_agreement(a, -a, 0.1).tolist() == [1.0, 1.0]  # the same pixels matter, by |map|
+    assert sign_agreement(a, -a, 0.1).tolist() == [0.0, 0.0]  # ... with the opposite signs
+    b = a.copy()
+    b[:, :, :] = 0
+    b[0, 0, :10] = np.arange(1, 11)  # image 0: only the first row matters in b
+    top_a = set(np.argsort(-np.abs(a[0]).ravel(), kind="stable")[:10].tolist())
+    assert top_k_agreement(a, b, 0.1)[0] == pytest.approx(len(top_a & set(range(10))) / 10)
+
+
+def test_structural_similarity_and_the_attenuation_ceiling():
+    from common.quality.agreement import attenuation_ceiling, structural_similarity
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(3, 16, 16))
+    np.testing.assert_allclose(structural_similarity(a, 5 * a), 1.0)  # scaled alike: SSIM of normalised maps
+    assert np.all(structural_similarity(a, rng.normal(size=a.shape)) < 0.3)
+    assert np.isnan(structural_similarity(np.zeros_like(a), a)).all()
+    assert attenuation_ceiling(0.81, 1.0) == pytest.approx(0.9)
+    assert attenuation_ceiling(None, 1.0) is None and attenuation_ceiling(-0.1, 1.0) is None

@@ -83,8 +83,13 @@ def test_plotting_changes_the_report_only(tree):
     assert changed_by(tree, "common/report/templates/report.html.j2") == {"report"}
 
 
-def test_a_statistic_of_the_evaluate_stage_leaves_the_arms_alone(tree):
-    assert changed_by(tree, "common/stats.py") == {"evaluate", "report"}
+def test_a_verdict_rule_of_the_evaluate_stage_leaves_the_arms_alone(tree):
+    assert changed_by(tree, "common/verdicts.py") == {"evaluate", "report"}
+
+
+def test_the_budget_changes_what_the_assess_stage_runs_and_nothing_trained(tree):
+    assess = {s for s in stage_keys(tree) if s.startswith("assess_")}
+    assert changed_by(tree, "experiments/budget.py") == assess | {"evaluate", "report"}
 
 
 @pytest.mark.parametrize("rel", ["benchmarks/measure.py", "keras_impl/twin.py", "experiments/run_all.py"])

@@ -15,7 +15,8 @@ from common.explanation import Explanation
 from common.quality.agreement import agreement
 from common.report.figures import build_figures
 from common.report.render import write_reports
-from common.results import SCHEMA_VERSION, read_metrics, to_json
+from common.results import SCHEMA_VERSION, read_metrics
+from common.typed_json import to_json
 
 FALLBACK = "Keras ResNet50 backbone: random (ImageNet weights unavailable) — this run is not transfer learning"
 NASTY = "<b>x</b>"
@@ -329,10 +330,48 @@ def _quality(arms=("pytorch", "keras"), methods=("deep", "gradient", "gradinput"
     }
 
 
-def _render_with_quality(out: Path):
+def _verdict(status: str, mean: float, n: int = 12, p_holm: float | None = 0.002, needed: int | None = None) -> dict:
+    out = {"status": status, "n": n, "effect": _estimate(mean, n), "reference": 0.5, "p": p_holm, "p_holm": p_holm}
+    return {**out, "rule": "a rule", **({"n_needed": needed} if needed else {})}
+
+
+def _quality_v3() -> dict:
+    """:func:`_quality` with what schema version 3 adds: verdicts, the null, SSIM, the Monte Carlo error."""
+    quality = _quality()
+    for name, arm in quality["arms"].items():
+        few = name == "keras_resnet50"  # this arm's sanity checks had too few images
+        arm.update(family_size=22, n_needed=10, winners={"deletion": "gradient"}, plan=None)
+        arm["random_chance"] = {"median": 0.85, "n": 12, "censored": 3}
+        if few:
+            arm["more_images"] = {"n_needed": 10, "n_sanity": 1, "n_explained": 20, "flags": "--n-sanity 10",
+                                  "seconds": 54.0}  # fmt: skip
+        for method, mq in arm["methods"].items():
+            sanity = _verdict("too few images", 0.06, 1, None, 10) if few else _verdict("pass", 0.06)
+            mq["verdicts"] = {
+                "deletion": _verdict("pass", -0.08),
+                "insertion": _verdict("not significant", 0.01, p_holm=0.4),
+                "randomisation_head": sanity,
+                "randomisation_all": sanity,
+                "random_logit": sanity,
+            }
+            for scope in ("head", "all"):
+                mq["randomisation"][scope].update(ssim=_estimate(0.3), verdict=sanity)
+            mq.update(deletion_effect=_estimate(-0.08), chance={"median": 0.3, "n": 12, "censored": 0})
+            mq["null"] = {"signed_rho": _estimate(0.01), "abs_rho": _estimate(0.61), "ssim": _estimate(0.2)}
+            if method == "gradient":
+                mq["monte_carlo"] = {"relative_error": 0.057, "relative_standard_error": 0.061, "n": 12}
+                mq["reliability"] = _estimate(0.86)
+                mq["verdicts"]["monte_carlo"] = _verdict("pass", 0.001, p_holm=0.9)
+    return quality
+
+
+def _render_with_quality(out: Path, quality: dict | None = None):
     metrics, images, true, classes, explanations = synthetic_run()
-    metrics = read_metrics({**to_json(metrics), "quality": _quality()})
-    metrics.agreement.noise_floor = {pair: 0.75 for pair in metrics.agreement.pairs}
+    metrics = read_metrics({**to_json(metrics), "quality": quality or _quality_v3()})
+    metrics.agreement.compared_class = "true"
+    metrics.agreement.ceiling = {pair: 0.75 for pair in metrics.agreement.pairs}
+    metrics.agreement.top_k = {pair: 0.31 for pair in metrics.agreement.pairs}
+    metrics.agreement.top_k_fraction = 0.1
     figures = build_figures(out, metrics, images, true, classes, explanations)
     md, html = write_reports(out, metrics, figures)
     return figures, md.read_text(encoding="utf-8"), html.read_text(encoding="utf-8")
@@ -343,7 +382,8 @@ def test_quality_section(tmp_path):
     assert "quality_curves" in figures and f"]({figures['quality_curves']})" in md
     assert html.count('src="data:image/png;base64,') == len(figures)
     section = md[md.index("## Attribution quality") : md.index("## Data set")]
-    rows = [r for r in section.splitlines() if r.startswith("| ") and not r.startswith("| Model")]
+    faithfulness = section[section.index("### Faithfulness") : section.index("### Sanity checks")]
+    rows = [r for r in faithfulness.splitlines() if r.startswith("| ") and not r.startswith("| Model")]
     # one random-order row and one row per method for each model
     for model in ("PyTorch CNN", "Keras ResNet50"):
         titles = [re.split(r"(?<!\\)\|", r)[2].strip() for r in rows if r.startswith(f"| {model} |")]
@@ -354,32 +394,56 @@ def test_quality_section(tmp_path):
             "Gradient × (x − mean background) (baseline)",
         ]
     for text in (md, html):
-        assert "Attribution quality" in text and "Noise floor" in text
+        assert "Attribution quality" in text and "Ceiling" in text
         assert "0.110 [0.060, 0.160]" in text  # deletion AUC with its interval
-        assert "p &lt; 0.001" in text or "p < 0.001" in text
-        assert "0.62 (0.06)" in text and "0.52 (0.01)" in text  # randomisation per scope, |map| (signed)
-        assert "captum: 1.1e-07, ρ 1.000" in text
-        assert "Deep SHAP vs Gradient SHAP: deletion p = 0.562, insertion p = 0.031" in text
+        assert "−0.08" in text or "-0.08" in text  # its difference from the random orders'
+        assert "0.85" in text and "3 of 12" in text  # the random orders' fraction at chance, censored images
+        assert "Deep SHAP vs Gradient SHAP: deletion p = 0.562" in text
         assert "a blurred copy" in text and "the dense head" in text
-        assert "0.750" in text  # the agreement table's noise floor column
-        assert "can only be read against the noise floor" in text
+        assert "0.750" in text and "0.31" in text  # the agreement's ceiling and top-k columns
+        assert "0.057 ± 0.061" in text  # Gradient SHAP's additivity beside its Monte Carlo error
+        assert "by deletion, Gradient SHAP is more faithful" in text
+        assert "--n-sanity 10" in text and "about 54 s more" in text  # what a verdict with too few images needs
     # the generated findings are shown verbatim but escaped
     assert r"\<b\>Deep SHAP\</b\> beats \| random \*order\*." in md and "<b>Deep SHAP" not in md
     assert "&lt;b&gt;Deep SHAP&lt;/b&gt; beats | random *order*." in html
-    # the gradinput baseline has no additivity figure; the explained methods have theirs
-    baseline = next(r for r in rows if "(baseline)" in r)
-    assert re.split(r"(?<!\\)\|", baseline)[3].strip() == "—"
     # every Markdown table keeps its column count
     for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
         assert len({len(re.split(r"(?<!\\)\|", r)) for r in block.strip().split("\n")}) == 1, block
+
+
+def test_at_a_glance_heads_the_report_with_one_row_per_model_and_method(tmp_path):
+    _, md, html = _render_with_quality(tmp_path)
+    assert md.index("## At a glance") < md.index("## Fallbacks and caveats")
+    glance = md[md.index("## At a glance") : md.index("## Fallbacks and caveats")]
+    rows = [r for r in glance.splitlines() if r.startswith("| PyTorch") or r.startswith("| Keras")]
+    assert len(rows) == 6  # two models x three methods
+    pytorch_deep = rows[0]
+    assert "[✓](#faithfulness)" in pytorch_deep and "Holm p = 0.002" in pytorch_deep and "n = 12" in pytorch_deep
+    assert "[✓](#sanity-checks)" in pytorch_deep
+    keras_deep = rows[3]
+    assert "[too few images](#sanity-checks)" in keras_deep and "(needs 10)" in keras_deep
+    assert 'id="faithfulness"' in html and 'href="#sanity-checks"' in html and 'id="at-a-glance"' in html
+    assert html.index('id="at-a-glance"') < html.index("Fallbacks and caveats")
+
+
+def test_an_older_quality_section_still_renders_and_says_so(tmp_path):
+    _, md, html = _render_with_quality(tmp_path, {**_quality(), "arms": _quality()["arms"]})
+    for text in (md, html):
+        assert "Attribution quality" in text and "0.110 [0.060, 0.160]" in text
+    metrics, *_ = synthetic_run()
+    old = read_metrics({**to_json(metrics), "schema_version": 2, "quality": _quality()})
+    md, _ = write_reports(tmp_path, old, {})
+    text = md.read_text(encoding="utf-8")
+    assert "schema version 2" in text and "older version of the study" in text
 
 
 def test_no_quality_no_section(tmp_path):
     metrics, figures, md, html = _render(tmp_path)
     assert metrics.quality is None and "quality_curves" not in figures
     for text in (md, html):
-        assert "Attribution quality" not in text
-        assert "Noise floor" in text  # the agreement table still has the column (— without floors)
+        assert "Attribution quality" not in text and "At a glance" not in text
+        assert "Noise floor" in text  # the agreement table of maps at each model's predicted class
 
 
 def test_attribution_grid_one_scale_per_row():

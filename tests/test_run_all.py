@@ -62,10 +62,12 @@ def test_planned_work_of_the_assessment():
     plan = {(r.arm, r.stage): r for r in planned_work(cfg, n_explain=6, n_classes=3, n_background=4)}
     explain = plan[("PyTorch CNN", "explain_gradient")]
     assert explain.maps == (6, 12) and explain.passes == (6 * 64, 12 * 64)
-    # Gradient SHAP: the random logit, the second draw (noise floor) and two randomised models, on 2 images
-    assert plan[("PyTorch CNN", "assess_gradient")].maps == (2 * 4, 2 * 4)
-    assert plan[("PyTorch CNN", "assess_deep")].passes == (2 * 3 * 8,) * 2
-    assert plan[("PyTorch CNN", "assess_random")].forward_rows == cfg.assess.random_orders * 5 * 2 * 6
+    # Gradient SHAP: the random logit, the second draw (noise floor, ceiling) and two randomised models and
+    # Captum's maps (the PyTorch arm's cross-check), on 2 images
+    assert plan[("PyTorch CNN", "assess_gradient")].maps == (2 * 5, 2 * 5)
+    assert plan[("Keras ResNet50", "assess_gradient")].maps == (2 * 4, 2 * 4)  # no independent library
+    assert plan[("PyTorch CNN", "assess_deep")].passes == (2 * 4 * 8,) * 2
+    assert plan[("PyTorch CNN", "assess_random")].forward_rows == 1 * 5 * 2 * 6  # one random order by default
     # gradient x input is not explained by the explain stage: all 6 images, then 3 maps per sanity image
     assert plan[("PyTorch CNN", "assess_gradinput")].maps == (6 + 2 * 3,) * 2
 

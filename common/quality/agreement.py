@@ -19,8 +19,8 @@ from common.explanation import channel_sum
 from common.registry import ARMS, METHODS, map_label
 
 AGREEMENT_METHOD = (
-    "Spearman rank correlation of channel-summed maps, each map for its own model's predicted class, "
-    "leaving out pixels that are zero in both maps"
+    "Spearman rank correlation of channel-summed maps, each map at the image's true class (a class every model "
+    "shares), leaving out pixels that are zero in both maps"
 )
 
 
@@ -177,3 +177,74 @@ def _maps_at_classes(attributions: np.ndarray, classes: np.ndarray | None, label
     if cls.size != n:
         raise ValueError(f"classes for {label!r} has {cls.size} entries, maps have {n} images")
     return channel_sum(attributions[np.arange(n), cls]).reshape(n, -1).astype(np.float64)
+
+
+def top_k_agreement(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    """Feature agreement (Krishna et al. 2022, "The Disagreement Problem in Explainable Machine
+    Learning"): the share of the top-k pixels by |map| that two maps have in common, per image.
+
+    Args:
+        a, b: ``(N, H, W)`` maps.
+        fraction: k as a share of the pixels (``k = max(1, round(fraction * H*W))``).
+
+    Returns:
+        float64 ``(N,)`` in [0, 1]; the expected value for two unrelated maps is ``k / (H*W)``.
+    """
+    top_a, top_b = _top_k(a, fraction), _top_k(b, fraction)
+    return np.array([len(np.intersect1d(x, y)) / len(x) for x, y in zip(top_a, top_b, strict=True)])
+
+
+def sign_agreement(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    """Sign agreement (Krishna et al. 2022): the share of the top-k pixels by |map| that two maps
+    have in common *and* give the same sign, per image (``(N,)``, in [0, 1])."""
+    a, b = _as_maps(a, b)
+    top_a, top_b = _top_k(a, fraction), _top_k(b, fraction)
+    out = []
+    for i, (x, y) in enumerate(zip(top_a, top_b, strict=True)):
+        shared = np.intersect1d(x, y)
+        out.append(np.sum(np.sign(a[i].ravel()[shared]) == np.sign(b[i].ravel()[shared])) / len(x))
+    return np.array(out, dtype=np.float64)
+
+
+def _as_maps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W) of the same shape, got {a.shape} and {b.shape}")
+    return a, b
+
+
+def _top_k(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """(N, k): each map's k pixels of largest |value| (flat indices; ties in index order)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or not 0 < fraction <= 1:
+        raise ValueError(f"maps must be (N, H, W) and fraction in (0, 1], got {maps.shape} and {fraction}")
+    flat = np.abs(maps.reshape(len(maps), -1))
+    k = max(1, int(round(fraction * flat.shape[1])))
+    return np.argsort(-flat, axis=1, kind="stable")[:, :k]
+
+
+def structural_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM (``skimage.metrics.structural_similarity``, as Quantus's ``ssim``) of two signed maps per
+    image, each scaled by its largest |value| first (so values lie in [-1, 1]: data range 2); the
+    window is 7 pixels, or the largest odd size the map holds. NaN for an all-zero map."""
+    from skimage.metrics import structural_similarity as ssim
+
+    a, b = _as_maps(a, b)
+    side = min(a.shape[1:])
+    window = min(7, side if side % 2 else side - 1)
+    out = np.full(len(a), np.nan)
+    for i in range(len(a)):
+        sa, sb = np.abs(a[i]).max(), np.abs(b[i]).max()
+        if sa > 0 and sb > 0 and window >= 3:
+            out[i] = ssim(a[i] / sa, b[i] / sb, data_range=2.0, win_size=window)
+    return out
+
+
+def attenuation_ceiling(reliability_a: float | None, reliability_b: float | None) -> float | None:
+    """The most two maps measured with noise can agree: ``sqrt(r_a * r_b)`` (Spearman's correction
+    for attenuation), from each map's agreement with a second measurement of itself on the same
+    images (two seeds of a sampled method; 1 for a deterministic one). None when either is missing
+    or not positive."""
+    if reliability_a is None or reliability_b is None or reliability_a <= 0 or reliability_b <= 0:
+        return None
+    return float(np.sqrt(reliability_a * reliability_b))

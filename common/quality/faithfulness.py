@@ -96,11 +96,21 @@ def perturb(images: np.ndarray, fill: np.ndarray, orders: np.ndarray, n_changed:
     return out.reshape(images.shape)
 
 
-def fractions(steps: int) -> np.ndarray:
-    """``steps + 1`` evenly spaced fractions of the pixels, 0 to 1 inclusive: ``np.linspace(0, 1, steps + 1)``."""
+def fractions(steps: int, spacing: str = "linear", n_pixels: int | None = None) -> np.ndarray:
+    """``steps + 1`` fractions of the pixels from 0 to 1 inclusive.
+
+    ``"linear"``: evenly spaced (``np.linspace(0, 1, steps + 1)``). ``"log"``: 0, then ``steps``
+    fractions evenly spaced on a log scale from ``1 / steps**2`` (at least one pixel of
+    ``n_pixels``) to 1, dense at the start, where deletion and insertion curves move.
+    """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return np.linspace(0.0, 1.0, steps + 1)
+    if spacing == "linear":
+        return np.linspace(0.0, 1.0, steps + 1)
+    if spacing != "log":
+        raise ValueError(f"spacing must be linear or log, got {spacing!r}")
+    first = max(1.0 / steps**2, 1.0 / n_pixels if n_pixels else 0.0)
+    return np.concatenate([[0.0], np.geomspace(first, 1.0, steps)])
 
 
 def _check_fractions(fracs: np.ndarray) -> np.ndarray:

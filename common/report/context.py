@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import quote
 
 from common import registry
-from common.report.names import arm_key, explanation_order, framework_title, method_title, model_title, shap_title
+from common.report.names import framework_title, method_title, model_title, shap_title
+from common.report.quality import quality_context
 from common.report.seeds import seeds_context
 from common.report.text import Verbatim, code_block, is_number
 from common.results import SCHEMA_VERSION, StudyMetrics
@@ -64,67 +65,6 @@ FIGURE_CAPTIONS = {
     ),
 }
 
-# The assess settings in the order the report lists them, with their labels; other keys follow as given.
-QUALITY_SETTINGS = {
-    "steps": "Steps per curve",
-    "random_orders": "Random pixel orders per image (the baseline)",
-    "deletion_fill": "Deletion fills removed pixels with",
-    "insertion_baseline": "Insertion starts from",
-    "explained_class": "Explained class",
-    "n_sanity": "Images of the sanity checks (randomisation, random logit, noise floor, cross-check)",
-    "randomisation_rule": "Randomisation",
-    "randomised_scopes": "Randomised scopes",
-    "random_logit": "Random-logit check",
-    "sanity_threshold": "A sanity check fails when the mean Spearman ρ stays above",
-    "cross_check": "Cross-check against an independent library",
-}
-
-
-def _setting_text(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "; ".join(f"{k} ({v})" for k, v in value.items())
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _quality_context(metrics: StudyMetrics) -> dict[str, Any] | None:
-    """The attribution-quality section: settings, one row per model x method, tests, findings."""
-    quality = metrics.quality
-    if quality is None:
-        return None
-    settings = quality.settings
-    keys = [k for k in QUALITY_SETTINGS if k in settings] + [k for k in settings if k not in QUALITY_SETTINGS]
-    scopes = list(settings.get("randomised_scopes") or {})
-    for aq in quality.arms.values():
-        for mq in aq.methods.values():
-            scopes += [s for s in mq.randomisation if s not in scopes]
-    models = []
-    for name, aq in quality.arms.items():
-        arm = arm_key(name)
-        explained = metrics.attributions.get(name, {})
-        methods = []
-        for method, mq in sorted(aq.methods.items(), key=lambda kv: explanation_order((arm, kv[0]))):
-            spec = registry.METHODS.get(method)
-            baseline = bool(spec and spec.baseline)
-            methods.append(
-                {
-                    "title": method_title(method) + (" (baseline)" if baseline else ""),
-                    "q": mq,
-                    "additivity": None if baseline else explained.get(method),
-                    "randomisation": [mq.randomisation.get(scope) for scope in scopes],
-                }
-            )
-        tests = [(" vs ".join(method_title(k) for k in pair.split("~", 1)), t) for pair, t in aq.method_tests.items()]
-        models.append({"title": model_title(name), "q": aq, "methods": methods, "tests": tests})
-    return {
-        "settings": [(QUALITY_SETTINGS.get(k, k), _setting_text(settings[k])) for k in keys],
-        "threshold": settings.get("sanity_threshold"),
-        "scopes": scopes,
-        "models": models,
-        "findings": list(quality.findings),
-    }
-
 
 def report_context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, str], embed: bool) -> dict[str, Any]:
     """The typed results and what the templates cannot derive themselves (titles, figures)."""
@@ -176,6 +116,6 @@ def report_context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, s
         "config_block": code_block(config_json, "json"),
         "fig": {key: _figure(out_dir, figures, key, caption, embed) for key, caption in FIGURE_CAPTIONS.items()},
         "shap_figures": shap_figures,
-        "quality": _quality_context(metrics),
+        "quality": quality_context(metrics),
         "seeds": seeds_context(metrics),
     }

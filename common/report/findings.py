@@ -1,17 +1,17 @@
-"""The report's findings: plain sentences generated from the attribution-quality figures."""
+"""The report's findings: one plain sentence per model x method, generated from its verdicts.
+
+A sentence states only what a verdict decided (common/verdicts.py): each claim comes with its
+statistic, its reference, the Holm-corrected p-value where it is a test, and the number of
+images; a check with too few images says so instead of claiming anything.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
-from common.registry import RANDOMISATION_SCOPES, map_title
-from common.results import ArmQuality, MethodQuality
-
-# A check fails when the mean rank correlation stays above this: the map barely changed
-# although the model (randomisation) or the explained class (random logit) did.
-SANITY_THRESHOLD = 0.5
+from common.registry import map_title
+from common.results import ArmQuality, MethodQuality, Verdict
+from common.verdicts import SANITY_THRESHOLD
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -23,86 +23,61 @@ def _p(p: float | None) -> str:
 
 
 def findings(quality: Mapping[str, ArmQuality], arm_keys: Mapping[str, str], titles: Mapping[str, str]) -> list[str]:
-    """Plain sentences generated from the numbers: which maps are more faithful, which fail a check.
-
-    Args:
-        quality: arm name -> its quality.
-        arm_keys: arm name -> arm key (for map titles).
-        titles: arm name -> the model's title.
-    """
+    """One sentence per model x method (arm name -> its quality; arm name -> key and title)."""
     lines = []
     for name, aq in quality.items():
-        key, title = arm_keys[name], titles[name]
-        if not aq.methods:
-            continue
-        lines.append(_most_faithful(aq, key, title))
-        lines.append(_against_random_order(aq, key, title))
         for method, mq in aq.methods.items():
-            lines += _checks(mq, map_title(key, method))
-    failed = [line for line in lines if " fails " in line]
-    if quality and not failed:
-        lines.append(
-            f"No map fails a sanity check (randomisation and random-logit correlations at most {SANITY_THRESHOLD})."
-        )
+            clauses = [_faithfulness(mq.verdicts.get("deletion"), aq, method)]
+            clauses += [c for c in (_sanity(mq), _consistency(mq)) if c]
+            lines.append(f"{map_title(arm_keys[name], method)} ({titles[name]}): " + "; ".join(clauses) + ".")
     return lines
 
 
-def _most_faithful(aq: ArmQuality, key: str, title: str) -> str:
-    """The most faithful map by deletion (with the runner-up and their test) and by insertion."""
-    ms = aq.methods
-    by_del = sorted(ms, key=lambda m: np.inf if ms[m].deletion_auc.mean is None else ms[m].deletion_auc.mean)
-    by_ins = sorted(ms, key=lambda m: -np.inf if ms[m].insertion_auc.mean is None else -ms[m].insertion_auc.mean)
-    best_d, best_i = by_del[0], by_ins[0]
-    text = (
-        f"{title}: by deletion the most faithful map is {map_title(key, best_d)} "
-        f"(AUC {_f(ms[best_d].deletion_auc.mean)}; random order {_f(aq.random.deletion_auc.mean)})"
-    )
-    if len(by_del) > 1:
-        second = by_del[1]
-        test = aq.method_tests.get(f"{best_d}~{second}") or aq.method_tests.get(f"{second}~{best_d}")
-        p_del = _p(test.deletion_p if test else None)
-        text += f", ahead of {map_title(key, second)} ({_f(ms[second].deletion_auc.mean)}, {p_del})"
-    ins, rand_ins = _f(ms[best_i].insertion_auc.mean), _f(aq.random.insertion_auc.mean)
-    return text + f"; by insertion it is {map_title(key, best_i)} (AUC {ins}; random {rand_ins})."
+def _faithfulness(v: Verdict | None, aq: ArmQuality, method: str) -> str:
+    if v is None or v.effect is None:
+        return "faithfulness not measured"
+    effect = f"deletion AUC {_f(abs(v.effect.mean))} {'below' if v.effect.mean < 0 else 'above'} a random order's"
+    effect += f", {_p(v.p_holm)} (Holm), n = {v.n}"
+    best = " and is the most faithful of this model's maps by deletion" if aq.winners.get("deletion") == method else ""
+    return {
+        "pass": f"removes the score faster than a random pixel order ({effect}){best}",
+        "fail": f"removes the score more slowly than a random pixel order ({effect})",
+        "not significant": f"not significantly faster than a random pixel order ({effect})",
+        "too few images": f"too few images for a faithfulness verdict (n = {v.n}, needs {v.n_needed})",
+    }.get(v.status, f"faithfulness {v.status}")
 
 
-def _beats_random(mq: MethodQuality, random_auc: float | None) -> bool:
-    """Whether a map's deletion AUC is below the random order's, with Wilcoxon p < 0.05."""
-    auc, p = mq.deletion_auc.mean, mq.deletion_p_vs_random
-    return auc is not None and random_auc is not None and auc < random_auc and p is not None and p < 0.05
+def _sanity(mq: MethodQuality) -> str | None:
+    checks = {k: v for k, v in mq.verdicts.items() if k.startswith("randomisation_") or k == "random_logit"}
+    if not checks:
+        return None
+    failed = [k for k, v in checks.items() if v.status == "fail"]
+    few = [v for v in checks.values() if v.status == "too few images"]
+    if failed:
+        return "fails " + ", ".join(_check(k, checks[k]) for k in failed)
+    if few:
+        return f"too few images for the sanity checks (n = {few[0].n}, needs {few[0].n_needed})"
+    if all(v.status == "pass" for v in checks.values()):
+        null = f", null {_f(mq.null.signed_rho.mean)}" if mq.null else ""
+        return f"passes the randomisation cascade and the random-logit check (signed ρ below {SANITY_THRESHOLD}{null})"
+    return "sanity checks undecided (" + ", ".join(f"{k}: {v.status}" for k, v in checks.items()) + ")"
 
 
-def _against_random_order(aq: ArmQuality, key: str, title: str) -> str:
-    not_beating = [m for m, mq in aq.methods.items() if not _beats_random(mq, aq.random.deletion_auc.mean)]
-    if not not_beating:
-        return f"{title}: every map removes the score significantly faster than a random pixel order."
-    return (
-        f"{title}: {', '.join(map_title(key, m) for m in not_beating)} did not remove the score "
-        "significantly faster than a random pixel order (deletion, Wilcoxon p < 0.05 not reached)."
-    )
+def _check(key: str, v: Verdict) -> str:
+    what = "the random-logit check" if key == "random_logit" else f"model randomisation ({key.split('_', 1)[1]})"
+    return f"{what} (signed ρ {_f(v.effect.mean)} > {SANITY_THRESHOLD}, {_p(v.p_holm)}, n = {v.n})"
 
 
-def _checks(mq: MethodQuality, map_name: str) -> list[str]:
-    """One map's failed sanity checks and its cross-check against an independent library."""
-    lines = []
-    for scope, r in mq.randomisation.items():
-        if r.abs_rho.mean is not None and r.abs_rho.mean > SANITY_THRESHOLD:
-            lines.append(
-                f"{map_name} fails the model-randomisation check ({scope}: "
-                f"{RANDOMISATION_SCOPES[scope]}): its |map| keeps Spearman {_f(r.abs_rho.mean)} with the "
-                f"randomised model's (signed map {_f(r.signed_rho.mean)}), so it reflects the image more "
-                "than what the model learned."
-            )
-    if mq.random_logit_rho.mean is not None and mq.random_logit_rho.mean > SANITY_THRESHOLD:
-        lines.append(
-            f"{map_name} fails the random-logit check: the map of another class correlates at "
-            f"{_f(mq.random_logit_rho.mean)} with the explained class's, so it hardly depends on the class."
-        )
-    if mq.cross_library is not None:
+def _consistency(mq: MethodQuality) -> str | None:
+    parts = []
+    cross, mc = mq.verdicts.get("cross_library"), mq.verdicts.get("monte_carlo")
+    if cross is not None and mq.cross_library is not None:
         c = mq.cross_library
-        noise = f"; two shap seeds agree at {_f(mq.noise_floor_rho.mean)}" if mq.noise_floor_rho else ""
-        lines.append(
-            f"{map_name} vs {c.library}: largest relative difference {c.max_relative_difference:.1e}, "
-            f"Spearman {_f(c.rho.mean, 3)}{noise}."
-        )
-    return lines
+        word = "agrees with" if cross.status == "pass" else "differs from" if cross.status == "fail" else "vs"
+        if c.seed_rho is not None:  # a sampled method: read against two draws of shap
+            parts.append(f"{word} {c.library} as two draws of shap do (ρ {_f(c.rho.mean)} vs {_f(c.seed_rho.mean)})")
+        else:
+            parts.append(f"{word} {c.library} (largest relative difference {c.max_relative_difference:.1e})")
+    if mc is not None and mc.status == "fail":
+        parts.append("its additivity error exceeds its Monte Carlo error")
+    return ", ".join(parts) or None

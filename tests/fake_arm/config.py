@@ -12,5 +12,9 @@ class FakeConfig:
 
     placement = ()  # no setting says where it runs
 
+    def forward_macs(self, image_size: int, n_classes: int) -> int:
+        """Multiply-adds of one image through the linear model: every pixel value times every class."""
+        return image_size * image_size * 3 * n_classes
+
     def problems(self) -> list[str]:
         return ["fake.epochs must be positive"] if self.epochs < 1 else []
