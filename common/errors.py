@@ -46,3 +46,17 @@ class ClassMismatchError(DataError):
 
 class TooFewImagesError(DataError):
     """A class has too few images to be split in a stratified way."""
+
+
+class NotAStudyError(StudyError):
+    """A folder opened as a study's output folder that no study wrote."""
+
+
+class UnavailableError(StudyError):
+    """A part of a study that its folder does not hold (a model's maps, the explained images),
+    or that is not finished yet; the message says which part and why."""
+
+
+class ChoiceError(StudyError, ValueError):
+    """An argument of the study's Python API that names what the study does not hold (an arm,
+    a method, an image, a class, a figure or a setting); the message lists what it holds."""

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from common.explanation import Explanation, channel_sum, class_table
 from common.quality.agreement import agreement
-from common.report.plots import to_image_plot_lists
+from common.report.shap_plot import to_image_plot_lists
 
 
 def _maps(n=3, k=2, h=4, w=5, c=3, seed=0):

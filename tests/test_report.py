@@ -223,15 +223,17 @@ def test_no_module_of_common_imports_a_framework():
 
 
 def test_grayscale_images_and_many_classes(tmp_path):
-    from common.report.plots import plot_attribution_grid, plot_shap_image
+    from common.report.plots import attribution_grid_figure, save_figure
+    from common.report.shap_plot import shap_image_figure
 
     k = 12
     ex = _explanation("deep", n=3, k=k, size=8, seed=1)
     ex.attributions = ex.attributions[..., :1].copy()  # one channel
     images = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
     names = [f"class {i} $with$ dollars" for i in range(k)]  # "$" must not be read as mathtext
-    grid = plot_attribution_grid(images, [0, 1, 2], names, {"PyTorch Deep SHAP": ex}, tmp_path / "grid.png")
-    shap_png = plot_shap_image(images, ex, names, tmp_path / "shap.png", max_images=2, max_classes=3, title="t")
+    grid = save_figure(attribution_grid_figure(images, [0, 1, 2], names, {"PyTorch Deep SHAP": ex}), tmp_path / "g.png")
+    shap_fig = shap_image_figure(images, ex, names, max_images=2, max_classes=3, title="t")
+    shap_png = save_figure(shap_fig, tmp_path / "shap.png", bbox_inches="tight")
     for p in (grid, shap_png):
         assert p.read_bytes()[:4] == b"\x89PNG"
 

@@ -1,20 +1,16 @@
-"""The study's figures, drawn with matplotlib's Agg backend from saved NumPy data.
+"""The study's figures, drawn with matplotlib from saved NumPy data.
 
-Every function writes one PNG atomically and returns its path. Figures are built as
-``matplotlib.figure.Figure`` objects (no pyplot state), except the shap image plot,
-which shap draws through pyplot; that figure is closed after saving.
+Every function here returns one ``matplotlib.figure.Figure`` (no pyplot state, so a notebook
+that shows one keeps no hidden figure); :func:`save_figure` writes one as a PNG atomically.
+:mod:`common.report.figures` chooses which figures a report holds and what each shows, and
+:mod:`common.report.shap_plot` draws shap's own image plot.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # headless, and the same rendering everywhere
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -38,7 +34,7 @@ def _text(value: object, width: int | None = None) -> str:
     return s.replace("$", r"\$")
 
 
-def _save(fig: Figure, path: str | Path, dpi: int = DPI, **savefig_kw) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = DPI, **savefig_kw) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically.
 
     The figures have opaque white backgrounds, so the PNG is stored as RGB (no alpha
@@ -78,17 +74,19 @@ def _pixels(image: np.ndarray) -> tuple[np.ndarray, dict]:
     return image, {}
 
 
-def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path) -> Path:
+def training_curves_figure(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
     """Loss (top row) and accuracy (bottom row) per epoch, train and validation, one
-    column per model.
+    column per model. A dotted line marks each model's epoch with the lowest validation loss.
 
-    Args:
-        histories: ``{model name: {"train_loss", "train_accuracy", "val_loss",
-            "val_accuracy": one value per epoch}}``; missing keys are skipped.
-        path: PNG to write.
+    Parameters
+    ----------
+    histories : mapping
+        ``{model name: {"train_loss", "train_accuracy", "val_loss", "val_accuracy": one value
+        per epoch}}``; missing keys are skipped.
 
-    Returns:
-        ``path``. A dotted line marks each model's epoch with the lowest validation loss.
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     n = max(len(histories), 1)
     fig = Figure(figsize=(5.0 * n, 6.0), layout="constrained")
@@ -112,24 +110,30 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
         axes[0, col].set_title(_text(name, 40))
         axes[1, col].set_xlabel("epoch")
         axes[1, col].xaxis.get_major_locator().set_params(integer=True)
-    _save(fig, path)
-    return Path(path)
+    return fig
 
 
-def plot_confusion_matrices(
-    matrices: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str], path: str | Path
-) -> Path:
+def confusion_matrices_figure(matrices: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str]) -> Figure:
     """The models' test confusion matrices side by side (rows = true class).
 
-    Args:
-        matrices: ``{model name: K x K counts}``.
-        class_names: the K class names (long ones are truncated on the axes).
-        path: PNG to write.
+    Parameters
+    ----------
+    matrices : mapping
+        ``{model name: K x K counts}``, rows and columns in the order of ``class_names``.
+    class_names : sequence of str
+        The K class names (long ones are truncated on the axes).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     k = len(class_names)
     n = max(len(matrices), 1)
     side = max(4.0, 0.45 * k + 2.0)
-    fig = Figure(figsize=(side * n, side), layout="constrained")
+    # "compressed": constrained layout for fixed-aspect axes. Plain "constrained" sizes the square
+    # matrices to the figure's full height and leaves no room for the titles and the axis labels
+    # (the report showed them cut at the top and bottom edges).
+    fig = Figure(figsize=(side * n, side + 0.5), layout="compressed")
     axes = fig.subplots(1, n, squeeze=False)[0]
     names = [_text(c, 12) for c in class_names]
     rotate = 45 if max((len(c) for c in names), default=0) > 3 else "horizontal"
@@ -145,8 +149,7 @@ def plot_confusion_matrices(
         ax.set_title(_text(model, 40))
     if not matrices:
         axes[0].text(0.5, 0.5, "no confusion matrix", ha="center", va="center")
-    _save(fig, path)
-    return Path(path)
+    return fig
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -164,16 +167,43 @@ def attribution_grid_figure(
     true_labels: Sequence[int],
     class_names: Sequence[str],
     columns: Mapping[str, Explanation],
+    numbers: Sequence[int] | None = None,
 ) -> Figure:
-    """The figure :func:`plot_attribution_grid` saves (its arguments but ``path``).
+    """One row per explained image: the image, then each explanation's map over a grey copy of it.
 
-    Each map is drawn in a diverging colour map over a faint grey copy of its image. All maps
-    of one row share one symmetric colour scale (``±max|map|`` over the row's maps) and one
-    colour bar at the row's end.
+    Each map is the channel-summed attribution for the class *that column's model* predicted
+    (argmax of its probabilities), in a diverging colour map over a faint grey copy of its image.
+    The maps of one row share one symmetric colour scale (``-max|map| .. +max|map|`` over the
+    row's maps) and one colour bar, so a row's maps compare in strength as well as in pattern. A
+    red title marks a wrong prediction.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        uint8 (N, H, W, C) explained images.
+    true_labels : sequence of int
+        (N,) true class per image.
+    class_names : sequence of str
+        The K class names.
+    columns : mapping
+        ``{column title: Explanation over the same N images}``, in display order.
+    numbers : sequence of int, optional
+        Each row's image number in its title (default ``0 .. N-1``): its position among the
+        study's explained images when the rows are a choice of them.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        An explanation does not cover the N images.
     """
     images = np.asarray(images)
     true_labels = np.asarray(true_labels).astype(int).ravel()
     n = images.shape[0]
+    numbers = list(range(n)) if numbers is None else [int(i) for i in numbers]
     for title, ex in columns.items():
         if ex.attributions.shape[0] != n:
             raise ValueError(f"{title}: explains {ex.attributions.shape[0]} images, grid has {n}")
@@ -185,7 +215,7 @@ def attribution_grid_figure(
         true_name = _text(class_names[true_labels[i]], 18)
         pixels, kw = _pixels(images[i])
         axes[i, 0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
-        axes[i, 0].set_title(f"image {i + 1}\ntrue: {true_name}", fontsize=9)
+        axes[i, 0].set_title(f"image {numbers[i]}\ntrue: {true_name}", fontsize=9)
         preds = [int(np.argmax(ex.probabilities[i])) for ex in columns.values()]
         maps = [
             channel_sum(ex.maps_for(np.argmax(ex.probabilities, axis=1))[i])
@@ -217,45 +247,20 @@ def attribution_grid_figure(
     return fig
 
 
-def plot_attribution_grid(
-    images: np.ndarray,
-    true_labels: Sequence[int],
-    class_names: Sequence[str],
-    columns: Mapping[str, Explanation],
-    path: str | Path,
-) -> Path:
-    """One row per explained image: the image, then each explanation's map over a grey copy of it.
+def quality_curves_figure(curves: Mapping[str, Mapping]) -> Figure:
+    """Deletion (left) and insertion (right) curves, one row per model; the random pixel order
+    dashed grey, chance a dotted line.
 
-    Each map is the channel-summed attribution for the class *that column's model*
-    predicted (argmax of its probabilities). The maps of one row share one symmetric colour
-    scale (``-max|map| .. +max|map|`` over the row's maps) and one colour bar, so a row's
-    maps compare in strength as well as in pattern. A red title marks a wrong prediction.
+    Parameters
+    ----------
+    curves : mapping
+        ``{model title: {"fractions": [...], "chance": 1/K, "random": {"deletion": [...],
+        "insertion": [...]}, "methods": {method title: {"deletion": [...], "insertion": [...]}}}}``;
+        each curve is the mean probability of the explained class at each fraction.
 
-    Args:
-        images: uint8 (N, H, W, C) explained images.
-        true_labels: (N,) true class per image.
-        class_names: the K class names.
-        columns: ``{column title: Explanation over the same N images}``, in display order.
-        path: PNG to write.
-
-    Raises:
-        ValueError: when an explanation does not cover the N images.
-    """
-    _save(attribution_grid_figure(images, true_labels, class_names, columns), path)
-    return Path(path)
-
-
-def plot_quality_curves(curves: Mapping[str, Mapping], path: str | Path) -> Path:
-    """Deletion (left) and insertion (right) curves, one row per model.
-
-    Args:
-        curves: ``{model title: {"fractions": [...], "chance": 1/K, "random": {"deletion": [...],
-            "insertion": [...]}, "methods": {method title: {"deletion": [...], "insertion": [...]}}}}``;
-            each curve is the mean probability of the explained class at each fraction.
-        path: PNG to write.
-
-    Returns:
-        ``path``. The random pixel order is dashed grey, chance a dotted line.
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     n = max(len(curves), 1)
     fig = Figure(figsize=(10.0, 3.2 * n + 0.3), layout="constrained")
@@ -277,105 +282,4 @@ def plot_quality_curves(curves: Mapping[str, Mapping], path: str | Path) -> Path
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
         axes[row, 1].legend(fontsize=7, loc="best")
-    _save(fig, path)
-    return Path(path)
-
-
-def to_image_plot_lists(attributions: np.ndarray) -> list[np.ndarray]:
-    """(N, K, H, W, C) -> list of K arrays of shape (N, H, W, C), as shap.image_plot expects.
-
-    shap.image_plot handed the 5-D array itself silently plots the sum over classes.
-    """
-    attributions = np.asarray(attributions)
-    if attributions.ndim != 5:
-        raise ValueError(f"expected attributions of shape (N, K, H, W, C), got {attributions.shape}")
-    return [attributions[:, k] for k in range(attributions.shape[1])]
-
-
-def _spread(n: int, k: int) -> np.ndarray:
-    """At most ``k`` indices evenly spread over ``range(n)`` (first and last included)."""
-    if n <= k:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
-
-
-def _shap_columns(
-    explanation: Explanation, idx: np.ndarray, class_names: Sequence[str], max_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The maps (n, K', H, W, C) of images ``idx`` that shap's image plot shows, and their column
-    titles (n, K'): "class (probability)", with "predicted:"/"true:" for a class table."""
-    attr = np.asarray(explanation.attributions)[idx]  # (n, K', H, W, C)
-    probs = np.asarray(explanation.probabilities)[idx]  # (n, K)
-    explained = explanation.explained_classes[idx]  # (n, K'): the class of each map, -1: none
-    if explanation.classes is None and attr.shape[1] > max_classes:
-        # every class explained: per image, its most probable classes, most probable first
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :max_classes]
-        attr = np.take_along_axis(attr, order[:, :, None, None, None], axis=1)
-        explained = order
-    # a class table (predicted, then true where wrong) says which column is which
-    prefix = ("predicted: ", "true: ") if explanation.classes is not None else ("", "")
-    none = "(prediction correct)"  # no true-class map where the prediction is right
-    labels = np.array(
-        [
-            [
-                f"{prefix[min(k, 1)]}{_text(class_names[c], 12)} ({probs[i, c]:.2f})" if c >= 0 else none
-                for k, c in enumerate(row)
-            ]
-            for i, row in enumerate(explained)
-        ]
-    )
-    return attr, labels
-
-
-def plot_shap_image(
-    images: np.ndarray,
-    explanation: Explanation,
-    class_names: Sequence[str],
-    path: str | Path,
-    max_images: int = 6,
-    max_classes: int = 10,
-    title: str | None = None,
-    width: float = 14.0,
-    dpi: int = 80,
-) -> Path:
-    """shap's own image plot of one explanation: a row per image, a column per explained class
-    (every class, or the predicted class and, where the prediction is wrong, the true one).
-
-    Args:
-        images: uint8 (N, H, W, C) explained images.
-        explanation: attributions (N, K, H, W, C) for those images.
-        class_names: the K class names.
-        path: PNG to write.
-        max_images: at most this many images, spread evenly over the N (so several
-            classes show when the images are ordered by class).
-        max_classes: with more classes than this, each row shows its own top
-            ``max_classes`` classes by probability instead of every class.
-        title: figure title, e.g. "PyTorch CNN, Deep SHAP".
-        width: figure width in inches (shap's ``width``: wider figures are scaled down to it).
-        dpi: resolution of the PNG.
-
-    Column titles read "class (probability)". Colours share one scale per row (shap's).
-    """
-    import matplotlib.pyplot as plt
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PendingDeprecationWarning)  # shap's colormap set-up, on import
-        import shap  # lazily: heavy, and only this figure needs it
-
-    idx = _spread(explanation.attributions.shape[0], max_images)
-    attr, labels = _shap_columns(explanation, idx, class_names, max_classes)
-    pixels = np.asarray(images)[idx]
-    if pixels.dtype == np.uint8:
-        pixels = pixels.astype(np.float32) / 255.0  # image_plot shows [0, 1] floats as they are
-    # hspace="auto": tight layout, so a row's class titles do not run into the row above
-    shap.image_plot(
-        to_image_plot_lists(attr), pixel_values=pixels, labels=labels, width=width, hspace="auto", show=False
-    )
-    fig = plt.gcf()
-    try:
-        if title:  # above the laid-out axes; the tight bounding box below makes room for it
-            fig.text(0.5, 1.0, _text(title, 80), ha="center", va="bottom", fontsize=13)
-        _save(fig, path, dpi=dpi, bbox_inches="tight")  # shap leaves wide empty margins
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return fig
