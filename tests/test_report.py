@@ -167,6 +167,7 @@ def test_full_report(tmp_path):
     for text in (md, html):
         assert FALLBACK in text
         assert "p = 0.500;" in text  # McNemar p
+        assert "No significant difference between the two models" in text and "Macro" not in text
         assert "Keras ResNet50" in text and "PyTorch CNN" in text
         assert "random (ImageNet weights unavailable)" in text
         assert "logits" in text and "pre-softmax" in text

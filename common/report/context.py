@@ -40,16 +40,32 @@ def _schema_note(version: int) -> str | None:
     )
 
 
+def _png_size(png: bytes) -> tuple[int | None, int | None]:
+    """A PNG's width and height in pixels, from its header (None, None for anything else)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        return None, None
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def _figure(out_dir: Path, figures: Mapping[str, str], key: str, caption: str, embed: bool) -> dict | None:
     """One figure for a template: relative link (Markdown) or base64 data URI (HTML)."""
     rel = figures.get(key)
     if rel is None:
         return None
-    fig = {"key": key, "caption": caption, "alt": caption, "path": Verbatim(quote(rel)), "missing": False}
+    fig = {
+        "key": key,
+        "caption": caption,
+        "alt": caption,
+        "path": Verbatim(quote(rel)),
+        "missing": False,
+        "width": None,
+    }
     if embed:
         file = out_dir / rel
         if file.is_file():
-            fig["src"] = "data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
+            png = file.read_bytes()
+            fig["src"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            fig["width"], fig["height"] = _png_size(png)  # the page keeps the figure's place while it loads
         else:
             fig["missing"] = True
     return fig
@@ -97,7 +113,7 @@ def report_context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, s
         "model_titles": model_titles,
         "comparison": comparison,
         "comparison_titles": [framework_title(a) for a in ((comparison.arm_a, comparison.arm_b) if comparison else ())],
-        "verdict": _comparison_verdict(comparison.mcnemar_p) if comparison else None,
+        "comparison_verdict": _comparison_verdict(comparison.mcnemar_p) if comparison else None,
         "splits": [s for s in SPLITS if s in dataset.counts] + [s for s in dataset.counts if s not in SPLITS],
         "skipped": dataset.skipped[:MAX_SKIPPED_LISTED],
         "skipped_more": max(0, len(dataset.skipped) - MAX_SKIPPED_LISTED),
