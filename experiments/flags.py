@@ -1,5 +1,7 @@
-"""The command-line flags that override the study's config, shared by the study's command line
-(:mod:`experiments.run_all`) and the benchmark's.
+"""The study's command-line flags: those that override its config, shared by the study's command
+line (:mod:`experiments.run_all`) and the benchmark's, and the study's whole parser
+(:func:`study_parser`), whose flags the Python API (:func:`experiments.run_study`) takes as
+keyword arguments.
 
 Only the standard library and the registry (itself standard library only), so ``--help`` works
 before the study's dependencies are installed.
@@ -8,8 +10,11 @@ before the study's dependencies are installed.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from common import registry
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 
 
 def add_study_flags(p: argparse.ArgumentParser) -> None:
@@ -70,6 +75,75 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         help="explained images of the sanity checks and the cross-check, whatever the budget (default: the "
         "budget's choice, up to all)",
+    )
+
+
+def study_parser(description: str | None, default_config: object) -> argparse.ArgumentParser:
+    """The study's command line (``experiments/run_all.py``, ``shap-study``): every flag, with
+    ``default_config`` named as the config file's default in ``--help``."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--data",
+        help="data folder: train/ + test/ (or val/) with one folder per class, or class "
+        "folders only (default: scikit-learn's bundled digits set)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help=f"YAML config file (default: {default_config}); flags override it",
+    )
+    p.add_argument("--out", help="output folder (default: reports/<data set name>)")
+    _add_seed_and_unit_flags(p)
+    add_study_flags(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the data, write split.csv and skipped.csv, print the counts, the skipped files and the planned "
+        "explainer passes, then stop",
+    )
+    p.add_argument("--force", action="store_true", help="rerun every stage even when its inputs are unchanged")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    return p
+
+
+def _add_seed_and_unit_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the study's seeds and of how its units run (``--seed`` ... ``--threads``)."""
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="a single-seed study's seed: of the split, the explained images, training and explainers (default: 0)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="training seeds of a seed sweep: each arm is trained and explained once per seed, all on one split "
+        "(default: the config's seeds, else the single --seed)",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the split and of the explained and background images, shared by every training seed "
+        "(default: the config's split_seed, else --seed)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="units (arm x seed) run at once on a local Dask cluster of this many worker processes "
+        "(default: 1, one after another without Dask)",
+    )
+    p.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (e.g. tcp://host:8786) whose workers run the units and see "
+        "the same --out folder (default: none; --jobs decides)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads (torch, TensorFlow, BLAS) per unit (default: the libraries' own with --jobs 1, "
+        "else the cores of the machine // the workers on it)",
     )
 
 

@@ -39,8 +39,10 @@ def prepare_data(cfg: StudyConfig, split_csv: Path | None = None) -> StudyData:
 
 
 def default_out(data_name: str) -> Path:
-    """The output folder of a study that names none: ``reports/<data set name>`` in the checkout."""
-    return REPO_ROOT / "reports" / data_name
+    """The output folder of a study that names none: ``reports/<data set name>`` in the checkout,
+    or in the working directory when the study runs from an installed package (``shap-study``)."""
+    checkout = (REPO_ROOT / "pyproject.toml").is_file()
+    return (REPO_ROOT if checkout else Path.cwd()) / "reports" / data_name
 
 
 @dataclass(frozen=True)

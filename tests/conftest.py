@@ -1,4 +1,5 @@
-"""Shared fixtures: one seed per test, quiet frameworks, and the small image sets.
+"""Shared fixtures: one seed per test, quiet frameworks, the small image sets, and one small study
+(``small_study``, ``tests/small_study.py``) that the Python API, the notebook and the browser tests share.
 
 The small image sets, all built here and nowhere else (every fixture is a factory, so a
 test asks for the set it needs):
@@ -241,3 +242,24 @@ def fake_case(tiny_images, tmp_path_factory):
     from tests.arm_cases import fake_case
 
     return fake_case(tiny_images, tmp_path_factory)
+
+
+# ----------------------------------------------------------------------------- one small study
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory, split_folders):
+    """Two fake arms, seeds 0 and 1, every section of the report, run once per session through
+    ``experiments.run_study`` (``tests/small_study.py``): (data, config, out). Read only."""
+    from tests.small_study import make_small_study
+
+    return make_small_study(tmp_path_factory.mktemp("small-study"), split_folders)
+
+
+@pytest.fixture
+def two_fakes(monkeypatch):
+    """The small study's two fake arms as the registry's only arms, for one test."""
+    from tests.small_study import fakes_registered
+
+    with fakes_registered(monkeypatch):
+        yield

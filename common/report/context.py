@@ -29,7 +29,8 @@ def _comparison_verdict(p: Any) -> str:
     return "No significant difference between the two models' test accuracies at the 5% level."
 
 
-def _schema_note(version: int) -> str | None:
+def schema_note(version: int) -> str | None:
+    """What the report says at its top when its metrics.json is of another schema version than this code writes."""
     if version == SCHEMA_VERSION:
         return None
     when = "an older" if version < SCHEMA_VERSION else "a newer"
@@ -107,7 +108,7 @@ def report_context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, s
             if model_titles
             else "no model"
         ),
-        "schema_note": _schema_note(metrics.schema_version),
+        "schema_note": schema_note(metrics.schema_version),
         "m": metrics,
         "models": [(model_title(k), e) for k, e in metrics.models.items()],
         "model_titles": model_titles,

@@ -8,6 +8,7 @@ Python API (``experiments.Study.figure``) both draw through these functions.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +276,10 @@ def figure(name: str, data: FigureData, **options) -> Figure:
         name, options = "shap_image", {"arm": pair[0], "method": pair[-1], **options}
     if name not in DRAW:
         raise ChoiceError(f"no figure {name!r}; the figures: {', '.join(FIGURES)} (and shap_<arm>_<method>)")
+    known = [p for p in inspect.signature(DRAW[name]).parameters if p != "data"]
+    unknown = [o for o in options if o not in known]
+    if unknown:
+        raise ChoiceError(f"figure {name!r} has no option {unknown[0]!r}; its options: {', '.join(known)}")
     return DRAW[name](data, **options)
 
 

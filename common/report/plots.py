@@ -162,6 +162,48 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image[..., 0]
 
 
+def _grid_row(
+    fig: Figure,
+    axes: np.ndarray,
+    image: np.ndarray,
+    true: int,
+    number: int,
+    i: int,
+    class_names: Sequence[str],
+    columns: Mapping[str, Explanation],
+) -> None:
+    """Row ``i`` of the attribution grid: the image, each column's map on one colour scale, its colour bar."""
+    extent = (0, 1, 1, 0)  # image and map share the axes even when their resolutions differ
+    true_name = _text(class_names[true], 18)
+    pixels, kw = _pixels(image)
+    axes[0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
+    axes[0].set_title(f"image {number}\ntrue: {true_name}", fontsize=9)
+    preds = [int(np.argmax(ex.probabilities[i])) for ex in columns.values()]
+    maps = [
+        channel_sum(ex.maps_for(np.argmax(ex.probabilities, axis=1))[i])
+        for ex in columns.values()  # each model's map of the class it predicted
+    ]
+    m = max((float(np.nanmax(np.abs(s))) for s in maps if s.size), default=0.0)
+    m = m if np.isfinite(m) and m > 0 else 1.0  # all-zero maps still get a valid scale
+    grey = _grey(image)
+    im = None
+    for j, (title, ex) in enumerate(columns.items(), start=1):
+        ax, pred = axes[j], preds[j - 1]
+        # the image in reduced contrast (black -> dark grey, white -> light grey), the map translucent on top
+        ax.imshow(grey, cmap="gray", vmin=-160, vmax=415, extent=extent)
+        im = ax.imshow(maps[j - 1], cmap=MAP_CMAP, vmin=-m, vmax=m, alpha=0.7, extent=extent)
+        ax.set_title(
+            f"{_text(title, 24)}\ntrue: {true_name}\npred: {_text(class_names[pred], 14)} "
+            f"({float(ex.probabilities[i, pred]):.2f})",
+            fontsize=8,
+            color="tab:red" if pred != true else "black",
+        )
+    if im is not None:
+        cbar = fig.colorbar(im, ax=list(axes[1:]), fraction=0.03, pad=0.02, aspect=12)
+        cbar.ax.tick_params(labelsize=6)
+        cbar.ax.yaxis.get_offset_text().set_fontsize(6)
+
+
 def attribution_grid_figure(
     images: np.ndarray,
     true_labels: Sequence[int],
@@ -210,37 +252,8 @@ def attribution_grid_figure(
     ncols = 1 + len(columns)
     fig = Figure(figsize=(2.3 * ncols + 0.6, 2.35 * n + 0.2), layout="constrained")
     axes = fig.subplots(n, ncols, squeeze=False)
-    extent = (0, 1, 1, 0)  # image and map share the axes even when their resolutions differ
     for i in range(n):
-        true_name = _text(class_names[true_labels[i]], 18)
-        pixels, kw = _pixels(images[i])
-        axes[i, 0].imshow(pixels, **kw)  # default interpolation: crisp when enlarged, smoothed when shrunk
-        axes[i, 0].set_title(f"image {numbers[i]}\ntrue: {true_name}", fontsize=9)
-        preds = [int(np.argmax(ex.probabilities[i])) for ex in columns.values()]
-        maps = [
-            channel_sum(ex.maps_for(np.argmax(ex.probabilities, axis=1))[i])
-            for ex in columns.values()  # each model's map of the class it predicted
-        ]
-        m = max((float(np.nanmax(np.abs(s))) for s in maps if s.size), default=0.0)
-        m = m if np.isfinite(m) and m > 0 else 1.0  # all-zero maps still get a valid scale
-        grey = _grey(images[i])
-        im = None
-        for j, (title, ex) in enumerate(columns.items(), start=1):
-            ax, pred = axes[i, j], preds[j - 1]
-            # the image in reduced contrast (black -> dark grey, white -> light grey), the map translucent on top
-            ax.imshow(grey, cmap="gray", vmin=-160, vmax=415, extent=extent)
-            im = ax.imshow(maps[j - 1], cmap=MAP_CMAP, vmin=-m, vmax=m, alpha=0.7, extent=extent)
-            wrong = pred != true_labels[i]
-            ax.set_title(
-                f"{_text(title, 24)}\ntrue: {true_name}\npred: {_text(class_names[pred], 14)} "
-                f"({float(ex.probabilities[i, pred]):.2f})",
-                fontsize=8,
-                color="tab:red" if wrong else "black",
-            )
-        if im is not None:
-            cbar = fig.colorbar(im, ax=list(axes[i, 1:]), fraction=0.03, pad=0.02, aspect=12)
-            cbar.ax.tick_params(labelsize=6)
-            cbar.ax.yaxis.get_offset_text().set_fontsize(6)
+        _grid_row(fig, axes[i], images[i], int(true_labels[i]), numbers[i], i, class_names, columns)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

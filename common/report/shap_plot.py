@@ -70,6 +70,13 @@ def _shap_columns(
     return attr, labels
 
 
+def _shap():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # shap's colormap set-up, on import
+        import shap  # lazily: heavy, and only this figure needs it
+    return shap
+
+
 def shap_image_figure(
     images: np.ndarray,
     explanation: Explanation,
@@ -84,9 +91,8 @@ def shap_image_figure(
     """shap's own image plot of one explanation: a row per image, a column per explained class
     (every class, or the predicted class and, where the prediction is wrong, the true one).
 
-    Column titles read "class (probability)"; colours share one scale (shap's). The figure is
-    closed in pyplot (nothing is left to show twice); save it with ``bbox_inches="tight"``, as
-    shap leaves wide empty margins.
+    Column titles read "class (probability)"; colours share one scale (shap's). Closed in pyplot
+    (nothing is shown twice); save it with ``bbox_inches="tight"``: shap leaves wide margins.
 
     Parameters
     ----------
@@ -105,9 +111,9 @@ def shap_image_figure(
         With more classes than this, each row shows its own top ``max_classes`` classes by
         probability instead of every class.
     title : str, optional
-        Figure title, e.g. "PyTorch CNN, Deep SHAP".
+        E.g. "PyTorch CNN, Deep SHAP".
     width : float
-        Figure width in inches (shap's ``width``: wider figures are scaled down to it).
+        Figure width in inches (shap's: wider figures are scaled down to it).
 
     Returns
     -------
@@ -115,10 +121,7 @@ def shap_image_figure(
     """
     import matplotlib.pyplot as plt
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PendingDeprecationWarning)  # shap's colormap set-up, on import
-        import shap  # lazily: heavy, and only this figure needs it
-
+    shap = _shap()
     n = explanation.attributions.shape[0]
     idx = spread(n, max_images) if positions is None else np.asarray(positions, dtype=int)
     attr, labels = _shap_columns(explanation, idx, class_names, max_classes)
@@ -131,19 +134,20 @@ def shap_image_figure(
     )
     fig = plt.gcf()
     plt.close(fig)  # out of pyplot's list of open figures; the Figure itself stays usable
-    *grid, colorbar = fig.axes
-    for row, position in enumerate(idx):
-        grid[row * (attr.shape[1] + 1)].set_title(f"image {int(position)}", fontsize=10)
-    _colorbar_below(fig, grid, colorbar)
-    if title:  # above the laid-out axes; the tight bounding box of the saved PNG makes room for it
-        fig.text(0.5, 1.0, _text(title, 80), ha="center", va="bottom", fontsize=13)
+    _finish(fig, idx, attr.shape[1] + 1, title)
     return fig
 
 
-def _colorbar_below(fig: Figure, grid: list, colorbar) -> None:
-    """Move shap's colour bar up to just below the last row of images: shap sizes its figure one
-    row taller than the images for it and leaves that row empty (a gap of a row's height)."""
+def _finish(fig: Figure, positions: np.ndarray, ncols: int, title: str | None) -> None:
+    """shap's figure with each row titled by its image's number, the colour bar moved up to just
+    below the last row (shap sizes its figure a row taller for it and leaves that row empty), and
+    ``title`` above (the tight bounding box of the saved PNG makes room for it)."""
+    *grid, colorbar = fig.axes
+    for row, position in enumerate(positions):
+        grid[row * ncols].set_title(f"image {int(position)}", fontsize=10)
     bottom = min(ax.get_position().y0 for ax in grid)
     box = colorbar.get_position()
     y0 = bottom - COLORBAR_GAP / fig.get_figheight() - box.height
     colorbar.set_position([box.x0, y0, box.width, box.height])
+    if title:
+        fig.text(0.5, 1.0, _text(title, 80), ha="center", va="bottom", fontsize=13)
