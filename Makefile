@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: study insects test lint benchmark clean-cache
+.PHONY: study insects test browser lint benchmark clean-cache
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ study: $(VENV)/.installed          ## the study on the default data (bundled dig
 insects: $(VENV)/.installed        ## the study at the published settings on ../shared/datasets/insects
 	$(PY) experiments/run_all.py --data ../shared/datasets/insects --config experiments/configs/insects.yaml $(ARGS)
 
-test: $(VENV)/.installed           ## the test suite
+test: $(VENV)/.installed browser   ## the test suite
 	$(PY) -m pytest $(ARGS)
+
+browser:                           ## Chromium for the report's browser test: Debian's, installed when missing (root or sudo)
+	@bash .ci/chromium
 
 lint: $(VENV)/.installed           ## ruff: the linter and the formatter's check
 	$(VENV)/bin/ruff check .
