@@ -257,9 +257,9 @@ def small_study(tmp_path_factory, split_folders):
 
 
 @pytest.fixture
-def two_fakes(monkeypatch):
+def two_fakes():
     """The small study's two fake arms as the registry's only arms, for one test."""
     from tests.small_study import fakes_registered
 
-    with fakes_registered(monkeypatch):
+    with fakes_registered():
         yield

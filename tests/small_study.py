@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from common import registry
 from tests.fake_arm import SECOND_SPEC, SPEC
 
@@ -44,14 +42,17 @@ class SmallStudy:
 
 
 @contextlib.contextmanager
-def fakes_registered(mp: pytest.MonkeyPatch) -> Iterator[None]:
-    """The two fake arms as the registry's only arms (one dict, which modules share by name)."""
-    with mp.context() as m:
-        for key in list(registry.ARMS):
-            m.delitem(registry.ARMS, key)
-        for spec in (SPEC, SECOND_SPEC):
-            m.setitem(registry.ARMS, spec.key, spec)
+def fakes_registered() -> Iterator[None]:
+    """The two fake arms as the registry's only arms (one dict, which modules share by name), then
+    the arms before, in their order (the order the report lists models and pairs in)."""
+    before = dict(registry.ARMS)
+    registry.ARMS.clear()
+    registry.ARMS.update({spec.key: spec for spec in (SPEC, SECOND_SPEC)})
+    try:
         yield
+    finally:
+        registry.ARMS.clear()
+        registry.ARMS.update(before)
 
 
 def make_small_study(root: Path, split_folders) -> SmallStudy:
@@ -62,6 +63,6 @@ def make_small_study(root: Path, split_folders) -> SmallStudy:
     config = root / "fakes.yaml"
     config.write_text(CONFIG)
     out = root / "out"
-    with pytest.MonkeyPatch.context() as mp, fakes_registered(mp):
+    with fakes_registered():
         run_study(data, config, out, **SETTINGS)
     return SmallStudy(data, config, out)
