@@ -215,10 +215,10 @@ class Study:
 
     @cached_property
     def _explained(self) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.config
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=self._dataset.image_size))
         where = self._dataset.root or "scikit-learn's bundled digits"
         try:
+            cfg = self.config  # (a config naming a weights file that has moved since is refused here)
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=self._dataset.image_size))
             data = prepare_data(cfg, split_csv=self.out / "split.csv")
         except (StudyError, OSError, ValueError) as exc:
             raise UnavailableError(
