@@ -138,23 +138,40 @@ def test_the_report_in_chromium(chromium, small_study):
             browser.close()
 
 
-def screenshot_top(report: Path, png: Path, width: int = 1280, height: int = 1100, scale: float = 0.7) -> Path:
-    """The top ``height`` px of ``report`` at ``width`` px, scaled by ``scale`` and stored with a
-    palette: the README's picture of what the study produces (a few hundred KB at most)."""
-    from PIL import Image
+# Where the README's picture of a report cuts: the bottom of the verdicts at a glance, and the
+# heading of the attribution grid and the top of the grid itself.
+CUTS = """() => {
+  const y = e => e.getBoundingClientRect().y + scrollY;
+  const glance = document.querySelector('#table-at-a-glance') || document.querySelector('table');
+  const heading = [...document.querySelectorAll('h3')].find(h => h.textContent.startsWith('Attribution maps'));
+  const grid = document.querySelector('img[alt^="Attribution maps"]');
+  return {top: y(glance) + glance.getBoundingClientRect().height + 16, heading: y(heading) - 8, grid: y(grid)};
+}"""
+
+
+def screenshot_top(report: Path, png: Path, width: int = 1280, scale: float = 0.6) -> Path:
+    """What the README shows of a report: its top (title, the verdicts at a glance), then the heading
+    and the first rows of its attribution grid, at ``width`` px scaled by ``scale``."""
+    from PIL import Image, ImageDraw
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
         executable = shutil.which("chromium") or "chromium"
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": width, "height": height})
+        page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(Path(report).resolve().as_uri(), wait_until="load")
-        raw = Path(folder) / "top.png"
-        page.screenshot(path=str(raw))
+        cut = page.evaluate(CUTS)
+        clips = [(0, cut["top"]), (cut["heading"], cut["grid"] + 380 - cut["heading"])]  # two rows of the grid
+        shots = [Path(folder) / f"{i}.png" for i in range(len(clips))]
+        for shot, (y, height) in zip(shots, clips, strict=True):
+            page.screenshot(path=str(shot), clip={"x": 0, "y": y, "width": width, "height": height}, full_page=True)
         browser.close()
-        with Image.open(raw) as image:
-            small = image.convert("RGB").resize((round(width * scale), round(height * scale)), Image.LANCZOS)
-            small.quantize(256, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
+        parts = [Image.open(shot).convert("RGB") for shot in shots]
+        both = Image.new("RGB", (width, sum(part.height for part in parts) + 12), "white")
+        both.paste(parts[0], (0, 0))
+        ImageDraw.Draw(both).line([(0, parts[0].height + 5), (width, parts[0].height + 5)], fill="#d0d7de", width=2)
+        both.paste(parts[1], (0, parts[0].height + 12))
+        both.resize((round(width * scale), round(both.height * scale)), Image.LANCZOS).save(png, optimize=True)
     return png
 
 
