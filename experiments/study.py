@@ -88,7 +88,7 @@ class Study:
         common.errors.NotAStudyError
             ``out`` is not a study's output folder, or its results cannot be read.
         """
-        out = Path(out).expanduser().absolute()
+        out = Path(os.path.abspath(Path(out).expanduser()))  # absolute, ".." folded, links kept
         if not out.is_dir():
             why = "it is a file" if out.exists() else "it does not exist"
             raise NotAStudyError(f"{out} is not a study's output folder: {why} ({HINT})")
