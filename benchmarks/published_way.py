@@ -8,7 +8,7 @@ How the published notebook ran, and how this file reproduces it on a finished st
   in every epoch. The files are exactly the study's (``split.csv``): a ``Subset`` of
   ``ImageFolder`` per split, in ``split.csv``'s order. ``mean``/``std`` are the study's
   training-split statistics (the trained model's ``Normalize`` buffers) divided by 255;
-- model: the same CNN (``pytorch_impl.model.build_model``) with its ``Normalize`` layer
+- model: the same CNN (``pytorch_impl.cnn.build_model``) with its ``Normalize`` layer
   replaced by ``nn.Identity`` (the published model saw normalised tensors), in PyTorch's
   default memory layout (the project's runs channels-last);
 - training: the same SGD settings and seed. The shuffle comes from a
@@ -54,10 +54,11 @@ from common.registry import METHODS
 from common.results import StudyMetrics, read_metrics
 from common.seeding import image_seeds
 from experiments.layout import ArmPaths, prepare_data
-from pytorch_impl.arm import PyTorchArm
+from pytorch_impl.cnn import CNN, build_model
+from pytorch_impl.cnn_arm import PyTorchArm
 from pytorch_impl.config import PyTorchConfig
 from pytorch_impl.explain import shap_to_explanation_layout
-from pytorch_impl.model import CNN, build_model, images_to_tensor
+from pytorch_impl.model import images_to_tensor
 
 log = logging.getLogger("published_way")
 

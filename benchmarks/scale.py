@@ -250,7 +250,7 @@ def measure_data(config: str, workers: int, split_csv: str | None = None) -> dic
 
 # Per arm key: the arm's own pass over the whole training split in its fit (normalisation statistics;
 # the feature cache's pixel digests).
-FULL_PASSES = {"pytorch": "pytorch_impl.arm:channel_statistics", "keras": "keras_impl.train:pixel_digests"}
+FULL_PASSES = {"pytorch": "common.data.statistics:channel_statistics", "keras": "keras_impl.transfer:pixel_digests"}
 
 
 def measure_arm(config: str, key: str, steps: int, split_csv: str | None = None) -> dict[str, Any]:

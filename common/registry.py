@@ -5,9 +5,10 @@ stage names, output folders, metrics.json keys, report labels and the library ve
 that are recorded. Nothing here imports a framework, or any module of the project.
 
 Adding an arm (say a JAX model) means a package with the same files as ``pytorch_impl/``
-(``config.py`` with its settings dataclass, ``model.py``, ``train.py``, ``explain.py``,
-``arm.py`` with its :class:`common.arm.Arm` subclass) and one :class:`ArmSpec` in
-:data:`ARMS`; ``tests/test_registry.py`` runs the whole pipeline through a fake one.
+(``config.py`` with its settings dataclass, a module per architecture, ``train.py``,
+``explain.py``, and a module with its :class:`common.arm.Arm` subclass) and one
+:class:`ArmSpec` in :data:`ARMS`; ``tests/test_registry.py`` runs the whole pipeline through a
+fake one.
 """
 
 from __future__ import annotations
@@ -28,18 +29,19 @@ class ArmSpec:
     name: str  # metrics.json key and output folder, e.g. pytorch_cnn
     title: str  # the model in reports, e.g. "PyTorch CNN"
     framework: str  # the framework in map names ("PyTorch Deep SHAP")
-    package: str  # holds config.py and arm.py; its .py files make the arm's code digest
-    arm_class: str  # the Arm subclass in <package>.arm
+    package: str  # holds config.py and the arm's module (arm_module)
+    arm_class: str  # the Arm subclass in <package>.<arm_module>
     config_class: str  # the settings dataclass in <package>.config (the config's <key>: section)
     model_filename: str  # the saved model inside the arm's output folder
     versions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (label, PyPI names tried in turn) to record
     independent_library: str | None = None  # a library that implements the same estimators (cross-check), e.g. captum
+    arm_module: str = "arm"  # the module of the package holding arm_class; it and config make the code digest
 
     def load_arm_class(self) -> type:
         """The arm's class (a :class:`common.arm.Arm` subclass), imported now: only the arm's own
         process imports its framework. Nothing of the project is imported at this module's top,
         so every module can read the registry."""
-        return getattr(importlib.import_module(f"{self.package}.arm"), self.arm_class)
+        return getattr(importlib.import_module(f"{self.package}.{self.arm_module}"), self.arm_class)
 
     def settings_class(self) -> type:
         """The dataclass of the arm's config section (its module imports no framework)."""
@@ -89,6 +91,7 @@ ARMS: dict[str, ArmSpec] = {
             model_filename="model.pt",
             versions=(("torch", ("torch",)), ("torchvision", ("torchvision",))),
             independent_library="captum",
+            arm_module="cnn_arm",
         ),
         ArmSpec(
             key="keras",
@@ -100,6 +103,7 @@ ARMS: dict[str, ArmSpec] = {
             config_class="KerasConfig",
             model_filename="model.keras",
             versions=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",))),
+            arm_module="resnet50_arm",
         ),
     )
 }

@@ -32,10 +32,10 @@ REPORT_FILES = ("common/report/templates",)  # what the report stage reads besid
 
 
 def arm_code_digest(spec: ArmSpec, root: Path = SOURCE_ROOT) -> str:
-    """A digest of the code an arm's trained model, predictions and maps come from: its package
-    (``<package>.arm``, ``<package>.config``), the stages' code in its process, and every
+    """A digest of the code an arm's trained model, predictions and maps come from: its modules
+    (``<package>.<arm_module>``, ``<package>.config``), the stages' code in its process, and every
     project module they import."""
-    return source_digest([f"{spec.package}.arm", f"{spec.package}.config", *ARM_STAGE_CODE], root=root)
+    return source_digest([f"{spec.package}.{spec.arm_module}", f"{spec.package}.config", *ARM_STAGE_CODE], root=root)
 
 
 def arm_keys(

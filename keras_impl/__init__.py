@@ -1,8 +1,8 @@
-"""The Keras arm: ResNet50 (frozen, ImageNet weights) with the published head.
-
-Files mirror ``pytorch_impl/``: ``model.py`` (``build_model``), ``train.py``
-(``train``), ``explain.py`` (``explain``) and ``arm.py`` (``KerasArm``); ``weights.py``
-resolves the backbone weights (ImageNet, a local file or random).
+"""Keras arm of the study: ResNet50 (frozen, ImageNet weights) with the published head
+(``resnet50.py``, arm ``resnet50_arm.py``, trained by ``transfer.py``; ``weights.py`` resolves the
+backbone weights: ImageNet, a local file or random), with what a Keras arm shares (``model.py``,
+``train.py``, ``explain.py``, ``arm.py``). Files mirror ``pytorch_impl/``; ``twin.py`` is the
+PyTorch CNN rebuilt in Keras with PyTorch's weights.
 
 Importing this package sets TensorFlow's environment (only where the user has not set
 it), so it must come before anything imports ``keras`` or ``tensorflow``:

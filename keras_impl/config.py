@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.architectures import resnet50_macs
+
 
 @dataclass(frozen=True)
 class KerasConfig:
@@ -24,19 +26,7 @@ class KerasConfig:
         """Multiply-adds of one image through ResNet50 (Keras's: each stage's first block strides in
         its first 1x1 convolution) and the head: the cost unit the assess stage's budget weighs this
         arm's passes with (experiments/budget.py). Batch norm, additions and pooling are left out."""
-        side = (image_size + 6 - 7) // 2 + 1  # conv1: 7x7, stride 2, after 3 pixels of zero padding
-        macs = side**2 * 7 * 7 * 3 * 64
-        side = (side + 2 - 3) // 2 + 1  # max pooling 3x3, stride 2, after 1 pixel of padding
-        channels = 64
-        for blocks, width, stride in ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)):
-            for block in range(blocks):
-                first = block == 0
-                out = (side - 1) // stride + 1 if first else side  # the first 1x1 convolution strides
-                macs += out**2 * channels * width + out**2 * 9 * width * width + out**2 * width * 4 * width
-                if first:  # the projection shortcut
-                    macs += out**2 * channels * 4 * width
-                side, channels = out, 4 * width
-        return macs + channels * self.dense_units + self.dense_units * n_classes
+        return resnet50_macs(image_size, n_classes, self.dense_units)
 
     def problems(self) -> list[str]:
         """What no run could use, one message per problem (empty when the section is valid)."""

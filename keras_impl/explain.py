@@ -34,7 +34,7 @@ def explained_model(model: keras.Model, output: str) -> keras.Model:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     out = model.get_layer("logits").output if output == "logits" else model.output
-    return keras.Model(model.inputs, out, name=f"keras_resnet50_{output}")
+    return keras.Model(model.inputs, out, name=f"{model.name}_{output}")
 
 
 @dataclass

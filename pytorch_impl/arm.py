@@ -1,55 +1,40 @@
-"""The PyTorch arm: the published CNN behind the study's NumPy interface.
+"""What both PyTorch arms share behind the study's NumPy interface: the device, prediction, the
+explainers, gradients, Captum's cross-check, the learned weights and the checkpoint.
 
-uint8 NHWC images become uint8 NCHW tensors through one helper, ``images_to_tensor``,
-called only at this interface (here and in ``explain``); the model casts nothing and
-normalises the raw pixels itself.
+uint8 NHWC images become uint8 NCHW tensors through one helper, ``images_to_tensor``, called
+only at this interface (here and in ``explain``); the models cast nothing and preprocess the raw
+pixels themselves. The arms: ``cnn_arm.py`` (the published CNN) and ``resnet50_arm.py`` (ResNet50
+laid out as Keras's, with the Keras arm's backbone weights).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from common.arm import Arm, Fitted, TrainingData
+from common.arm import Arm
 from common.config import StudyConfig
 from common.explanation import ExplainerOutput
 from common.io import atomic_path
-from common.registry import arm_spec
 from pytorch_impl.explain import captum_explain, explain, gradients
-from pytorch_impl.model import CNN, as_input, build_model, flatten_width, images_to_tensor
-from pytorch_impl.train import resolve_device, train
+from pytorch_impl.model import as_input, images_to_tensor
+from pytorch_impl.train import resolve_device
 
 PREDICT_BATCH_SIZE = 256
 
 
-def channel_statistics(images: np.ndarray, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and (population) std of uint8 (N, H, W, C) images (an array or a
-    store read ``chunk`` images at a time), float64.
+class TorchArm(Arm):
+    """A PyTorch model (raw pixels NCHW in, logits out; ``n_classes`` and ``image_size``
+    attributes) behind the arm interface. Subclasses build and train their model and say which
+    parameters form the head (:attr:`head_prefix`)."""
 
-    Exact integer sums over chunks of images, so no float copy of the whole set is made
-    (a chunk's int64 copy: 38 MB for 32 images at 224 px).
-    """
-    n_channels = images.shape[-1]
-    total, total_sq = [0] * n_channels, [0] * n_channels
-    for i in range(0, len(images), chunk):
-        block = images[i : i + chunk].reshape(-1, n_channels).astype(np.int64)
-        for c, (s, ss) in enumerate(zip(block.sum(axis=0), (block * block).sum(axis=0), strict=True)):
-            total[c] += int(s)
-            total_sq[c] += int(ss)
-    n = images.size // n_channels
-    mean = np.array([t / n for t in total])
-    var = np.array([(n * ss - t * t) / (n * n) for t, ss in zip(total, total_sq, strict=True)])  # exact numerator
-    return mean, np.sqrt(var)
+    head_prefix: ClassVar[str]  # the parameters of the dense head: their names start with it
 
-
-class PyTorchArm(Arm):
-    spec = arm_spec("pytorch")
-    head_prefix = "classifier."  # the dense head: Linear(., 120) -> Linear(120, 84) -> Linear(84, K)
-
-    def __init__(self, model: CNN, cfg: StudyConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: StudyConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(self.settings.device)
         self.model = model.to(self.device).eval()
@@ -61,20 +46,6 @@ class PyTorchArm(Arm):
     @property
     def n_classes(self) -> int:
         return self.model.n_classes
-
-    @classmethod
-    def _create(cls, cfg: StudyConfig, n_classes: int, image_size: int) -> PyTorchArm:
-        return cls(build_model(n_classes, image_size), cfg)
-
-    def _fit(self, data: TrainingData) -> Fitted:
-        mean, std = channel_statistics(data.x_train)
-        self.model.normalize.set_statistics(mean, std)
-        # Images stay where they are (an array, or the decode cache on disk): each step
-        # gathers its batch and moves it to the device; the labels go to the device once.
-        y_train = torch.as_tensor(data.y_train, dtype=torch.int64, device=self.device)
-        y_val = torch.as_tensor(data.y_val, dtype=torch.int64, device=self.device)
-        history = train(self.model, data.x_train, y_train, data.x_val, y_val, self.settings, seed=self.cfg.seed)
-        return Fitted(history)
 
     def _predict_proba(self, images: np.ndarray) -> np.ndarray:
         return self._forward(images, output="probability")
@@ -88,21 +59,41 @@ class PyTorchArm(Arm):
         ]
         return torch.cat([torch.softmax(z, dim=1) if output == "probability" else z for z in logits]).cpu().numpy()
 
-    def save(self, path: str | Path) -> None:
-        checkpoint = {
-            "model_args": {"n_classes": self.model.n_classes, "image_size": self.model.image_size},
-            # CPU tensors, so the file loads on any machine; includes normalize.mean/std.
+    # ------------------------------------------------------------------ saving
+
+    def model_args(self) -> dict[str, Any]:
+        """The arguments that rebuild the model's architecture (``build`` takes them)."""
+        return {"n_classes": self.model.n_classes, "image_size": self.model.image_size}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What :meth:`save` writes: the model's arguments and its state dict (CPU tensors, so the
+        file loads on any machine), and what :meth:`from_checkpoint` needs besides."""
+        return {
+            "model_args": self.model_args(),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
+
+    def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+            torch.save(self.checkpoint(), tmp)
 
     @classmethod
-    def load(cls, path: str | Path, cfg: StudyConfig) -> PyTorchArm:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(**checkpoint["model_args"])
+    def load(cls, path: str | Path, cfg: StudyConfig) -> TorchArm:
+        """Load a checkpoint written by :meth:`save` (weights only: no code is run)."""
+        return cls.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True), cfg)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], cfg: StudyConfig) -> TorchArm:
+        model = cls.build(**checkpoint["model_args"])
         model.load_state_dict(checkpoint["state_dict"])
         return cls(model, cfg)
+
+    @staticmethod
+    def build(**model_args: Any) -> nn.Module:
+        """The untrained model of the given arguments (:meth:`model_args`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ explaining
 
     def _explain(
         self,
@@ -136,10 +127,12 @@ class PyTorchArm(Arm):
     ) -> ExplainerOutput | None:
         return captum_explain(self.model, images, background, method, nsamples=nsamples, seed=seed, classes=classes)
 
+    # ------------------------------------------------------------------ weights and facts
+
     def learned_weights(self, scope: str) -> dict[str, np.ndarray]:
         """Every ``nn.Parameter`` (conv and linear kernels and biases, batch-norm scale and
-        shift), or the head's (``classifier.``); buffers (the normalisation statistics and
-        batch-norm running statistics) are not learned weights."""
+        shift; a frozen backbone's too), or the head's (:attr:`head_prefix`); buffers (the
+        preprocessing's constants and batch-norm running statistics) are not learned weights."""
         return {
             name: p.detach().cpu().numpy().copy()
             for name, p in self.model.named_parameters()
@@ -152,11 +145,15 @@ class PyTorchArm(Arm):
             for name, value in weights.items():
                 params[name].copy_(torch.as_tensor(value))
 
+    def model_facts(self) -> dict[str, Any]:
+        """Facts about this architecture worth recording (listed after the device in :meth:`info`)."""
+        return {}
+
     def info(self) -> dict[str, Any]:
         return {
             "n_parameters": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.device),
-            "flatten_width": flatten_width(self.model.image_size),
+            **self.model_facts(),
             "image_size": self.model.image_size,
             "n_classes": self.model.n_classes,
             "torch_version": torch.__version__,
@@ -164,5 +161,5 @@ class PyTorchArm(Arm):
 
     def fallbacks(self, info: dict[str, Any]) -> list[str]:
         if self.settings.device == "cuda" and str(info.get("device", "")).startswith("cpu"):
-            return ["PyTorch arm: CUDA was requested but not available; it ran on the CPU."]
+            return [f"{self.spec.title}: CUDA was requested but not available; it ran on the CPU."]
         return []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.architectures import cnn_macs
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -23,10 +25,7 @@ class PyTorchConfig:
     def forward_macs(self, image_size: int, n_classes: int) -> int:
         """Multiply-adds of one image through the CNN (its convolutions and dense layers): the cost
         unit the assess stage's budget weighs this arm's passes with (experiments/budget.py)."""
-        conv1 = image_size - 4  # Conv2d(3, 6, 5)
-        conv2 = conv1 // 2 - 2  # MaxPool2d(2), Conv2d(6, 16, 3)
-        flat = 16 * (conv2 // 2) ** 2  # MaxPool2d(2), Flatten
-        return conv1**2 * 5 * 5 * 3 * 6 + conv2**2 * 3 * 3 * 6 * 16 + flat * 120 + 120 * 84 + 84 * n_classes
+        return cnn_macs(image_size, n_classes)
 
     def problems(self) -> list[str]:
         """What no run could use, one message per problem (empty when the section is valid)."""

@@ -12,8 +12,9 @@ evaluations of its outputs may lie apart (``tests/tolerance.py``).
 - ``fake``: the test-only linear NumPy arm (``tests/fake_arm``), float64 throughout.
 
 ``tests/conftest.py`` builds each case once per session (fixtures ``pytorch_case``,
-``keras_case``, ``fake_case``); ``tests/test_pytorch_arm.py`` and ``tests/test_keras_arm.py``
-read the same trained arms for their framework's own tests. Every reader leaves the arm as it
+``keras_case``, ``fake_case``);
+``tests/test_pytorch_arm.py`` and ``tests/test_keras_arm.py`` read the same trained arms for
+their framework's own tests. Every reader leaves the arm as it
 found it. The frameworks are imported inside the builders, so this module loads without them.
 """
 
@@ -39,7 +40,7 @@ SIZE = 32  # the image side of the PyTorch and Keras cases
 
 # The terms of one output unit's sum in each layer (tests.tolerance.network_atol).
 # The CNN at SIZE: conv 5x5x3, conv 3x3x6, then the dense layers over the flattened
-# features (576 = pytorch_impl.model.flatten_width(SIZE), checked where the case is built).
+# features (576 = pytorch_impl.cnn.flatten_width(SIZE), checked where the case is built).
 CNN_FAN_INS = (5 * 5 * 3, 3 * 3 * 6, 576, 120, 84)
 TRAINED_EPOCHS = 6  # the PyTorch case's training
 
@@ -127,17 +128,37 @@ def pytorch_case(tiny_images, tmp_path_factory) -> ArmCase:
     class order); it explains 3 validation images (one per class) against 6 training images."""
     pytest.importorskip("torch")
     pytest.importorskip("shap")
-    import copy
-
-    import torch
-
-    from pytorch_impl.arm import PyTorchArm
-    from pytorch_impl.model import flatten_width, images_to_tensor
+    from pytorch_impl.cnn import flatten_width
+    from pytorch_impl.cnn_arm import PyTorchArm
 
     assert flatten_width(SIZE) == CNN_FAN_INS[2]
     data = pytorch_training_data(tiny_images)
     arm = PyTorchArm.create(pytorch_cfg(epochs=TRAINED_EPOCHS, batch_size=8), n_classes=3, image_size=SIZE)
     result = arm.fit(data)
+    return ArmCase(
+        name="pytorch",
+        arm=arm,
+        data=data,
+        result=result,
+        epochs=TRAINED_EPOCHS,
+        images=data.x_val[::4],
+        background=data.x_train[::5],
+        load=lambda path: PyTorchArm.load(path, pytorch_cfg()),
+        saved_files=("model.pt",),
+        **torch_references(arm),
+        fan_ins=CNN_FAN_INS,
+        dtype=np.float32,
+        scratch=tmp_path_factory.mktemp("pytorch-case"),
+    )
+
+
+def torch_references(arm) -> dict[str, Callable]:
+    """A PyTorch arm's logits, gradients and state, computed by PyTorch directly (ArmCase's fields)."""
+    import copy
+
+    import torch
+
+    from pytorch_impl.model import images_to_tensor
 
     def logits(images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -149,23 +170,8 @@ def pytorch_case(tiny_images, tmp_path_factory) -> ArmCase:
         (grad,) = torch.autograd.grad(z[np.arange(len(images)), classes].sum(), x)
         return grad.permute(0, 2, 3, 1).numpy()
 
-    return ArmCase(
-        name="pytorch",
-        arm=arm,
-        data=data,
-        result=result,
-        epochs=TRAINED_EPOCHS,
-        images=data.x_val[::4],
-        background=data.x_train[::5],
-        load=lambda path: PyTorchArm.load(path, pytorch_cfg()),
-        saved_files=("model.pt",),
-        logits=logits,
-        gradients=gradients,
-        state=lambda a: _numpy_state((k, v.detach().cpu().numpy()) for k, v in a.model.state_dict().items()),
-        fan_ins=CNN_FAN_INS,
-        dtype=np.float32,
-        scratch=tmp_path_factory.mktemp("pytorch-case"),
-    )
+    state = lambda a: _numpy_state((k, v.detach().cpu().numpy()) for k, v in a.model.state_dict().items())
+    return {"logits": logits, "gradients": gradients, "state": state}
 
 
 # ------------------------------------------------------------------------------- Keras
@@ -184,7 +190,7 @@ def keras_training_data(tiny_images, cache_dir=None, data_key: str = "tiny") -> 
 
 def stand_in_backbone(size: int = SIZE) -> keras.Model:
     """A small backbone in ResNet50's place: the layer kinds of ResNet50's stem (all ops
-    shap's TensorFlow Deep SHAP handles), named "resnet50" so ``km.backbone_of`` finds it."""
+    shap's TensorFlow Deep SHAP handles), named "resnet50" so ``keras_impl.resnet50.backbone_of`` finds it."""
     import keras
 
     pixels = keras.Input((size, size, 3))
@@ -201,11 +207,11 @@ def stand_in_arm(cfg, n_classes: int = 3):
     """The Keras arm (the project's head, preprocessing and training) on the stand-in backbone."""
     import keras
 
-    from keras_impl import model as km
-    from keras_impl.arm import KerasArm
+    from keras_impl import resnet50 as kr
+    from keras_impl.resnet50_arm import KerasArm
 
     keras.utils.set_random_seed(cfg.seed)
-    model = km.build_model(n_classes, SIZE, cfg.keras, stand_in_backbone())
+    model = kr.build_model(n_classes, SIZE, cfg.keras, stand_in_backbone())
     return KerasArm(model, cfg, STAND_IN)
 
 
@@ -225,22 +231,11 @@ def keras_case(tiny_images, tmp_path_factory) -> ArmCase:
     pytest.importorskip("tensorflow")
     pytest.importorskip("keras")
     pytest.importorskip("shap")
-    import tensorflow as tf
-
-    from keras_impl import model as km
-    from keras_impl.arm import KerasArm
+    from keras_impl.resnet50_arm import KerasArm
 
     data = keras_training_data(tiny_images, cache_dir=tmp_path_factory.mktemp("keras-features"))
     arm = stand_in_arm(keras_cfg())
     result = arm.fit(data)
-
-    def gradients(images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        x = tf.Variable(images.astype(np.float32))
-        with tf.GradientTape() as tape:
-            z = km.logits_model(arm.model)(x, training=False)
-            picked = tf.reduce_sum(z * tf.one_hot(classes, arm.n_classes))
-        return tape.gradient(picked, x).numpy()
-
     return ArmCase(
         name="keras",
         arm=arm,
@@ -251,13 +246,28 @@ def keras_case(tiny_images, tmp_path_factory) -> ArmCase:
         background=data.x_train[::4],
         load=lambda path: KerasArm.load(path, keras_cfg()),
         saved_files=("model.info.json", "model.keras"),
-        logits=lambda images: keras_logits(arm, images),
-        gradients=gradients,
-        state=lambda a: _numpy_state((v.path, v.numpy()) for v in a.model.weights),
+        **keras_references(arm),
         fan_ins=STAND_IN_FAN_INS,
         dtype=np.float32,
         scratch=tmp_path_factory.mktemp("keras-case"),
     )
+
+
+def keras_references(arm) -> dict[str, Callable]:
+    """A Keras arm's logits, gradients and state, computed by TensorFlow directly (ArmCase's fields)."""
+    import tensorflow as tf
+
+    from keras_impl import model as km
+
+    def gradients(images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        x = tf.Variable(images.astype(np.float32))
+        with tf.GradientTape() as tape:
+            z = km.logits_model(arm.model)(x, training=False)
+            picked = tf.reduce_sum(z * tf.one_hot(classes, arm.n_classes))
+        return tape.gradient(picked, x).numpy()
+
+    state = lambda a: _numpy_state((v.path, v.numpy()) for v in a.model.weights)
+    return {"logits": lambda images: keras_logits(arm, images), "gradients": gradients, "state": state}
 
 
 # ------------------------------------------------------------------------------- the fake arm

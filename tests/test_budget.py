@@ -81,7 +81,7 @@ def test_the_cnns_multiply_adds_are_its_layers():
     torch = pytest.importorskip("torch")
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pytorch_impl.model import build_model
+    from pytorch_impl.cnn import build_model
 
     model = build_model(10, 32).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():

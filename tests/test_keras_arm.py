@@ -33,10 +33,11 @@ from common.arm import HISTORY_KEYS, TrainingData  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.data.imagestore import ImageStore, create_store, write_rows  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
-from keras_impl import model as km  # noqa: E402
-from keras_impl import train as kt  # noqa: E402
-from keras_impl.arm import KerasArm  # noqa: E402
+from keras_impl import model as kmodel  # noqa: E402
+from keras_impl import resnet50 as km  # noqa: E402
+from keras_impl import transfer as kt  # noqa: E402
 from keras_impl.explain import shap_to_explanation_layout  # noqa: E402
+from keras_impl.resnet50_arm import KerasArm  # noqa: E402
 from keras_impl.weights import RANDOM_UNAVAILABLE, BackboneWeightsWarning, load_backbone  # noqa: E402
 from tests.arm_cases import (  # noqa: E402
     BACKBONE_FAN_INS,
@@ -109,7 +110,7 @@ def test_architecture_and_every_op_is_one_shap_handles(resnet_arm):
     # Only the head trains: Dense(2048 -> 256) and Dense(256 -> 3).
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 2048 * 256 + 256 + 256 * 3 + 3
 
-    logits = km.logits_model(model)
+    logits = kmodel.logits_model(model)
     assert logits.input_shape == (None, SIZE, SIZE, 3) and logits.output_shape == (None, 3)
     spec = tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32)
     graph = tf.function(lambda x: logits(x, training=False)).get_concrete_function(spec).graph

@@ -22,10 +22,12 @@ from torch import nn  # noqa: E402
 
 from common.arm import TrainingData  # noqa: E402
 from common.data.imagestore import ImageStore, create_store, write_rows  # noqa: E402
+from common.data.statistics import channel_statistics  # noqa: E402
 from common.quality.agreement import rank_correlation  # noqa: E402
-from pytorch_impl.arm import PyTorchArm, channel_statistics  # noqa: E402
+from pytorch_impl.cnn import build_model, flatten_width  # noqa: E402
+from pytorch_impl.cnn_arm import PyTorchArm  # noqa: E402
 from pytorch_impl.explain import shap_to_explanation_layout  # noqa: E402
-from pytorch_impl.model import build_model, flatten_width, images_to_tensor  # noqa: E402
+from pytorch_impl.model import images_to_tensor  # noqa: E402
 from pytorch_impl.train import evaluate, resolve_device, train  # noqa: E402
 from tests.arm_cases import CNN_FAN_INS, SIZE, pytorch_cfg, pytorch_training_data  # noqa: E402
 from tests.tolerance import gamma, network_atol  # noqa: E402

@@ -19,12 +19,13 @@ stats = pytest.importorskip("scipy.stats")
 
 from types import SimpleNamespace  # noqa: E402
 
+from common.data.statistics import channel_statistics  # noqa: E402
 from common.seeding import image_seeds, seeded  # noqa: E402
 from keras_impl import explain as keras_explain  # noqa: E402
 from keras_impl.twin import keras_twin_of_cnn  # noqa: E402
 from pytorch_impl import explain as pytorch_explain  # noqa: E402
-from pytorch_impl.arm import channel_statistics  # noqa: E402
-from pytorch_impl.model import as_input, build_model, images_to_tensor  # noqa: E402
+from pytorch_impl.cnn import build_model  # noqa: E402
+from pytorch_impl.model import as_input, images_to_tensor  # noqa: E402
 from tests.arm_cases import CNN_FAN_INS  # noqa: E402  (the CNN at 32 px: terms per unit, layer by layer)
 from tests.tolerance import network_atol  # noqa: E402
 

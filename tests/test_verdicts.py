@@ -103,7 +103,7 @@ def test_gradient_times_input_of_two_unrelated_random_models_is_not_a_failure(ti
 def test_gradient_times_input_of_two_unrelated_random_cnns_is_not_a_failure(tiny_images):
     pytest.importorskip("torch")
     from common.config import load_config
-    from pytorch_impl.arm import PyTorchArm
+    from pytorch_impl.cnn_arm import PyTorchArm
 
     images, background = _images(tiny_images)
     arm = PyTorchArm.create(load_config(overrides={"pytorch.device": "cpu"}), n_classes=3, image_size=SIZE)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from benchmarks.measure import call_seconds
-from pytorch_impl.model import build_model
+from pytorch_impl.cnn import build_model
 
 
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tuple[float, float]:

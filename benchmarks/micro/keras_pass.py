@@ -39,7 +39,7 @@ def child(size: int, batch: int, repeats: int, intra_op: int) -> dict:
     from benchmarks.efficiency import keras_step
     from common.config import load_config
     from keras_impl import model as km
-    from keras_impl.arm import KerasArm
+    from keras_impl.resnet50_arm import KerasArm
 
     tf.config.threading.set_intra_op_parallelism_threads(intra_op)  # 0: TensorFlow's choice (all cores)
     cfg = load_config(None, {f"{KerasArm.spec.key}.weights": "none"})
