@@ -2,8 +2,9 @@
 
 Loaded from YAML (``experiments/configs/*.yaml``), overridden by command-line flags,
 passed down read-only and saved next to every result. Each section mirrors one part of
-the study: ``data``, one section per registered arm (``pytorch``, ``keras``: each arm's
-settings dataclass lives in its own package, ``<package>/config.py``) and ``explain``.
+the study: ``data``, one section per registered arm (``pytorch``, ``keras``, and the factorial
+design's ``keras_cnn`` and ``pytorch_resnet50``: each arm's settings dataclass lives in its own
+package, ``<package>/config.py``) and ``explain``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _default_arm_settings() -> dict[str, Any]:
 class StudyConfig:
     seed: int = 0  # one seed for the split, the selections, training and explainers
     out: str | None = None  # output folder; None = reports/<data set name>
-    only: str | None = None  # run one arm (a key of common.registry.ARMS); None = every arm
+    only: str | None = None  # run one arm (a key of common.registry.ARMS); None = every arm of the design
+    design: str = "published"  # which arms: "published" (the two published) or "factorial" (common.registry.DESIGNS)
     deterministic: bool = False  # oneDNN off + TensorFlow op determinism: figures that match across machines (slower)
     data: DataConfig = field(default_factory=DataConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
@@ -102,14 +104,22 @@ class StudyConfig:
         raise AttributeError(f"{type(self).__name__} has no attribute or arm section {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as YAML/JSON holds it: arm sections at the top level, between data and explain."""
+        """The config as YAML/JSON holds it: arm sections at the top level, between data and explain.
+
+        The arm sections are those of the design's arms and of ``only``'s (and the sections they
+        read), so a published study's config holds the sections it always held; ``design`` is
+        written only when it is not the default, for the same reason (:func:`from_dict` fills in
+        the defaults of what is left out)."""
         d: dict[str, Any] = {
             "seed": self.seed,
             "out": self.out,
             "only": self.only,
-            "data": dataclasses.asdict(self.data),
         }
-        d.update({key: dataclasses.asdict(section) for key, section in self.arms.items()})
+        if self.design != "published":
+            d["design"] = self.design
+        d["data"] = dataclasses.asdict(self.data)
+        written = _configured_arms(self)
+        d.update({key: dataclasses.asdict(section) for key, section in self.arms.items() if key in written})
         d["explain"] = {**dataclasses.asdict(self.explain), "methods": list(self.explain.methods)}
         d["assess"] = {**dataclasses.asdict(self.assess), "randomise": list(self.assess.randomise)}
         # Written only when set, so a single-seed study's config (and its stage keys) stay as they were.
@@ -180,7 +190,7 @@ def check_type(key: str, value: Any, tp: Any) -> None:
 
 
 SECTIONS = {"data": DataConfig, "explain": ExplainConfig, "assess": AssessConfig}
-SCALARS = ("seed", "out", "only", "split_seed", "seeds", "deterministic")
+SCALARS = ("seed", "out", "only", "design", "split_seed", "seeds", "deterministic")
 MAX_IMAGE_SIZE = 512  # pixels per side: 224 is the published size; above 512 a laptop's memory runs out
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
@@ -278,6 +288,8 @@ def _run_problems(cfg: StudyConfig) -> list[str]:
         problems.append(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
     if cfg.only is not None and cfg.only not in registry.ARMS:
         problems.append(f"only must be one of {', '.join(registry.ARMS)}, got {cfg.only!r}")
+    if cfg.design not in registry.DESIGNS:
+        problems.append(f"design must be one of {', '.join(registry.DESIGNS)}, got {cfg.design!r}")
     return problems
 
 
@@ -319,6 +331,23 @@ def _assess_problems(a: AssessConfig) -> list[str]:
     return problems
 
 
+def design_arms(design: str) -> list[registry.ArmSpec]:
+    """The arms a study of ``design`` runs, in registry order: those whose own design
+    (``ArmSpec.design``) is ``design`` or comes before it in ``registry.DESIGNS``."""
+    order = list(registry.DESIGNS)
+    return [spec for spec in registry.ARMS.values() if order.index(spec.design) <= order.index(design)]
+
+
 def selected_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:
-    """The arms this run trains and explains, in registry order."""
-    return [registry.arm_spec(cfg.only)] if cfg.only else list(registry.ARMS.values())
+    """The arms this run trains and explains, in registry order: ``only``'s, else the design's."""
+    return [registry.arm_spec(cfg.only)] if cfg.only else design_arms(cfg.design)
+
+
+def _configured_arms(cfg: StudyConfig) -> set[str]:
+    """The keys of the arm sections a config holds: the design's arms, ``only``'s, and the
+    sections of other arms they read (a settings class's ``borrowed``)."""
+    keys = {spec.key for spec in design_arms(cfg.design)} | ({cfg.only} if cfg.only else set())
+    for key in list(keys):
+        section = cfg.arms.get(key)
+        keys |= {arm for arm, _ in getattr(section, "borrowed", ())}
+    return keys

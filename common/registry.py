@@ -8,7 +8,8 @@ Adding an arm (say a JAX model) means a package with the same files as ``pytorch
 (``config.py`` with its settings dataclass, a module per architecture, ``train.py``,
 ``explain.py``, and a module with its :class:`common.arm.Arm` subclass) and one
 :class:`ArmSpec` in :data:`ARMS`; ``tests/test_registry.py`` runs the whole pipeline through a
-fake one.
+fake one. An arm joins every study (``design: "published"``) or only the factorial one
+(:data:`DESIGNS`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class ArmSpec:
     versions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (label, PyPI names tried in turn) to record
     independent_library: str | None = None  # a library that implements the same estimators (cross-check), e.g. captum
     arm_module: str = "arm"  # the module of the package holding arm_class; it and config make the code digest
+    architecture: str = ""  # the network, one of ARCHITECTURES where it is one of the study's ("" for others)
+    design: str = "published"  # the smallest study design that runs it (DESIGNS): "published" runs in every one
 
     def load_arm_class(self) -> type:
         """The arm's class (a :class:`common.arm.Arm` subclass), imported now: only the arm's own
@@ -92,6 +95,7 @@ ARMS: dict[str, ArmSpec] = {
             versions=(("torch", ("torch",)), ("torchvision", ("torchvision",))),
             independent_library="captum",
             arm_module="cnn_arm",
+            architecture="CNN",
         ),
         ArmSpec(
             key="keras",
@@ -104,9 +108,19 @@ ARMS: dict[str, ArmSpec] = {
             model_filename="model.keras",
             versions=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",))),
             arm_module="resnet50_arm",
+            architecture="ResNet50",
         ),
     )
 }
+
+# Which arms a study runs (``design`` in the config, ``--design``): an arm joins every design from
+# its own (ArmSpec.design) on; ``only`` picks one registered arm whatever the design.
+DESIGNS = {
+    "published": "the two published arms: the PyTorch CNN and the Keras ResNet50",
+    "factorial": "framework x architecture: each architecture in both frameworks",
+}
+
+ARCHITECTURES = ("CNN", "ResNet50")  # the factorial design's architectures, each built in both frameworks
 
 METHODS: dict[str, MethodSpec] = {
     spec.key: spec
@@ -190,8 +204,10 @@ def register_arm(spec: ArmSpec) -> None:
     """Add an arm (a plug-in, or a test's fake). Registering the same spec again is a no-op.
 
     Raises:
-        ValueError: another arm already uses the key or the name.
+        ValueError: another arm already uses the key or the name, or its design is not one of DESIGNS.
     """
+    if spec.design not in DESIGNS:
+        raise ValueError(f"arm {spec.key!r}: design must be one of {', '.join(DESIGNS)}, got {spec.design!r}")
     existing = ARMS.get(spec.key)
     if existing == spec:
         return

@@ -21,13 +21,7 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
     """The flags that override the study's config, shared by the study's and the benchmark's
     command lines; one ``--epochs-<arm>`` per registered arm. :func:`config_overrides` reads them."""
     _add_data_flags(p)
-    for spec in registry.ARMS.values():
-        p.add_argument(
-            f"--epochs-{spec.key}",
-            type=int,
-            dest=f"epochs_{spec.key}",
-            help=f"training epochs of the {spec.title} (default: from the config)",
-        )
+    _add_arm_flags(p)
     p.add_argument("--n-explain", type=int, help="test images explained, stratified (default: 2 per class)")
     p.add_argument("--n-background", type=int, help="training images in the SHAP background (default: from the config)")
     p.add_argument("--nsamples", type=int, help="Gradient SHAP samples per image (default: from the config)")
@@ -53,7 +47,7 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
         help="figures that match across machines: TensorFlow's oneDNN off and op determinism on "
         "(slower; default: off, see README)",
     )
-    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm)")
+    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm of the design)")
     p.add_argument(
         "--no-assess",
         dest="assess",
@@ -147,6 +141,23 @@ def _add_seed_and_unit_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_arm_flags(p: argparse.ArgumentParser) -> None:
+    """Which arms run (the design) and each registered arm's epochs."""
+    p.add_argument(
+        "--design",
+        choices=list(registry.DESIGNS),
+        help="which arms the study runs: published (the PyTorch CNN and the Keras ResNet50) or factorial (each "
+        "architecture in both frameworks) (default: from the config, published)",
+    )
+    for spec in registry.ARMS.values():
+        p.add_argument(
+            f"--epochs-{spec.key.replace('_', '-')}",
+            type=int,
+            dest=f"epochs_{spec.key}",
+            help=f"training epochs of the {spec.title} (default: from the config)",
+        )
+
+
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the config's ``data`` section that a run may override: the image size and the pixel limit."""
     p.add_argument(
@@ -169,6 +180,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The dotted config overrides of :func:`add_study_flags`' flags (None: not given)."""
     return {
         "data.image_size": args.image_size,
+        "design": args.design,
         **{f"{key}.epochs": getattr(args, f"epochs_{key}") for key in registry.ARMS},
         "explain.n_explain": args.n_explain,
         "explain.n_background": args.n_background,

@@ -112,11 +112,12 @@ def test_help_lists_every_flag_even_without_the_dependencies(tmp_path):
         assert proc.returncode == 0, proc.stderr
         for flag in ("--data", "--out", "--config", "--seed", "--cache-dir", "--deterministic", "--only", "--force"):
             assert flag in proc.stdout
+        assert "--design {published,factorial}" in proc.stdout
         # the pixel limit's default and why (the help text wraps lines: compare it as one line)
         text = " ".join(proc.stdout.split())
         assert "--max-image-pixels N" in text and "67108864 = 8192x8192" in text and "512 MiB" in text
         for spec in registry.ARMS.values():
-            assert f"--epochs-{spec.key}" in proc.stdout
+            assert f"--epochs-{spec.key.replace('_', '-')}" in proc.stdout
         assert "(default: " in proc.stdout
 
 

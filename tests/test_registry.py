@@ -57,6 +57,8 @@ def test_names_are_unique_and_specs_travel_as_json(fake_arm, monkeypatch):
     clash = registry.ArmSpec(**{**FAKE.to_json(), "key": "other", "versions": ()})
     with pytest.raises(ValueError, match="already registered"):
         registry.register_arm(clash)  # same name, other key
+    with pytest.raises(ValueError, match="design must be one of published, factorial"):
+        registry.register_arm(registry.ArmSpec(**{**FAKE.to_json(), "key": "k", "name": "n", "design": "full"}))
     assert registry.arm_by_name("fake_linear") is FAKE
     assert registry.split_map_label("fake_gradient") == ("fake", "gradient")
     assert registry.map_title("fake", "deep") == "NumPy Deep SHAP"
