@@ -110,6 +110,21 @@ ARMS: dict[str, ArmSpec] = {
             arm_module="resnet50_arm",
             architecture="ResNet50",
         ),
+        # The factorial design's other two cells: each architecture in the other framework.
+        ArmSpec(
+            key="keras_cnn",
+            name="keras_cnn",
+            title="Keras CNN",
+            framework="Keras",
+            package="keras_impl",
+            arm_class="KerasCNNArm",
+            config_class="KerasCNNConfig",
+            model_filename="model.keras",
+            versions=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",))),
+            arm_module="cnn_arm",
+            architecture="CNN",
+            design="factorial",
+        ),
     )
 }
 
@@ -121,6 +136,41 @@ DESIGNS = {
 }
 
 ARCHITECTURES = ("CNN", "ResNet50")  # the factorial design's architectures, each built in both frameworks
+
+
+@dataclass(frozen=True)
+class FrameworkDefault:
+    """One default that differs between the frameworks' arms of one architecture: both arms keep
+    their framework's own, as the factorial design asks (same architecture and recipe otherwise)."""
+
+    setting: str
+    pytorch: str  # the PyTorch arm's
+    keras: str  # the Keras arm's
+
+
+_KAIMING = "Kaiming uniform with a = √5: U(±1/√fan_in)"  # torch.nn.Conv2d's and nn.Linear's reset_parameters
+_GLOROT = "Glorot uniform: U(±√(6 / (fan_in + fan_out)))"  # keras.layers.Conv2D's and Dense's default
+_SHUFFLE = FrameworkDefault("batch order", "torch.randperm, seeded generator", "NumPy permutation, seeded generator")
+
+# architecture -> what differs between its PyTorch and its Keras arm (checked against torch 2.14 and keras 3.15)
+FRAMEWORK_DEFAULTS: dict[str, tuple[FrameworkDefault, ...]] = {
+    "CNN": (
+        FrameworkDefault("convolution and dense kernels' initialisation", _KAIMING, _GLOROT),
+        FrameworkDefault("biases' initialisation", "U(±1/√fan_in)", "zeros"),
+        FrameworkDefault("batch norm's epsilon", "1e-5", "1e-3"),
+        FrameworkDefault(
+            "batch norm's running statistics",
+            "momentum 0.1 (each batch weighs 10%), unbiased batch variance",
+            "momentum 0.99 (each batch weighs 1%), biased batch variance",
+        ),
+        FrameworkDefault(
+            "SGD's weight decay (1e-3 in both)",
+            "coupled: added to the gradient, so it runs through the momentum (L2)",
+            "decoupled: each step shrinks the weights by learning rate x decay",
+        ),
+        _SHUFFLE,
+    ),
+}
 
 METHODS: dict[str, MethodSpec] = {
     spec.key: spec

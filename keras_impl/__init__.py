@@ -1,8 +1,8 @@
-"""Keras arm of the study: ResNet50 (frozen, ImageNet weights) with the published head
+"""Keras arms of the study: ResNet50 (frozen, ImageNet weights) with the published head
 (``resnet50.py``, arm ``resnet50_arm.py``, trained by ``transfer.py``; ``weights.py`` resolves the
-backbone weights: ImageNet, a local file or random), with what a Keras arm shares (``model.py``,
-``train.py``, ``explain.py``, ``arm.py``). Files mirror ``pytorch_impl/``; ``twin.py`` is the
-PyTorch CNN rebuilt in Keras with PyTorch's weights.
+backbone weights: ImageNet, a local file or random) and the published CNN (``cnn.py``, arm
+``cnn_arm.py``), with what both arms share (``model.py``, ``train.py``, ``explain.py``, ``arm.py``).
+Files mirror ``pytorch_impl/``; ``twin.py`` is the PyTorch CNN rebuilt with PyTorch's weights.
 
 Importing this package sets TensorFlow's environment (only where the user has not set
 it), so it must come before anything imports ``keras`` or ``tensorflow``:

@@ -1,11 +1,12 @@
-"""The Keras arm's settings: the ``keras:`` section of the study config."""
+"""The Keras arms' settings: the ``keras:`` (ResNet50, the published Keras arm) and ``keras_cnn:``
+sections of the study config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.architectures import resnet50_macs
+from common.architectures import cnn_macs, resnet50_macs
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,26 @@ class KerasConfig:
         if w not in ("imagenet", "none") and not Path(w).expanduser().is_file():
             problems.append(f"keras.weights must be 'imagenet', 'none' or an existing weights file, got {w!r}")
         return problems
+
+
+@dataclass(frozen=True)
+class KerasCNNConfig:
+    """The ``keras_cnn:`` section: the published CNN's recipe (the ``pytorch:`` section's
+    defaults), in Keras; Keras's own defaults otherwise (``common.registry.FRAMEWORK_DEFAULTS``)."""
+
+    epochs: int = 15  # as the PyTorch CNN (published: 15)
+    batch_size: int = 64  # as the PyTorch CNN (published: 64)
+    lr: float = 0.01  # SGD learning rate, as the PyTorch CNN (published: 0.01)
+    momentum: float = 0.9  # as the PyTorch CNN (published: 0.9)
+    weight_decay: float = 1e-3  # as the PyTorch CNN (published: 1e-3); Keras decays the weights decoupled
+    hflip: bool = False  # random horizontal flips while training (published: none)
+
+    placement = ()  # no setting says where it runs
+
+    def forward_macs(self, image_size: int, n_classes: int) -> int:
+        """Multiply-adds of one image through the CNN (its convolutions and dense layers)."""
+        return cnn_macs(image_size, n_classes)
+
+    def problems(self) -> list[str]:
+        """What no run could use, one message per problem (empty when the section is valid)."""
+        return ["keras_cnn.epochs and batch_size must be positive"] if self.epochs < 1 or self.batch_size < 1 else []

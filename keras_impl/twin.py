@@ -7,14 +7,10 @@ frameworks separates the two: if the twin's maps equal the PyTorch CNN's, any
 difference between the arms' maps comes from the models, not from shap's two backends
 (``tests/test_same_weights.py`` checks this).
 
-Layer by layer it is ``pytorch_impl.model.CNN``: ``(x - mean) / std`` on raw pixels →
-Conv(3→6, 5) → MaxPool(2) → BatchNorm → ReLU → Conv(6→16, 3) → MaxPool(2) → BatchNorm →
-ReLU → Flatten → Dense(120) → ReLU → Dense(84) → ReLU → Dense(K) "logits" → Softmax
-"probabilities", in NHWC (Keras's layout) instead of NCHW. Every op between pixels and
-logits is one shap's TensorFlow Deep SHAP handles (Sub, RealDiv by constants, Conv2D,
-BiasAdd, MaxPool, the affine batch-norm ops, Relu, Reshape, MatMul); the NCHW → NHWC
-change of the flatten order is done by permuting the first Dense layer's weights rather
-than with a Transpose op in the graph.
+Layer by layer it is ``pytorch_impl.cnn.CNN``: the layers of ``cnn.py`` (the Keras CNN arm's
+own), with PyTorch's batch-norm epsilon and the PyTorch CNN's weights, normalisation statistics
+included. The NCHW → NHWC change of the flatten order is done by permuting the first Dense
+layer's weights rather than with a Transpose op in the graph.
 """
 
 from __future__ import annotations
@@ -23,35 +19,10 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
-from keras import layers, ops
 
-N_CHANNELS = 3  # RGB, as pytorch_impl.model (not imported: this module must not load PyTorch)
+from keras_impl import cnn
+
 BATCH_NORM_EPSILON = 1e-5  # PyTorch's BatchNorm2d default (Keras's is 1e-3)
-
-
-@keras.saving.register_keras_serializable(package="keras_impl")
-class PixelNormalize(layers.Layer):
-    """Per-channel ``(x - mean) / std`` on raw NHWC pixels, as ``pytorch_impl.model.Normalize``.
-
-    The statistics are constants in the layer's config (so the layer serialises and the
-    graph holds only Sub and RealDiv by constants: affine, exact under Deep SHAP).
-    """
-
-    def __init__(self, mean, std, **kwargs):
-        super().__init__(**kwargs)
-        self.mean = [float(m) for m in np.ravel(mean)]
-        self.std = [float(s) if s > 0 else 1.0 for s in np.ravel(std)]  # as Normalize.set_statistics
-
-    def call(self, x):  # (B, H, W, C) raw pixels
-        mean = ops.convert_to_tensor(self.mean, dtype=x.dtype)
-        std = ops.convert_to_tensor(self.std, dtype=x.dtype)
-        return (x - mean) / std  # (B, H, W, C) normalised
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, image_size: int) -> keras.Model:
@@ -74,31 +45,10 @@ def keras_twin_of_cnn(state_dict: Mapping[str, np.ndarray], n_classes: int, imag
         ValueError: weights whose shapes do not fit ``n_classes`` and ``image_size``.
     """
     sd = {key: np.asarray(value, dtype=np.float32) for key, value in state_dict.items()}
-    model = _cnn_layers(n_classes, image_size, sd["normalize.mean"], sd["normalize.std"])
+    model = cnn.build_model(n_classes, image_size, batch_norm_epsilon=BATCH_NORM_EPSILON, name="keras_twin_of_cnn")
+    model.get_layer("normalize").set_statistics(sd["normalize.mean"], sd["normalize.std"])
     _carry_weights(model, sd, image_size)
     return model
-
-
-def _cnn_layers(n_classes: int, image_size: int, mean: np.ndarray, std: np.ndarray) -> keras.Model:
-    """The CNN's layers in Keras, NHWC, named for :func:`_carry_weights`."""
-    pixels = keras.Input((image_size, image_size, N_CHANNELS), name="pixels")  # raw RGB 0..255
-    x = PixelNormalize(mean, std, name="normalize")(pixels)
-    x = layers.Conv2D(6, 5, name="conv1")(x)  # (B, S-4, S-4, 6)
-    x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name="bn1")(x)
-    x = layers.ReLU(name="relu1")(x)
-    x = layers.Conv2D(16, 3, name="conv2")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name="bn2")(x)
-    x = layers.ReLU(name="relu2")(x)  # (B, side, side, 16)
-    x = layers.Flatten(name="flatten")(x)  # (B, side * side * 16) in (H, W, C) order
-    x = layers.Dense(120, name="fc1")(x)
-    x = layers.ReLU(name="relu3")(x)
-    x = layers.Dense(84, name="fc2")(x)
-    x = layers.ReLU(name="relu4")(x)
-    logits = layers.Dense(n_classes, name="logits")(x)
-    probabilities = layers.Softmax(name="probabilities")(logits)
-    return keras.Model(pixels, probabilities, name="keras_twin_of_cnn")
 
 
 def _carry_weights(model: keras.Model, sd: Mapping[str, np.ndarray], image_size: int) -> None:

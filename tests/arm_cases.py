@@ -9,10 +9,10 @@ evaluations of its outputs may lie apart (``tests/tolerance.py``).
 - ``pytorch``: the published CNN on 32x32 images, 6 epochs on 30 images;
 - ``keras``: the Keras arm (its head, preprocessing and training) on a small stand-in for
   ResNet50 (:func:`stand_in_backbone`), 2 epochs on 12 images through cached features;
+- ``keras_cnn``: the published CNN in Keras, as the ``pytorch`` case;
 - ``fake``: the test-only linear NumPy arm (``tests/fake_arm``), float64 throughout.
 
-``tests/conftest.py`` builds each case once per session (fixtures ``pytorch_case``,
-``keras_case``, ``fake_case``);
+``tests/conftest.py`` builds each case once per session (fixtures ``<name>_case``);
 ``tests/test_pytorch_arm.py`` and ``tests/test_keras_arm.py`` read the same trained arms for
 their framework's own tests. Every reader leaves the arm as it
 found it. The frameworks are imported inside the builders, so this module loads without them.
@@ -67,6 +67,7 @@ class CaseSpec:
 CASE_SPECS = (
     CaseSpec("pytorch", (pytest.mark.pytorch,), OUTPUTS),
     CaseSpec("keras", (pytest.mark.keras,), OUTPUTS),
+    CaseSpec("keras_cnn", (pytest.mark.keras,), OUTPUTS),
     CaseSpec("fake", (), ("logits",)),  # the fake arm explains logits only
 )
 
@@ -268,6 +269,40 @@ def keras_references(arm) -> dict[str, Callable]:
 
     state = lambda a: _numpy_state((v.path, v.numpy()) for v in a.model.weights)
     return {"logits": lambda images: keras_logits(arm, images), "gradients": gradients, "state": state}
+
+
+# ------------------------------------------------------------------------------- the factorial design's arms
+
+
+def keras_cnn_cfg(seed: int = 0, **settings):
+    settings = {"epochs": 2, "batch_size": 16, **settings}
+    return load_config(overrides={"seed": seed, **{f"keras_cnn.{k}": v for k, v in settings.items()}})
+
+
+def keras_cnn_case(tiny_images, tmp_path_factory) -> ArmCase:
+    """The CNN in Keras trained as the ``pytorch`` case (its data, explained images and background)."""
+    pytest.importorskip("keras")
+    pytest.importorskip("shap")
+    from keras_impl.cnn_arm import KerasCNNArm
+
+    data = pytorch_training_data(tiny_images)
+    arm = KerasCNNArm.create(keras_cnn_cfg(epochs=TRAINED_EPOCHS, batch_size=8), n_classes=3, image_size=SIZE)
+    result = arm.fit(data)
+    return ArmCase(
+        name="keras_cnn",
+        arm=arm,
+        data=data,
+        result=result,
+        epochs=TRAINED_EPOCHS,
+        images=data.x_val[::4],
+        background=data.x_train[::5],
+        load=lambda path: KerasCNNArm.load(path, keras_cnn_cfg()),
+        saved_files=("model.keras",),
+        **keras_references(arm),
+        fan_ins=CNN_FAN_INS,
+        dtype=np.float32,
+        scratch=tmp_path_factory.mktemp("keras-cnn-case"),
+    )
 
 
 # ------------------------------------------------------------------------------- the fake arm

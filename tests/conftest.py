@@ -237,6 +237,14 @@ def keras_case(tiny_images, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def keras_cnn_case(tiny_images, tmp_path_factory):
+    """The Keras CNN arm trained once per session (``tests/arm_cases.py``). Read only."""
+    from tests.arm_cases import keras_cnn_case
+
+    return keras_cnn_case(tiny_images, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def fake_case(tiny_images, tmp_path_factory):
     """The fake NumPy arm trained once per session (``tests/arm_cases.py``). Read only."""
     from tests.arm_cases import fake_case

@@ -87,3 +87,4 @@ def test_the_cnns_multiply_adds_are_its_layers():
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 3, 32, 32).contiguous(memory_format=torch.channels_last))
     assert counter.get_total_flops() == 2 * load_config().arm("pytorch").forward_macs(32, 10)
+    assert load_config().arm("keras_cnn").forward_macs(32, 10) == load_config().arm("pytorch").forward_macs(32, 10)

@@ -65,6 +65,8 @@ def test_the_keys_are_stable_and_the_copy_is_the_checkout(tree):
 def test_an_arms_model_code_changes_that_arm_and_what_comes_after(tree):
     changed = changed_by(tree, "pytorch_impl/cnn.py")
     assert changed == stages_of("pytorch") | {"evaluate", "report"}
+    # one architecture's module changes that architecture's arm in its framework only
+    assert changed_by(tree, "keras_impl/cnn.py") == stages_of("keras_cnn") | {"evaluate", "report"}
 
 
 def test_the_interface_every_arm_shares_changes_every_arm(tree):
