@@ -125,6 +125,21 @@ ARMS: dict[str, ArmSpec] = {
             architecture="CNN",
             design="factorial",
         ),
+        ArmSpec(
+            key="pytorch_resnet50",
+            name="pytorch_resnet50",
+            title="PyTorch ResNet50",
+            framework="PyTorch",
+            package="pytorch_impl",
+            arm_class="PyTorchResNet50Arm",
+            config_class="PyTorchResNet50Config",
+            model_filename="model.pt",
+            versions=(("torch", ("torch",)), ("torchvision", ("torchvision",))),
+            independent_library="captum",  # agrees with shap on this layout (tests/test_pytorch_resnet50.py)
+            arm_module="resnet50_arm",
+            architecture="ResNet50",
+            design="factorial",
+        ),
     )
 }
 
@@ -168,6 +183,12 @@ FRAMEWORK_DEFAULTS: dict[str, tuple[FrameworkDefault, ...]] = {
             "coupled: added to the gradient, so it runs through the momentum (L2)",
             "decoupled: each step shrinks the weights by learning rate x decay",
         ),
+        _SHUFFLE,
+    ),
+    "ResNet50": (
+        FrameworkDefault("head's kernels' initialisation", _KAIMING, _GLOROT),
+        FrameworkDefault("head's biases' initialisation", "U(±1/√fan_in)", "zeros"),
+        FrameworkDefault("Adam's epsilon", "1e-8", "1e-7"),
         _SHUFFLE,
     ),
 }

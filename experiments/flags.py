@@ -33,7 +33,8 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--keras-weights",
-        help="Keras backbone weights: imagenet, none, or a path to a no-top .h5 file (default: from the config)",
+        help="Keras backbone weights (the PyTorch ResNet50's are the same, converted): imagenet, none, or a path "
+        "to a no-top .h5 file (default: from the config, imagenet)",
     )
     p.add_argument(
         "--cache-dir",
@@ -147,7 +148,8 @@ def _add_arm_flags(p: argparse.ArgumentParser) -> None:
         "--design",
         choices=list(registry.DESIGNS),
         help="which arms the study runs: published (the PyTorch CNN and the Keras ResNet50) or factorial (each "
-        "architecture in both frameworks) (default: from the config, published)",
+        "architecture in both frameworks: also the Keras CNN and the PyTorch ResNet50) (default: from the config, "
+        "published)",
     )
     for spec in registry.ARMS.values():
         p.add_argument(

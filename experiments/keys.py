@@ -38,12 +38,22 @@ def arm_code_digest(spec: ArmSpec, root: Path = SOURCE_ROOT) -> str:
     return source_digest([f"{spec.package}.{spec.arm_module}", f"{spec.package}.config", *ARM_STAGE_CODE], root=root)
 
 
+def arm_settings(cfg: StudyConfig, spec: ArmSpec) -> dict[str, Any]:
+    """What an arm computes from in the config: its section without the settings that say where it
+    runs (``placement``), and the settings of other arms' sections it reads (``borrowed``, as
+    ``"<arm>.<setting>"``)."""
+    settings = cfg.arm(spec.key)
+    section = {k: v for k, v in dataclasses.asdict(settings).items() if k not in settings.placement}
+    for arm, name in getattr(settings, "borrowed", ()):
+        section[f"{arm}.{name}"] = getattr(cfg.arm(arm), name)
+    return section
+
+
 def arm_keys(
     cfg: StudyConfig, data_key: str, selection: Selection, spec: ArmSpec, root: Path = SOURCE_ROOT
 ) -> dict[str, str]:
     """The input key of each of an arm's stages (``layout.arm_steps``) for data of content key ``data_key``."""
-    settings = cfg.arm(spec.key)
-    section = {k: v for k, v in dataclasses.asdict(settings).items() if k not in settings.placement}
+    section = arm_settings(cfg, spec)
     train = stable_key(PIPELINE_VERSION, "train", spec.key, arm_code_digest(spec, root), data_key, cfg.seed, section)
     if cfg.deterministic:  # other kernels, other numbers: a key of its own (unchanged keys when off)
         train = stable_key(train, "deterministic")

@@ -1,2 +1,4 @@
-"""PyTorch arm of the study: the published CNN (``cnn.py``, arm ``cnn_arm.py``), its training
-loop and SHAP maps, and what a PyTorch arm shares (``model.py``, ``arm.py``)."""
+"""PyTorch arms of the study: the published CNN (``cnn.py``, arm ``cnn_arm.py``) and ResNet50 laid
+out as Keras's with the Keras arm's backbone weights (``resnet50.py``, ``weights.py``, arm
+``resnet50_arm.py``), their training loops, SHAP maps and what both arms share (``model.py``,
+``arm.py``)."""

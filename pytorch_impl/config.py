@@ -1,10 +1,11 @@
-"""The PyTorch arm's settings: the ``pytorch:`` section of the study config."""
+"""The PyTorch arms' settings: the ``pytorch:`` (the published CNN) and ``pytorch_resnet50:``
+sections of the study config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.architectures import cnn_macs
+from common.architectures import cnn_macs, resnet50_macs
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -34,4 +35,37 @@ class PyTorchConfig:
             problems.append("epochs and batch_size must be positive")
         if self.device not in DEVICES:
             problems.append(f"pytorch.device must be auto, cpu or cuda, got {self.device!r}")
+        return problems
+
+
+@dataclass(frozen=True)
+class PyTorchResNet50Config:
+    """The ``pytorch_resnet50:`` section: the Keras arm's recipe, in PyTorch.
+
+    The backbone holds the Keras arm's weights, converted (``pytorch_impl/weights.py``): which
+    ones is the Keras arm's setting ``keras.weights`` (imagenet, none or a file), read from that
+    section (``borrowed``) so that both ResNet50s hold the same backbone by construction.
+    """
+
+    epochs: int = 10  # as the Keras arm (published: 10)
+    batch_size: int = 32  # as the Keras arm (published: 32)
+    lr: float = 1e-4  # Adam learning rate, as the Keras arm (published: 1e-4)
+    dense_units: int = 256  # published head: Dense(256, relu)
+    dropout: float = 0.5  # published head: Dropout(0.5)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+
+    placement = ("device",)  # where it runs, not what it computes: left out of its stage keys
+    borrowed = (("keras", "weights"),)  # (section, setting) of other arms it reads: part of its stage keys
+
+    def forward_macs(self, image_size: int, n_classes: int) -> int:
+        """Multiply-adds of one image through ResNet50 (Keras's layout) and the head."""
+        return resnet50_macs(image_size, n_classes, self.dense_units)
+
+    def problems(self) -> list[str]:
+        """What no run could use, one message per problem (empty when the section is valid)."""
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("pytorch_resnet50.epochs and batch_size must be positive")
+        if self.device not in DEVICES:
+            problems.append(f"pytorch_resnet50.device must be auto, cpu or cuda, got {self.device!r}")
         return problems

@@ -1,4 +1,4 @@
-"""Deep SHAP and Gradient SHAP maps of the CNN, in the framework-neutral layout.
+"""Deep SHAP and Gradient SHAP maps of a PyTorch model (the CNN or ResNet50), in the framework-neutral layout.
 
 shap 0.51 returns one array ``(N, C, H, W, K)`` for an NCHW model with K outputs (class
 axis last); :func:`shap_to_explanation_layout` turns it into the study's float32
@@ -17,6 +17,10 @@ from torch import nn
 
 from common.explanation import ExplainerOutput
 from pytorch_impl.model import as_input, images_to_tensor, with_probability_head
+
+# Leaf modules of the models that shap's PyTorch Deep SHAP does not know and that are affine (the
+# CNN's normalisation, ResNet50's preprocessing): its plain gradient through them is exact.
+AFFINE_LEAVES = ("Normalize", "ResNet50Preprocess")
 
 
 def shap_to_explanation_layout(values: np.ndarray) -> np.ndarray:
@@ -51,7 +55,7 @@ def explain(
     Called by :meth:`PyTorchArm.explain` (which checks, seeds, times and packages); shap reseeds NumPy here.
 
     Args:
-        model: the logit-output CNN (raw-pixel NCHW input); explained on its device.
+        model: the logit-output model (raw-pixel NCHW input); explained on its device.
         images: uint8 (N, H, W, C) images to explain.
         background: uint8 (B, H, W, C) reference images.
         method: ``"deep"`` (shap.DeepExplainer) or ``"gradient"`` (shap.GradientExplainer).
@@ -161,8 +165,8 @@ def _shap_values(explainer, x: torch.Tensor, method: str, nsamples: int, seeds: 
     """shap 0.51's ``(N, C, H, W, K)`` values of the explainer's model for ``x``."""
     if method == "deep":
         with warnings.catch_warnings():
-            # Normalize is affine, so shap's fallback (the plain gradient) is exact for it.
-            warnings.filterwarnings("ignore", message="unrecognized nn.Module: Normalize")
+            # The models' preprocessing layers are affine, so shap's fallback (the plain gradient) is exact for them.
+            warnings.filterwarnings("ignore", message=f"unrecognized nn.Module: ({'|'.join(AFFINE_LEAVES)})$")
             # The study measures additivity itself (Explanation.additivity_errors); shap's
             # own check only raises, at a loose 1e-2, and would lose the result.
             return np.asarray(explainer.shap_values(x, check_additivity=False))

@@ -10,6 +10,9 @@ evaluations of its outputs may lie apart (``tests/tolerance.py``).
 - ``keras``: the Keras arm (its head, preprocessing and training) on a small stand-in for
   ResNet50 (:func:`stand_in_backbone`), 2 epochs on 12 images through cached features;
 - ``keras_cnn``: the published CNN in Keras, as the ``pytorch`` case;
+- ``pytorch_resnet50``: the PyTorch ResNet50 arm (its preprocessing, head and training) on a
+  small network of ResNet50's kind (:data:`RESNET_STAND_IN`: one block per stage, narrow), with
+  PyTorch's random backbone: the conversion of Keras's weights is ``tests/test_same_backbone.py``'s;
 - ``fake``: the test-only linear NumPy arm (``tests/fake_arm``), float64 throughout.
 
 ``tests/conftest.py`` builds each case once per session (fixtures ``<name>_case``);
@@ -68,6 +71,7 @@ CASE_SPECS = (
     CaseSpec("pytorch", (pytest.mark.pytorch,), OUTPUTS),
     CaseSpec("keras", (pytest.mark.keras,), OUTPUTS),
     CaseSpec("keras_cnn", (pytest.mark.keras,), OUTPUTS),
+    CaseSpec("pytorch_resnet50", (pytest.mark.pytorch,), OUTPUTS),
     CaseSpec("fake", (), ("logits",)),  # the fake arm explains logits only
 )
 
@@ -302,6 +306,67 @@ def keras_cnn_case(tiny_images, tmp_path_factory) -> ArmCase:
         fan_ins=CNN_FAN_INS,
         dtype=np.float32,
         scratch=tmp_path_factory.mktemp("keras-cnn-case"),
+    )
+
+
+# A network of ResNet50's kind, layer for layer as Keras builds it (pytorch_impl.resnet50): one
+# block per stage, narrow; at SIZE its last map is 1x1 with 4 * 8 = 32 channels. A random backbone's
+# features of 30 images tell the classes apart only a little: its head trains with Adam at 1e-2 and
+# no dropout (the published 1e-4 and 0.5 barely move the loss in 3 epochs).
+RESNET_STAND_IN = {"blocks": (1, 1, 1, 1), "widths": (8, 8, 8, 8)}
+
+
+def pytorch_resnet50_cfg(seed: int = 0, **settings):
+    defaults = {"epochs": 3, "batch_size": 8, "lr": 1e-2, "dropout": 0.0, "dense_units": 16, "device": "cpu"}
+    settings = {**defaults, **settings}
+    return load_config(overrides={"seed": seed, **{f"pytorch_resnet50.{k}": v for k, v in settings.items()}})
+
+
+def resnet_fan_ins(model) -> tuple[int, ...]:
+    """The terms of one unit's sum in each convolution and dense layer of a PyTorch model, and
+    the average pooling's (every layer counted: a bound for the residual paths too)."""
+    from torch import nn
+
+    fan_ins = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_ins.append(m.in_channels * m.kernel_size[0] * m.kernel_size[1])
+        elif isinstance(m, nn.Linear):
+            fan_ins.append(m.in_features)
+    return (*fan_ins, (SIZE // 32) ** 2)
+
+
+def pytorch_resnet50_case(tiny_images, tmp_path_factory) -> ArmCase:
+    """The PyTorch ResNet50 arm on :data:`RESNET_STAND_IN` (PyTorch's random backbone), its head
+    trained on the backbone's features as the ``pytorch`` case's data; explained as that case."""
+    pytest.importorskip("torch")
+    pytest.importorskip("shap")
+    import torch
+
+    from pytorch_impl.resnet50 import build_model
+    from pytorch_impl.resnet50_arm import PyTorchResNet50Arm
+
+    cfg = pytorch_resnet50_cfg()
+    settings = cfg.pytorch_resnet50
+    data = pytorch_training_data(tiny_images)
+    torch.manual_seed(cfg.seed)
+    model = build_model(3, SIZE, settings.dense_units, settings.dropout, **RESNET_STAND_IN)
+    arm = PyTorchResNet50Arm(model, cfg, STAND_IN, None)
+    result = arm.fit(data)
+    return ArmCase(
+        name="pytorch_resnet50",
+        arm=arm,
+        data=data,
+        result=result,
+        epochs=settings.epochs,
+        images=data.x_val[::4],
+        background=data.x_train[::5],
+        load=lambda path: PyTorchResNet50Arm.load(path, pytorch_resnet50_cfg()),
+        saved_files=("model.pt",),
+        **torch_references(arm),
+        fan_ins=resnet_fan_ins(arm.model),
+        dtype=np.float32,
+        scratch=tmp_path_factory.mktemp("pytorch-resnet50-case"),
     )
 
 

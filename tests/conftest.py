@@ -245,6 +245,15 @@ def keras_cnn_case(tiny_images, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pytorch_resnet50_case(tiny_images, tmp_path_factory):
+    """The PyTorch ResNet50 arm on a small stand-in of ResNet50's kind, trained once per session
+    (``tests/arm_cases.py``). Read only."""
+    from tests.arm_cases import pytorch_resnet50_case
+
+    return pytorch_resnet50_case(tiny_images, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def fake_case(tiny_images, tmp_path_factory):
     """The fake NumPy arm trained once per session (``tests/arm_cases.py``). Read only."""
     from tests.arm_cases import fake_case

@@ -88,3 +88,20 @@ def test_the_cnns_multiply_adds_are_its_layers():
         model(torch.zeros(1, 3, 32, 32).contiguous(memory_format=torch.channels_last))
     assert counter.get_total_flops() == 2 * load_config().arm("pytorch").forward_macs(32, 10)
     assert load_config().arm("keras_cnn").forward_macs(32, 10) == load_config().arm("pytorch").forward_macs(32, 10)
+
+
+@pytest.mark.pytorch
+@pytest.mark.parametrize("size", [32, 224])
+def test_resnet50s_multiply_adds_are_its_layers(size):
+    # the PyTorch ResNet50 is built layer for layer as Keras's: one count for both arms
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pytorch_impl.resnet50 import build_model
+
+    model = build_model(3, size).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last))
+    cfg = load_config()
+    assert counter.get_total_flops() == 2 * cfg.arm("pytorch_resnet50").forward_macs(size, 3)
+    assert cfg.arm("keras").forward_macs(size, 3) == cfg.arm("pytorch_resnet50").forward_macs(size, 3)

@@ -2,7 +2,8 @@
 
 Which arms a design runs, that the published study is the one it always was, that the Keras CNN
 is the PyTorch CNN's architecture and recipe, and that the table of the frameworks' differing
-defaults (``common.registry.FRAMEWORK_DEFAULTS``) says what the frameworks do.
+defaults (``common.registry.FRAMEWORK_DEFAULTS``) says what the frameworks do. A tiny factorial
+study end to end is ``tests/test_run_all.py``'s (on a copy of its published study).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 
 from common import registry
-from common.config import load_config, selected_arms
+from common.config import design_arms, load_config, selected_arms
 from common.errors import ConfigError
 from experiments import keys
 from tests.fake_arm import SPEC as FAKE
 
 PUBLISHED = ["pytorch", "keras"]
+FACTORIAL = ["pytorch", "keras", "keras_cnn", "pytorch_resnet50"]
 
 
 def test_an_arm_of_the_factorial_design_runs_in_that_design_only(monkeypatch):
@@ -127,3 +129,42 @@ def test_sgd_weight_decay_runs_through_the_momentum_in_pytorch_and_not_in_keras(
     assert np.isclose(w.item(), coupled) and np.isclose(v.numpy()[0], (1 - lr * decay) ** 2)
     row = _row("CNN", "SGD's weight decay")
     assert row.pytorch.startswith("coupled") and row.keras.startswith("decoupled")
+
+
+# ------------------------------------------------------------------------------- the four arms
+
+
+def test_the_factorial_design_is_each_architecture_in_each_framework():
+    assert [s.key for s in selected_arms(load_config(overrides={"design": "factorial"}))] == FACTORIAL
+    assert [s.key for s in design_arms("published")] == PUBLISHED
+    cells = [(s.framework, s.architecture) for s in design_arms("factorial")]
+    assert sorted(cells) == sorted((f, a) for f in ("PyTorch", "Keras") for a in registry.ARCHITECTURES)
+    assert set(registry.FRAMEWORK_DEFAULTS) == set(registry.ARCHITECTURES)
+    published = load_config().to_dict()
+    assert "keras_cnn" not in published and "pytorch_resnet50" not in published
+    # one arm of the factorial design alone: its section, and the Keras section its backbone comes from
+    alone = load_config(overrides={"only": "pytorch_resnet50", "keras.weights": "none"}).to_dict()
+    assert alone["pytorch_resnet50"] and alone["keras"]["weights"] == "none"
+
+
+def test_the_pytorch_resnet50_is_keyed_by_the_keras_weights_it_converts():
+    selection, spec = SimpleNamespace(key="selection"), registry.arm_spec("pytorch_resnet50")
+    imagenet = keys.arm_keys(load_config(overrides={"design": "factorial"}), "data", selection, spec)
+    random = keys.arm_keys(load_config(overrides={"keras.weights": "none"}), "data", selection, spec)
+    assert imagenet["train"] != random["train"]
+    on_gpu = keys.arm_keys(load_config(overrides={"pytorch_resnet50.device": "cuda"}), "data", selection, spec)
+    assert on_gpu["train"] == imagenet["train"]  # where it runs is not what it computes
+
+
+@pytest.mark.pytorch
+@pytest.mark.keras
+def test_the_resnet50s_adam_defaults_are_the_tables():
+    import keras
+    import torch
+
+    row = _row("ResNet50", "Adam's epsilon")
+    adam_eps = (torch.optim.Adam([torch.zeros(1)]).defaults["eps"], keras.optimizers.Adam().epsilon)
+    assert adam_eps == (float(row.pytorch), float(row.keras)) == (1e-8, 1e-7)
+    assert (
+        "Glorot" in _row("ResNet50", "head's kernels").keras and "Kaiming" in _row("ResNet50", "head's kernels").pytorch
+    )

@@ -67,6 +67,18 @@ def test_an_arms_model_code_changes_that_arm_and_what_comes_after(tree):
     assert changed == stages_of("pytorch") | {"evaluate", "report"}
     # one architecture's module changes that architecture's arm in its framework only
     assert changed_by(tree, "keras_impl/cnn.py") == stages_of("keras_cnn") | {"evaluate", "report"}
+    assert changed_by(tree, "pytorch_impl/resnet50.py") == stages_of("pytorch_resnet50") | {"evaluate", "report"}
+
+
+def test_what_both_arms_of_a_framework_share_changes_both(tree):
+    changed = changed_by(tree, "pytorch_impl/model.py")
+    assert changed == stages_of("pytorch", "pytorch_resnet50") | {"evaluate", "report"}
+
+
+def test_the_keras_loader_changes_both_resnet50s(tree):
+    # the PyTorch ResNet50 converts the Keras arm's backbone, built by the Keras arm's loader
+    changed = changed_by(tree, "keras_impl/weights.py")
+    assert changed == stages_of("keras", "pytorch_resnet50") | {"evaluate", "report"}
 
 
 def test_the_interface_every_arm_shares_changes_every_arm(tree):
