@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -155,17 +157,25 @@ def _run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.pytorch
-@pytest.mark.keras
-def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
-    import json
-
+@pytest.fixture(scope="module")
+def published_study(tmp_path_factory, split_folders):
+    """The tiny published study (both arms, every stage), run once through the command line:
+    ``.data``, ``.out`` and ``.first`` (the finished process)."""
+    tmp_path = tmp_path_factory.mktemp("study")
     # A folder name cannot hold "/", so the markup in this class name is an unclosed tag and an ampersand;
     # test_report.py checks a class literally named <b>x</b>.
     data = split_folders(tmp_path / "ds", classes=("<b>x&y", "bees", "wasps"), junk=True)
     out = tmp_path / "out"
-    first = _run(data, out)
+    return SimpleNamespace(data=data, out=out, first=_run(data, out))
+
+
+@pytest.mark.slow
+@pytest.mark.pytorch
+@pytest.mark.keras
+def test_end_to_end_study_and_cached_rerun(published_study):
+    import json
+
+    data, out, first = published_study.data, published_study.out, published_study.first
     assert first.returncode == 0, first.stderr[-3000:]
     for name in (
         "metrics.json",
@@ -219,3 +229,44 @@ def test_end_to_end_study_and_cached_rerun(tmp_path, split_folders):
     assert len(cached) == 2 * 8 + 2 and "starting the" not in second.stderr
     assert "report                   cached" in second.stderr
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.slow
+@pytest.mark.pytorch
+@pytest.mark.keras
+def test_a_factorial_study_adds_two_arms_to_the_published_ones(published_study, tmp_path):
+    """``--design factorial`` on a copy of the published study: its two arms' stages are reused as
+    they are (their keys do not depend on the design), the Keras CNN and the PyTorch ResNet50 run
+    every stage, and evaluate and report take all four."""
+    import json
+
+    assert published_study.first.returncode == 0, published_study.first.stderr[-3000:]
+    out = tmp_path / "out"
+    shutil.copytree(published_study.out, out)
+    new_arms = ("keras_cnn", "pytorch_resnet50")
+    flags = [flag for key in new_arms for flag in (f"--epochs-{key.replace('_', '-')}", "1")]
+    args = ["--data", str(published_study.data), "--out", str(out), *TINY, *flags, "--design", "factorial"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    names = ["pytorch_cnn", "keras_resnet50", "keras_cnn", "pytorch_resnet50"]
+    assert list(m["models"]) == names and m["config"]["design"] == "factorial"
+    status = {r["stage"]: r["status"] for r in m["stages"]}
+    steps = ("train", "explain_deep", "assess_deep")
+    assert all(status[f"{step} {key}"] == "cached" for key in ("pytorch", "keras") for step in steps)
+    assert all(status[f"{step} {key}"] == "ran" for key in new_arms for step in steps)
+    for name in names:
+        assert m["attributions"][name]["deep"]["n_images"] == 2
+        assert m["attributions"][name]["deep"]["additivity_max_abs_error"] < 1e-3
+    assert set(m["quality"]["arms"]) == set(names)
+    # both ResNet50s hold one backbone: the PyTorch arm's is the Keras arm's, converted
+    import keras
+
+    from keras_impl import resnet50 as kr
+    from keras_impl.weights import weights_digest
+
+    keras_model = keras.saving.load_model(out / "keras_resnet50" / "model.keras", safe_mode=True)
+    info = json.loads((out / "pytorch_resnet50" / "train.json").read_text())["info"]
+    assert info["backbone_digest"] == weights_digest(kr.backbone_of(keras_model))
+    assert info["backbone_weights"] == m["models"]["keras_resnet50"]["backbone_weights"] == "random (none requested)"
+    report = (out / "report.md").read_text()
+    assert all(title in report for title in ("PyTorch CNN", "Keras ResNet50", "Keras CNN", "PyTorch ResNet50"))
