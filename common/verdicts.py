@@ -46,6 +46,10 @@ RULES = {
     "sanity": f"Spearman of the signed maps, per image: significantly above {SANITY_THRESHOLD} fails, below passes",
     "cross_library_exact": f"largest relative difference from the other library: float rounding (<= {FLOAT_TOLERANCE})",
     "cross_library": "Spearman with the other library minus Spearman between two draws of shap, per image",
+    "cross_framework_exact": "largest relative difference between the two frameworks' maps of one network: "
+    f"float rounding (<= {FLOAT_TOLERANCE})",
+    "cross_framework": "Spearman between the two frameworks' maps of one network minus Spearman between two draws "
+    "of its own framework, per image",
     "monte_carlo_exact": f"relative additivity error: float rounding (<= {FLOAT_TOLERANCE})",
     "monte_carlo": "squared additivity error minus the squared Monte Carlo error of the same sum, per map",
 }

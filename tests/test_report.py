@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -482,3 +483,66 @@ def test_names_users_choose_are_escaped_in_both_reports(tmp_path):
     assert quotes in md  # Markdown: quotes and a lone ampersand are plain text, kept as typed
     for text in (md, html):
         assert accents in text and long in text  # kept whole, not mangled or cut
+
+
+def _framework_sections() -> dict:
+    """metrics.json's "Is it the framework?" and 2 x 2 parts, with known figures."""
+    twin = {
+        "deep": {"max_relative_difference": 3.2e-7, "rho": _estimate(0.9999, 12), "n_maps": 24,
+                 "models_rho": 0.109, "models_ceiling": 1.0,
+                 "verdict": {**_verdict("pass", 3.2e-7, 24, None), "reference": 1e-3,
+                             "effect": {"mean": 3.2e-7, "ci95": [None, None], "n": 24}}},
+        "gradient": {"max_relative_difference": 4.1e-6, "rho": _estimate(0.9998, 12), "n_maps": 24,
+                     "ceiling": _estimate(0.83, 12), "models_rho": 0.097, "models_ceiling": 0.9,
+                     "verdict": _verdict("pass", 0.17, 12, 0.99)},
+    }  # fmt: skip
+    comparison = {"mcnemar_p": 0.0001, "only_pytorch_correct": 30, "only_keras_correct": 2, "both_correct": 300,
+                  "both_wrong": 28, "n": 360}  # fmt: skip
+    comparisons = [
+        {"factor": factor, "held": held, "arm_a": "pytorch_cnn", "arm_b": "keras_resnet50", "accuracy_difference": d,
+         "comparison": comparison, "mcnemar_p_holm": p, "rho": {"deep": 0.5, "gradient": 0.45},
+         "ceiling": {"deep": 1.0, "gradient": 0.9}, "n_images": {"deep": 20, "gradient": 20}}
+        for factor, held, d, p in (("framework", "CNN", 0.012, 0.62), ("framework", "ResNet50", -0.02, 0.5),
+                                   ("architecture", "PyTorch", 0.19, 0.0004), ("architecture", "Keras", 0.18, 0.0004))
+    ]  # fmt: skip
+    factorial = {
+        "frameworks": ["PyTorch", "Keras"],
+        "architectures": ["CNN", "ResNet50"],
+        "cells": {"CNN": {"PyTorch": "pytorch_cnn", "Keras": "keras_resnet50"},
+                  "ResNet50": {"PyTorch": "pytorch_cnn", "Keras": "keras_resnet50"}},
+        "comparisons": comparisons,
+        "retraining": {"pytorch_cnn": {"deep": _estimate(0.61)}, "keras_resnet50": {"deep": _estimate(0.55)}},
+        "defaults": {"CNN": [["batch-norm epsilon", "1e-05", "0.001"]]},
+    }  # fmt: skip
+    check = {"source": "pytorch_cnn", "twin": "keras_twin_cnn", "other": "keras_resnet50", "test_accuracy": 0.9861,
+             "twin_test_accuracy": 0.9861, "predictions_differ": 0, "n_test": 360, "methods": twin}  # fmt: skip
+    return {"framework_check": check, "factorial": factorial}
+
+
+def test_is_it_the_framework_and_the_two_by_two_sections(tmp_path):
+    metrics, images, true, classes, explanations = synthetic_run()
+    metrics = read_metrics({**to_json(metrics), "quality": _quality_v3(), **_framework_sections()})
+    figures = build_figures(tmp_path, metrics, images, true, classes, explanations)
+    md, html = (p.read_text(encoding="utf-8") for p in write_reports(tmp_path, metrics, figures))
+    section = md[md.index("## Is it the framework?") : md.index("## Attribution quality")]
+    assert "## Framework or architecture? The 2 × 2" in section
+    for text in (section.replace("\\<", "<"), unescape(html)):
+        assert "3.2e-07" in text and "0.109" in text and "0.830" in text  # difference, the arms' rho, the ceiling
+        assert "Test accuracy: PyTorch CNN 0.9861, its twin 0.9861 (0 of 360" in text
+        assert (
+            "With identical weights (PyTorch CNN) the two frameworks' maps agree: Deep SHAP to 3e-07 of the largest "
+            "value; Gradient SHAP to 4e-06 of the largest value (ρ 1.000, above two draws of one framework: 0.830); "
+            "the differences between the two published arms' maps (ρ 0.10–0.11) come from the models, not from the "
+            "frameworks."
+        ) in text
+        assert "+1.2 points" in text and "+19.0 points" in text  # the effects
+        assert "Holm p = 0.620" in text and "Holm p < 0.001" in text
+        framework_effect = "Framework effect, the same architecture in the two frameworks: accuracy CNN: +1.2 points"
+        assert f"{framework_effect} (not significant" in text
+        assert "Architecture effect" in text and "retraining ceiling 0.550" in text
+        assert "batch-norm epsilon" in text
+    glance = md[md.index("## At a glance") : md.index("## Fallbacks and caveats")]
+    assert "Other framework, same weights" in glance and "[✓](#is-it-the-framework)" in glance
+    assert 'id="is-it-the-framework"' in html and 'href="#is-it-the-framework"' in html
+    for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):  # every Markdown table keeps its column count
+        assert len({len(re.split(r"(?<!\\)\|", r)) for r in block.strip().split("\n")}) == 1, block

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from common import registry
+from common.report.framework import framework_context
 from common.report.names import framework_title, method_title, model_title, shap_title
 from common.report.quality import quality_context
 from common.report.seeds import seeds_context
@@ -135,4 +136,5 @@ def report_context(out_dir: Path, metrics: StudyMetrics, figures: Mapping[str, s
         "shap_figures": shap_figures,
         "quality": quality_context(metrics),
         "seeds": seeds_context(metrics),
+        "framework": framework_context(metrics),
     }

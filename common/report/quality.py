@@ -31,6 +31,8 @@ GLANCE_COLUMNS = (
     ("Cross-library", ("cross_library",), "consistency"),
     ("Monte Carlo error", ("monte_carlo",), "consistency"),
 )
+# The column of the "Is it the framework?" check, where the study has one: the same network in the other framework
+FRAMEWORK_COLUMN = "Other framework, same weights"
 QUALITY_SETTINGS = {
     "budget": "Budget",
     "steps": "Steps per curve",
@@ -103,6 +105,10 @@ def glance_rows(metrics: StudyMetrics) -> list[dict[str, Any]]:
             cells = [
                 cell(combined(_verdicts(mq, keys)), anchor, _detail(mq, keys)) for _, keys, anchor in GLANCE_COLUMNS
             ]
+            check = metrics.framework_check
+            if check is not None:
+                twin = check.methods.get(method) if check.source == name else None
+                cells.append(cell(twin.verdict if twin else None, "is-it-the-framework"))
             rows.append({"model": model_title(name), "method": _method(method), "cells": cells})
     return rows
 
@@ -181,6 +187,7 @@ def quality_context(metrics: StudyMetrics) -> dict[str, Any] | None:
         "models": models,
         "findings": list(quality.findings),
         "glance": glance_rows(metrics),
-        "glance_columns": [title for title, _, _ in GLANCE_COLUMNS],
+        "glance_columns": [title for title, _, _ in GLANCE_COLUMNS]
+        + ([FRAMEWORK_COLUMN] if metrics.framework_check else []),
         "more_images": [(model_title(n), aq.more_images) for n, aq in quality.arms.items() if aq.more_images],
     }

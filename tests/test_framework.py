@@ -1,0 +1,92 @@
+"""The rules of "Is it the framework?" and of the 2 x 2 design, on maps and predictions whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.explanation import Explanation
+from experiments.framework import check_verdicts, twin_method
+
+N, K, S = 12, 3, 8
+
+
+def _explanation(method: str, attributions: np.ndarray) -> Explanation:
+    n, k = attributions.shape[:2]
+    return Explanation(
+        method=method,
+        output="logits",
+        attributions=attributions.astype(np.float32),
+        base_values=np.zeros(k, np.float32),
+        outputs=np.zeros((n, k), np.float32),
+        probabilities=np.full((n, k), 1 / k, np.float32),
+        seconds=0.0,
+        n_background=4,
+        nsamples=None if method == "deep" else 50,
+        classes=np.tile(np.arange(k), (n, 1)),
+    )
+
+
+@pytest.fixture
+def maps() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(N, K, S, S, 3)).astype(np.float32)
+
+
+def test_the_same_network_in_two_frameworks_agrees_to_rounding_and_passes(maps):
+    true = np.arange(N) % K
+    twin = maps * (1 + np.random.default_rng(1).normal(scale=1e-7, size=maps.shape))  # float32 rounding
+    figures, test = twin_method(_explanation("deep", maps), _explanation("deep", twin), true)
+    assert test is None  # a deterministic method: a tolerance, no test
+    assert figures.verdict.status == "pass"
+    assert figures.max_relative_difference < 1e-5
+    assert figures.rho.mean == pytest.approx(1.0) and figures.rho.n == N
+    assert figures.n_maps == N * K
+
+
+def test_maps_that_differ_beyond_rounding_fail(maps):
+    true = np.arange(N) % K
+    twin = maps + np.random.default_rng(1).normal(scale=0.05, size=maps.shape)  # 5% of a map's scale
+    figures, _ = twin_method(_explanation("deep", maps), _explanation("deep", twin), true)
+    assert figures.verdict.status == "fail"
+    assert 1e-3 < figures.max_relative_difference < 1
+    assert figures.rho.mean > 0.9  # still alike: the verdict reads the difference, not the ranking
+
+
+def test_a_sampled_method_passes_when_it_agrees_as_well_as_two_draws_of_one_framework(maps):
+    true = np.arange(N) % K
+    rows = np.arange(10)
+    twin = maps + np.random.default_rng(1).normal(scale=1e-6, size=maps.shape)
+    figures, test = twin_method(
+        _explanation("gradient", maps), _explanation("gradient", twin), true, rows, np.full(10, 0.8)
+    )
+    assert figures.verdict is None and test is not None
+    methods = {"gradient": figures}
+    check_verdicts(methods, {"gradient": test})
+    assert figures.verdict.status == "pass" and figures.ceiling.mean == pytest.approx(0.8)
+
+
+def test_a_sampled_method_fails_when_the_frameworks_agree_less_than_two_draws(maps):
+    true = np.arange(N) % K
+    rows = np.arange(10)
+    twin = np.random.default_rng(2).normal(size=maps.shape)  # another map altogether: rho about 0
+    figures, test = twin_method(
+        _explanation("gradient", maps), _explanation("gradient", twin), true, rows, np.full(10, 0.8)
+    )
+    check_verdicts({"gradient": figures}, {"gradient": test})
+    assert figures.verdict.status == "fail"
+    assert figures.verdict.p_holm < 0.05
+
+
+def test_a_sampled_method_on_too_few_ceiling_images_is_not_decided(maps):
+    true = np.arange(N) % K
+    twin = maps.copy()
+    figures, test = twin_method(
+        _explanation("gradient", maps), _explanation("gradient", twin), true, np.arange(3), np.full(3, 0.8)
+    )
+    check_verdicts({"gradient": figures}, {"gradient": test})
+    assert figures.verdict.status == "too few images" and figures.verdict.n_needed == 6
+
+
+def test_twin_maps_of_another_shape_are_refused(maps):
+    with pytest.raises(ValueError, match="twin's maps"):
+        twin_method(_explanation("deep", maps), _explanation("deep", maps[:, :2]), np.zeros(N, np.int64))
