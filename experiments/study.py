@@ -190,7 +190,10 @@ class Study:
             raise ChoiceError(f"no table {name!r}; the tables: {', '.join(TABLES)}")
         return TABLES[name](self.metrics)
 
-    tables = ("accuracy", "per_class", "agreement", "explainers", "quality", "verdicts", "seeds", "stability")
+    tables = (
+        "accuracy", "per_class", "agreement", "explainers", "quality", "verdicts", "seeds", "stability",
+        "framework_check", "factorial",
+    )  # fmt: skip
     accuracy = property(lambda self: self.table("accuracy"), doc="Test accuracy per model with its 95% interval.")
     per_class = property(lambda self: self.table("per_class"), doc="Precision, recall and F1 per model and class.")
     agreement = property(lambda self: self.table("agreement"), doc="Agreement between every pair of maps.")
@@ -199,6 +202,10 @@ class Study:
     verdicts = property(lambda self: self.table("verdicts"), doc="Every verdict: model x method x check.")
     seeds = property(lambda self: self.table("seeds"), doc="A seed sweep's accuracy per model and seed.")
     stability = property(lambda self: self.table("stability"), doc="A seed sweep's map stability per model x method.")
+    framework_check = property(
+        lambda self: self.table("framework_check"), doc='"Is it the framework?": one network in both frameworks.'
+    )
+    factorial = property(lambda self: self.table("factorial"), doc="The 2 x 2: framework and architecture effects.")
 
     # ------------------------------------------------------------------ images and maps
 

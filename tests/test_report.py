@@ -546,3 +546,21 @@ def test_is_it_the_framework_and_the_two_by_two_sections(tmp_path):
     assert 'id="is-it-the-framework"' in html and 'href="#is-it-the-framework"' in html
     for block in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):  # every Markdown table keeps its column count
         assert len({len(re.split(r"(?<!\\)\|", r)) for r in block.strip().split("\n")}) == 1, block
+
+
+def test_the_framework_sections_as_tables():
+    from common.report.tables import factorial_table, framework_check_table
+
+    metrics, *_ = synthetic_run()
+    metrics = read_metrics({**to_json(metrics), **_framework_sections()})
+    check = framework_check_table(metrics)
+    assert check["method"].tolist() == ["deep", "gradient"] and set(check["status"]) == {"pass"}
+    assert check.loc[0, "max_relative_difference"] == 3.2e-7 and check.loc[1, "ceiling"] == 0.83
+    assert check.loc[0, "arm"] == "pytorch" and check.loc[0, "models_rho"] == 0.109
+    design = factorial_table(metrics)
+    assert len(design) == 8  # four comparisons x two methods
+    assert design["factor"].tolist().count("framework") == 4
+    first = design.iloc[0]
+    assert (first["held"], first["method"], first["retraining_a"], first["retraining_b"]) == ("CNN", "deep", 0.61, 0.55)
+    empty, _, _, _, _ = synthetic_run()
+    assert framework_check_table(empty).empty and factorial_table(empty).empty

@@ -39,6 +39,15 @@ SEEDS = ["arm", "model", "seed", "test_accuracy", "ci95_low", "ci95_high"]
 STABILITY = [
     "arm", "model", "method", "method_title", "stability_rho", "stability_rho_low", "stability_rho_high", "images",
 ]  # fmt: skip
+FRAMEWORK_CHECK = [
+    "arm", "model", "twin", "method", "method_title", "max_relative_difference", "spearman_rho", "spearman_rho_low",
+    "spearman_rho_high", "ceiling", "models_rho", "models_ceiling", "status", "p_holm", "images", "maps",
+    "test_accuracy", "twin_test_accuracy", "predictions_differ",
+]  # fmt: skip
+FACTORIAL = [
+    "factor", "held", "arm_a", "arm_b", "accuracy_difference", "mcnemar_p", "mcnemar_p_holm", "method",
+    "method_title", "spearman_rho", "ceiling", "images", "retraining_a", "retraining_b",
+]  # fmt: skip
 
 
 def _names(name: str) -> dict[str, str]:
@@ -239,6 +248,68 @@ def stability_table(metrics: StudyMetrics) -> pd.DataFrame:
     return _frame(rows, STABILITY)
 
 
+def framework_check_table(metrics: StudyMetrics) -> pd.DataFrame:
+    """ "Is it the framework?": per method, the same network's maps in its own framework and in the
+    other (its twin): the largest relative difference, Spearman at the true class with its interval,
+    the Monte Carlo ceiling of a sampled method, the published arms' agreement beside it, the
+    verdict, and both networks' test accuracy. Empty for a study without the check."""
+    c = metrics.framework_check
+    rows = []
+    for m, t in (c.methods if c else {}).items():
+        v = t.verdict
+        rows.append(
+            {
+                **_names(c.source),
+                "twin": c.twin,
+                **_method(m),
+                "max_relative_difference": t.max_relative_difference,
+                **_estimate("spearman_rho", t.rho),
+                "ceiling": t.ceiling.mean if t.ceiling else None,
+                "models_rho": t.models_rho,
+                "models_ceiling": t.models_ceiling,
+                "status": v.status if v else None,
+                "p_holm": v.p_holm if v else None,
+                "images": t.rho.n,
+                "maps": t.n_maps,
+                "test_accuracy": c.test_accuracy,
+                "twin_test_accuracy": c.twin_test_accuracy,
+                "predictions_differ": c.predictions_differ,
+            }
+        )
+    return _frame(rows, FRAMEWORK_CHECK)
+
+
+def factorial_table(metrics: StudyMetrics) -> pd.DataFrame:
+    """The 2 x 2 ("Framework or architecture?"): per comparison (framework effect at each
+    architecture, architecture effect in each framework) and method, the accuracy difference with
+    its McNemar p (and Holm's over the four), the maps' Spearman at the true class with its ceiling,
+    and each arm's stability across seeds (the retraining ceiling; None without a seed sweep).
+    Empty for the published design."""
+    f = metrics.factorial
+    rows = []
+    for c in f.comparisons if f else []:
+        for m in c.rho:
+            retrain = [f.retraining.get(arm, {}).get(m) for arm in (c.arm_a, c.arm_b)]
+            rows.append(
+                {
+                    "factor": c.factor,
+                    "held": c.held,
+                    "arm_a": arm_key(c.arm_a),
+                    "arm_b": arm_key(c.arm_b),
+                    "accuracy_difference": c.accuracy_difference,
+                    "mcnemar_p": c.comparison.mcnemar_p,
+                    "mcnemar_p_holm": c.mcnemar_p_holm,
+                    **_method(m),
+                    "spearman_rho": c.rho[m],
+                    "ceiling": c.ceiling.get(m),
+                    "images": c.n_images.get(m),
+                    "retraining_a": retrain[0].mean if retrain[0] else None,
+                    "retraining_b": retrain[1].mean if retrain[1] else None,
+                }
+            )
+    return _frame(rows, FACTORIAL)
+
+
 TABLES = {
     "accuracy": accuracy_table,
     "per_class": per_class_table,
@@ -248,4 +319,6 @@ TABLES = {
     "verdicts": verdicts_table,
     "seeds": seeds_table,
     "stability": stability_table,
+    "framework_check": framework_check_table,
+    "factorial": factorial_table,
 }
