@@ -42,6 +42,9 @@ from common.registry import OUTPUTS, RANDOMISATION_SCOPES, ArmSpec, MethodSpec, 
 from common.seeding import image_seeds, seed_everything, seeded
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Beside a model whose weights a twin carries into another framework (common.registry.ArmSpec.weights_of):
+# its weights as NumPy arrays by name, so the twin's process reads them without importing the source's framework.
+PORTABLE_WEIGHTS_FILE = "weights.npz"
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class StudyConfig:
     only: str | None = None  # run one arm (a key of common.registry.ARMS); None = every arm of the design
     design: str = "published"  # which arms: "published" (the two published) or "factorial" (common.registry.DESIGNS)
     deterministic: bool = False  # oneDNN off + TensorFlow op determinism: figures that match across machines (slower)
+    # "Is it the framework?": carry the trained PyTorch CNN into Keras and explain it there (registry.TWIN)
+    framework_check: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     assess: AssessConfig = field(default_factory=AssessConfig)
@@ -117,6 +119,8 @@ class StudyConfig:
         }
         if self.design != "published":
             d["design"] = self.design
+        if not self.framework_check:
+            d["framework_check"] = False
         d["data"] = dataclasses.asdict(self.data)
         written = _configured_arms(self)
         d.update({key: dataclasses.asdict(section) for key, section in self.arms.items() if key in written})
@@ -190,7 +194,7 @@ def check_type(key: str, value: Any, tp: Any) -> None:
 
 
 SECTIONS = {"data": DataConfig, "explain": ExplainConfig, "assess": AssessConfig}
-SCALARS = ("seed", "out", "only", "design", "split_seed", "seeds", "deterministic")
+SCALARS = ("seed", "out", "only", "design", "framework_check", "split_seed", "seeds", "deterministic")
 MAX_IMAGE_SIZE = 512  # pixels per side: 224 is the published size; above 512 a laptop's memory runs out
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 
@@ -286,8 +290,9 @@ def _run_problems(cfg: StudyConfig) -> list[str]:
         or len(set(cfg.seeds)) != len(cfg.seeds)
     ):
         problems.append(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
-    if cfg.only is not None and cfg.only not in registry.ARMS:
-        problems.append(f"only must be one of {', '.join(registry.ARMS)}, got {cfg.only!r}")
+    trained = [spec.key for spec in registry.trained_arms()]
+    if cfg.only is not None and cfg.only not in trained:
+        problems.append(f"only must be one of {', '.join(trained)}, got {cfg.only!r}")
     if cfg.design not in registry.DESIGNS:
         problems.append(f"design must be one of {', '.join(registry.DESIGNS)}, got {cfg.design!r}")
     return problems
@@ -335,12 +340,21 @@ def design_arms(design: str) -> list[registry.ArmSpec]:
     """The arms a study of ``design`` runs, in registry order: those whose own design
     (``ArmSpec.design``) is ``design`` or comes before it in ``registry.DESIGNS``."""
     order = list(registry.DESIGNS)
-    return [spec for spec in registry.ARMS.values() if order.index(spec.design) <= order.index(design)]
+    return [spec for spec in registry.trained_arms() if order.index(spec.design) <= order.index(design)]
 
 
 def selected_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:
     """The arms this run trains and explains, in registry order: ``only``'s, else the design's."""
     return [registry.arm_spec(cfg.only)] if cfg.only else design_arms(cfg.design)
+
+
+def twin_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:
+    """The twins this run carries weights into ("Is it the framework?", ``framework_check``): those
+    whose source arm (``ArmSpec.weights_of``) the run trains."""
+    if not cfg.framework_check:
+        return []
+    trained = {spec.key for spec in selected_arms(cfg)}
+    return [spec for spec in registry.ARMS.values() if spec.weights_of in trained]
 
 
 def _configured_arms(cfg: StudyConfig) -> set[str]:

@@ -39,6 +39,9 @@ class ArmSpec:
     arm_module: str = "arm"  # the module of the package holding arm_class; it and config make the code digest
     architecture: str = ""  # the network, one of ARCHITECTURES where it is one of the study's ("" for others)
     design: str = "published"  # the smallest study design that runs it (DESIGNS): "published" runs in every one
+    # a twin: not trained, it carries the trained weights of the arm with this key into its own framework
+    # ("Is it the framework?"); it runs after that arm, in every study that runs it, and joins no table of models
+    weights_of: str | None = None
 
     def load_arm_class(self) -> type:
         """The arm's class (a :class:`common.arm.Arm` subclass), imported now: only the arm's own
@@ -143,6 +146,23 @@ ARMS: dict[str, ArmSpec] = {
     )
 }
 
+# "Is it the framework?": the published CNN carried with its PyTorch weights into Keras (keras_impl/twin.py)
+TWIN = ArmSpec(
+    key="keras_twin",
+    name="keras_twin_cnn",
+    title="Keras twin of the PyTorch CNN",
+    framework="Keras",
+    package="keras_impl",
+    arm_class="KerasTwinArm",
+    config_class="KerasTwinConfig",
+    model_filename="model.keras",
+    versions=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",))),
+    arm_module="twin_arm",
+    architecture="CNN",
+    weights_of="pytorch",
+)
+ARMS[TWIN.key] = TWIN
+
 # Which arms a study runs (``design`` in the config, ``--design``): an arm joins every design from
 # its own (ArmSpec.design) on; ``only`` picks one registered arm whatever the design.
 DESIGNS = {
@@ -237,6 +257,11 @@ COMMON_VERSIONS = (
     ("scikit-learn", ("scikit-learn",)),
     ("scipy", ("scipy",)),
 )
+
+
+def trained_arms() -> list[ArmSpec]:
+    """The registered arms that are trained (every one but the twins, ``ArmSpec.weights_of``)."""
+    return [spec for spec in ARMS.values() if spec.weights_of is None]
 
 
 def arm_spec(key: str) -> ArmSpec:

@@ -25,7 +25,7 @@ from common.errors import StudyError
 from common.explanation import Explanation, class_table
 from common.io import read_json, write_json_atomic, write_npz_atomic
 from common.machine import machine_info
-from common.registry import ArmSpec, method_spec
+from common.registry import ArmSpec, arm_spec, method_spec
 from common.results import StageRecord
 from experiments.faults import checkpoint
 from experiments.layout import ArmPaths, arm_steps, make_selection, prepare_data, stage_name, unit_seed
@@ -87,7 +87,7 @@ class ArmStages:
             record = stages.run(
                 stage_name(self.spec, step, self.seed), keys[step], self.paths.outputs(step), self.action(step)
             )
-            if not estimated and record.status == "ran" and step.startswith("explain_") and record.seconds > 0:
+            if plan and not estimated and record.status == "ran" and step.startswith("explain_") and record.seconds > 0:
                 estimated = True
                 self._log_estimate(step, record.seconds, [plan[s] for s in steps[i + 1 :] if s in plan])
         return stages.records
@@ -150,6 +150,8 @@ class ArmStages:
         return self._arm
 
     def train(self) -> None:
+        if self.spec.weights_of is not None:
+            return self.carry()
         (x_tr, y_tr), (x_va, y_va) = self.data.arrays("train"), self.data.arrays("val")
         self._arm = self.arm_class.create(self.cfg, len(self.data.classes), self.data.image_size)
         cache_dir = Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else default_cache_dir()
@@ -164,6 +166,26 @@ class ArmStages:
                 "train_seconds": result.train_seconds,
                 "info": result.info,
                 "fallbacks": result.fallbacks,
+                "machine": dataclasses.asdict(machine_info(self.cfg.deterministic)),
+            },
+        )
+
+    def carry(self) -> None:
+        """A twin's "train" step: the source arm's trained weights carried into this arm's framework."""
+        source = ArmPaths.of(self.out, arm_spec(self.spec.weights_of), self.seed)
+        n_classes, size = len(self.data.classes), self.data.image_size
+        start = time.perf_counter()
+        self._arm = self.arm_class.carry(source.dir, self.cfg, n_classes, size)
+        seconds = time.perf_counter() - start
+        self._arm.save(self.paths.model)
+        write_json_atomic(
+            self.paths.train_json,
+            {
+                "history": {},
+                "best_val_epoch": None,
+                "train_seconds": seconds,
+                "info": {**self._arm.info(), "weights_of": str(source.dir.relative_to(self.out))},
+                "fallbacks": [],
                 "machine": dataclasses.asdict(machine_info(self.cfg.deterministic)),
             },
         )

@@ -13,17 +13,27 @@ from pathlib import Path
 import numpy as np
 
 from common.classification import classification_summary
-from common.config import StudyConfig, selected_arms
+from common.config import StudyConfig, selected_arms, twin_arms
 from common.data.dataset import StudyData, dataset_summary
 from common.explanation import Explanation, channel_sum
 from common.io import read_json
 from common.machine import MachineInfo
 from common.quality.agreement import agreement, attenuation_ceiling, sign_agreement, top_k_agreement
-from common.registry import ArmSpec, arm_by_name, arm_spec, library_versions, map_label, method_spec, split_map_label
+from common.registry import (
+    FRAMEWORK_DEFAULTS,
+    ArmSpec,
+    arm_by_name,
+    arm_spec,
+    library_versions,
+    map_label,
+    method_spec,
+    split_map_label,
+)
 from common.results import (
     Agreement,
     ClassScores,
     ExplanationSummary,
+    FrameworkCheck,
     ModelEvaluation,
     PairedComparison,
     SelectionSummary,
@@ -32,6 +42,7 @@ from common.results import (
 from common.stats import mcnemar_exact
 from common.verdicts import exact
 from experiments.evaluate_quality import evaluate_quality
+from experiments.framework import check_verdicts, factorial, framework_check, twin_method
 from experiments.layout import ArmPaths, Selection, unit_seed
 
 TOP_K_FRACTION = 0.1  # k of the top-k and sign agreement: the most important tenth of the pixels (by |map|)
@@ -78,7 +89,51 @@ def evaluate_study(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     if len(explanations) >= 2:
         true = y_test[selection.explain_idx]
         metrics.agreement = shared_class_agreement(cfg, out, explanations, true, metrics)
+    if cfg.design == "factorial" and cfg.only is None:
+        defaults = {arch: [[d.setting, d.pytorch, d.keras] for d in rows] for arch, rows in FRAMEWORK_DEFAULTS.items()}
+        arms = selected_arms(cfg)
+        metrics.factorial = factorial(arms, y_test, predictions, metrics.agreement, list(cfg.explain.methods), defaults)
+    metrics.framework_check = evaluate_framework_check(cfg, out, y_test, selection, predictions, explanations, metrics)
     return metrics
+
+
+def evaluate_framework_check(
+    cfg: StudyConfig,
+    out: Path,
+    y_test: np.ndarray,
+    selection: Selection,
+    predictions: dict[str, np.ndarray],
+    explanations: dict[tuple[str, str], Explanation],
+    metrics: StudyMetrics,
+) -> FrameworkCheck | None:
+    """ "Is it the framework?" from the twin's artefacts (its unit runs for the first training seed
+    only), beside the source arm's own maps and the published arms' agreement; None without a twin."""
+    twins = twin_arms(cfg) if cfg.seeds is None or cfg.seed == cfg.training_seeds[0] else []
+    if not twins:
+        return None
+    twin, seed = twins[0], unit_seed(cfg)
+    source = arm_spec(twin.weights_of)
+    paths, own = ArmPaths.of(out, twin, seed), ArmPaths.of(out, source, seed)
+    with np.load(paths.predictions) as z:
+        carried = z["probabilities"].argmax(1)
+    true = y_test[selection.explain_idx]
+    methods, tests = {}, {}
+    for method in cfg.explain.methods:
+        rows = rho = None
+        assessed = own.assessment(method)
+        if method_spec(method).sampled and cfg.assess.enabled and assessed.is_file():
+            with np.load(assessed) as z:
+                if "ceiling_rho" in z.files:
+                    rows, rho = z["ceiling"], z["ceiling_rho"]
+        twin_maps = Explanation.load(paths.attributions(method))
+        methods[method], test = twin_method(explanations[(source.key, method)], twin_maps, true, rows, rho)
+        if test is not None:
+            tests[method] = test
+    check_verdicts(methods, tests)
+    others = [s for s in selected_arms(cfg) if s.framework != source.framework]
+    other = next((s for s in others if s.architecture != source.architecture), others[0] if others else None)
+    both = {**predictions, twin.key: carried}
+    return framework_check(source, twin, other, y_test, both, methods, metrics.agreement)
 
 
 def add_additivity_verdicts(metrics: StudyMetrics) -> None:

@@ -48,7 +48,11 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
         help="figures that match across machines: TensorFlow's oneDNN off and op determinism on "
         "(slower; default: off, see README)",
     )
-    p.add_argument("--only", choices=list(registry.ARMS), help="run one arm only (default: every arm of the design)")
+    p.add_argument(
+        "--only",
+        choices=[s.key for s in registry.trained_arms()],
+        help="run one arm only (default: every arm of the design)",
+    )
     p.add_argument(
         "--no-assess",
         dest="assess",
@@ -143,7 +147,7 @@ def _add_seed_and_unit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_arm_flags(p: argparse.ArgumentParser) -> None:
-    """Which arms run (the design) and each registered arm's epochs."""
+    """Which arms run (the design, the framework check's twin) and each trained arm's epochs."""
     p.add_argument(
         "--design",
         choices=list(registry.DESIGNS),
@@ -151,7 +155,15 @@ def _add_arm_flags(p: argparse.ArgumentParser) -> None:
         "architecture in both frameworks: also the Keras CNN and the PyTorch ResNet50) (default: from the config, "
         "published)",
     )
-    for spec in registry.ARMS.values():
+    p.add_argument(
+        "--no-framework-check",
+        dest="framework_check",
+        action="store_false",
+        default=None,
+        help='skip "Is it the framework?": the trained PyTorch CNN carried into Keras and explained there '
+        "(default: on)",
+    )
+    for spec in registry.trained_arms():
         p.add_argument(
             f"--epochs-{spec.key.replace('_', '-')}",
             type=int,
@@ -183,7 +195,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
         "data.image_size": args.image_size,
         "design": args.design,
-        **{f"{key}.epochs": getattr(args, f"epochs_{key}") for key in registry.ARMS},
+        **{f"{spec.key}.epochs": getattr(args, f"epochs_{spec.key}") for spec in registry.trained_arms()},
         "explain.n_explain": args.n_explain,
         "explain.n_background": args.n_background,
         "explain.nsamples": args.nsamples,
@@ -193,6 +205,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "data.max_image_pixels": args.max_image_pixels,
         "deterministic": args.deterministic,
         "only": args.only,
+        "framework_check": args.framework_check,
         "assess.enabled": args.assess,
         "assess.budget": args.assess_budget,
         "assess.steps": args.assess_steps,

@@ -16,7 +16,7 @@ from typing import Any
 
 from common.config import StudyConfig
 from common.io import stable_key
-from common.registry import ArmSpec, library_versions, method_spec
+from common.registry import ArmSpec, arm_spec, library_versions, method_spec
 from common.results import SCHEMA_VERSION
 from experiments.layout import Selection, assessed_methods
 from experiments.sources import SOURCE_ROOT, source_digest
@@ -54,7 +54,13 @@ def arm_keys(
 ) -> dict[str, str]:
     """The input key of each of an arm's stages (``layout.arm_steps``) for data of content key ``data_key``."""
     section = arm_settings(cfg, spec)
-    train = stable_key(PIPELINE_VERSION, "train", spec.key, arm_code_digest(spec, root), data_key, cfg.seed, section)
+    if spec.weights_of is not None:  # a twin's "train" carries its source's trained weights
+        source = arm_keys(cfg, data_key, selection, arm_spec(spec.weights_of), root)["train"]
+        train = stable_key(PIPELINE_VERSION, "carry", spec.key, arm_code_digest(spec, root), source, section)
+    else:
+        train = stable_key(
+            PIPELINE_VERSION, "train", spec.key, arm_code_digest(spec, root), data_key, cfg.seed, section
+        )
     if cfg.deterministic:  # other kernels, other numbers: a key of its own (unchanged keys when off)
         train = stable_key(train, "deterministic")
     keys = {"train": train, "predict": stable_key("predict", train)}

@@ -138,6 +138,13 @@ def unit_config(cfg: StudyConfig, seed: int) -> StudyConfig:
     return dataclasses.replace(cfg, seed=seed, split_seed=cfg.data_seed, assess=assess)
 
 
+def twin_config(cfg: StudyConfig) -> StudyConfig:
+    """The config a twin's unit runs with ("Is it the framework?"): the study's first training seed,
+    without the assess stage (the twin is explained, not assessed)."""
+    ucfg = unit_config(cfg, cfg.training_seeds[0])
+    return dataclasses.replace(ucfg, assess=dataclasses.replace(ucfg.assess, enabled=False))
+
+
 def unit_seed(cfg: StudyConfig) -> int | None:
     """The seed in a unit's folder and stage names: its training seed in a sweep, None otherwise."""
     return None if cfg.seeds is None else cfg.seed

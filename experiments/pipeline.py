@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import StudyConfig, selected_arms
+from common.config import StudyConfig, selected_arms, twin_arms
 from common.data.dataset import StudyData
 from common.io import read_json, write_json_atomic, write_npz_atomic
 from common.registry import ArmSpec, arm_spec
@@ -43,6 +43,7 @@ from experiments.layout import (
     arm_steps,
     make_selection,
     stage_name,
+    twin_config,
     unit_config,
     unit_seed,
     worker_log_path,
@@ -117,13 +118,18 @@ def _run_study(cfg: StudyConfig, hold: contextlib.ExitStack, force: bool, execut
 
 
 def _units(cfg: StudyConfig) -> list[tuple[Unit, StudyConfig, ArmSpec]]:
-    """Every unit of the study, in order (seed by seed, arms in registry order), with its config and arm."""
+    """Every unit of the study, in order (seed by seed, arms in registry order), with its config and
+    arm; then the twins' ("Is it the framework?", the first training seed only), which run after."""
     config = json.dumps(cfg.to_dict())  # each unit's worker gets it on its command line
     units = []
     for seed in cfg.training_seeds:
         ucfg = unit_config(cfg, seed)
         for spec in selected_arms(cfg):
             units.append((Unit(spec.key, spec.title, json.dumps(spec.to_json()), unit_seed(ucfg), config), ucfg, spec))
+    tcfg = twin_config(cfg)
+    for spec in twin_arms(cfg):
+        unit = Unit(spec.key, spec.title, json.dumps(spec.to_json()), unit_seed(tcfg), json.dumps(tcfg.to_dict()))
+        units.append((unit, tcfg, spec))
     return units
 
 
@@ -146,7 +152,9 @@ def _run_arms(
         unit_stages[unit.label] = cached_unit(ucfg, out, spec, keys, force)
         if unit_stages[unit.label] is None:
             pending.append(unit)
-    run_units(out, pending, execution, force)
+    # a twin carries the weights its source arm's unit trains: the twins run once the other units are done
+    run_units(out, [u for u in pending if arm_spec(u.arm).weights_of is None], execution, force)
+    run_units(out, [u for u in pending if arm_spec(u.arm).weights_of is not None], execution, force)
     for unit, _, _ in units:  # every unit's stage records, in the units' order
         records = unit_stages[unit.label]
         if records is None:

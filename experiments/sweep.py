@@ -22,6 +22,7 @@ from common.registry import ArmSpec
 from common.results import PooledComparison, SeedRun, SeedsSummary, Stability, StudyMetrics
 from common.stats import estimate, paired_t_p
 from experiments.evaluate import evaluate_study, true_class_maps
+from experiments.framework import retraining_ceiling
 from experiments.layout import ArmPaths, Selection, unit_config
 
 INTERVAL = (
@@ -43,6 +44,8 @@ def evaluate_sweep(cfg: StudyConfig, out: Path, data: StudyData, selection: Sele
     metrics.fallbacks = list(dict.fromkeys(fallbacks))  # each once, in order
     _, y_test = data.arrays("test")
     metrics.seeds = summarise_seeds(cfg, out, per_seed, y_test[selection.explain_idx])
+    if metrics.factorial is not None:  # the retraining ceiling beside the 2 x 2's effects
+        metrics.factorial.retraining = retraining_ceiling(metrics.seeds.stability)
     return metrics
 
 

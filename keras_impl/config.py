@@ -61,3 +61,21 @@ class KerasCNNConfig:
     def problems(self) -> list[str]:
         """What no run could use, one message per problem (empty when the section is valid)."""
         return ["keras_cnn.epochs and batch_size must be positive"] if self.epochs < 1 or self.batch_size < 1 else []
+
+
+@dataclass(frozen=True)
+class KerasTwinConfig:
+    """The ``keras_twin:`` section: the Keras twin of the PyTorch CNN is not trained (it carries the
+    CNN's weights), so only how many images go through it at once."""
+
+    batch_size: int = 64  # images per forward pass (the PyTorch CNN's batch size)
+
+    placement = ()  # no setting says where it runs
+
+    def forward_macs(self, image_size: int, n_classes: int) -> int:
+        """Multiply-adds of one image through the CNN (its convolutions and dense layers)."""
+        return cnn_macs(image_size, n_classes)
+
+    def problems(self) -> list[str]:
+        """What no run could use, one message per problem (empty when the section is valid)."""
+        return ["keras_twin.batch_size must be positive"] if self.batch_size < 1 else []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.arm import Fitted, TrainingData
+from common.arm import PORTABLE_WEIGHTS_FILE, Fitted, TrainingData
 from common.config import StudyConfig
 from common.data.statistics import channel_statistics
+from common.io import write_npz_atomic
 from common.registry import arm_spec
 from pytorch_impl.arm import TorchArm
 from pytorch_impl.cnn import build_model, flatten_width
@@ -34,6 +36,13 @@ class PyTorchArm(TorchArm):
         y_val = torch.as_tensor(data.y_val, dtype=torch.int64, device=self.device)
         history = train(self.model, data.x_train, y_train, data.x_val, y_val, self.settings, seed=self.cfg.seed)
         return Fitted(history)
+
+    def save(self, path: str | Path) -> None:
+        """The checkpoint, and beside it the state dict as NumPy arrays (:data:`PORTABLE_WEIGHTS_FILE`):
+        what the Keras twin carries ("Is it the framework?") without importing torch."""
+        super().save(path)
+        state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        write_npz_atomic(Path(path).with_name(PORTABLE_WEIGHTS_FILE), **state)
 
     def model_facts(self) -> dict[str, Any]:
         return {"flatten_width": flatten_width(self.model.image_size)}

@@ -116,7 +116,7 @@ def test_help_lists_every_flag_even_without_the_dependencies(tmp_path):
         # the pixel limit's default and why (the help text wraps lines: compare it as one line)
         text = " ".join(proc.stdout.split())
         assert "--max-image-pixels N" in text and "67108864 = 8192x8192" in text and "512 MiB" in text
-        for spec in registry.ARMS.values():
+        for spec in registry.trained_arms():
             assert f"--epochs-{spec.key.replace('_', '-')}" in proc.stdout
         assert "(default: " in proc.stdout
 

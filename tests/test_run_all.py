@@ -219,14 +219,27 @@ def test_end_to_end_study_and_cached_rerun(published_study):
     assert "&lt;b&gt;x&amp;y" in html and "<b>x" not in html
     assert "not transfer learning" in (out / "report.md").read_text()
 
+    # "Is it the framework?": the PyTorch CNN carried into Keras predicts and explains as it does
+    check = m["framework_check"]
+    assert (check["source"], check["twin"], check["other"]) == ("pytorch_cnn", "keras_twin_cnn", "keras_resnet50")
+    assert check["twin_test_accuracy"] == check["test_accuracy"] and check["predictions_differ"] == 0
+    deep, gradient = check["methods"]["deep"], check["methods"]["gradient"]
+    assert deep["max_relative_difference"] < 1e-4 and deep["verdict"]["passed"] is True
+    assert deep["rho"]["mean"] > 0.99 and gradient["n_maps"] > 0
+    assert (out / "keras_twin_cnn" / "attributions_deep.npz").is_file()
+    assert "keras_twin_cnn" not in m["models"]  # a check, not a model of the study's tables
+    for report in ("report.md", "report.html"):
+        text = (out / report).read_text()
+        assert "Is it the framework?" in text and "Keras twin" in text, report
+
     # a second identical run finds every stage current (evaluate and report included): no arm
     # process starts, and metrics.json and the reports are left as they were
     before = {name: (out / name).read_bytes() for name in ("metrics.json", "report.md", "report.html")}
     second = _run(data, out)
     assert second.returncode == 0, second.stderr[-3000:]
     cached = [line for line in second.stderr.splitlines() if line.startswith("[stage]") and " cached (key " in line]
-    # 8 stages per arm (train, predict, 2 explain, 4 assess), evaluate, report
-    assert len(cached) == 2 * 8 + 2 and "starting the" not in second.stderr
+    # 8 stages per arm (train, predict, 2 explain, 4 assess), the twin's 4 (carry, predict, 2 explain), evaluate, report
+    assert len(cached) == 2 * 8 + 4 + 2 and "starting the" not in second.stderr
     assert "report                   cached" in second.stderr
     assert {name: (out / name).read_bytes() for name in before} == before
 
@@ -270,3 +283,21 @@ def test_a_factorial_study_adds_two_arms_to_the_published_ones(published_study, 
     assert info["backbone_weights"] == m["models"]["keras_resnet50"]["backbone_weights"] == "random (none requested)"
     report = (out / "report.md").read_text()
     assert all(title in report for title in ("PyTorch CNN", "Keras ResNet50", "Keras CNN", "PyTorch ResNet50"))
+    # the 2 x 2: the framework effect per architecture, the architecture effect per framework
+    f = m["factorial"]
+    assert f["cells"] == {
+        "CNN": {"PyTorch": "pytorch_cnn", "Keras": "keras_cnn"},
+        "ResNet50": {"PyTorch": "pytorch_resnet50", "Keras": "keras_resnet50"},
+    }
+    assert [(c["factor"], c["held"]) for c in f["comparisons"]] == [
+        ("framework", "CNN"),
+        ("framework", "ResNet50"),
+        ("architecture", "PyTorch"),
+        ("architecture", "Keras"),
+    ]
+    assert all(c["mcnemar_p"] <= c["mcnemar_p_holm"] <= 1 for c in (x | x["comparison"] for x in f["comparisons"]))
+    assert set(f["defaults"]) == {"CNN", "ResNet50"} and "comparison" not in m  # the 2 x 2 replaces the pair's test
+    assert all(status[f"{step} keras_twin"] == "cached" for step in ("train", "explain_deep"))  # its source is too
+    for name in ("report.md", "report.html"):
+        text = (out / name).read_text()
+        assert "Framework or architecture?" in text and "Is it the framework?" in text, name
