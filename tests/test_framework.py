@@ -90,3 +90,64 @@ def test_a_sampled_method_on_too_few_ceiling_images_is_not_decided(maps):
 def test_twin_maps_of_another_shape_are_refused(maps):
     with pytest.raises(ValueError, match="twin's maps"):
         twin_method(_explanation("deep", maps), _explanation("deep", maps[:, :2]), np.zeros(N, np.int64))
+
+
+# ------------------------------------------------------------------------------- the twin in the pipeline
+
+
+def test_the_twin_runs_where_its_source_is_trained_and_the_check_is_on():
+    from common.config import load_config, twin_arms
+
+    assert [s.key for s in twin_arms(load_config())] == ["keras_twin"]
+    assert [s.key for s in twin_arms(load_config(overrides={"design": "factorial"}))] == ["keras_twin"]
+    assert twin_arms(load_config(overrides={"framework_check": False})) == []
+    assert twin_arms(load_config(overrides={"only": "keras"})) == []  # its source is not trained
+    # the default config is written as it always was; the switch only when off, and it reads back
+    assert "framework_check" not in load_config().to_dict()
+    off = load_config(overrides={"framework_check": False})
+    assert off.to_dict()["framework_check"] is False and load_config(overrides=off.to_dict()) == off
+
+
+def test_the_twins_stages_are_keyed_by_its_sources_training():
+    from types import SimpleNamespace
+
+    from common.config import load_config
+    from common.registry import arm_spec
+    from experiments import keys
+
+    selection, twin = SimpleNamespace(key="selection"), arm_spec("keras_twin")
+    base = keys.arm_keys(load_config(), "data", selection, twin)
+    assert set(base) == {
+        "train",
+        "predict",
+        "explain_deep",
+        "explain_gradient",
+        "assess_random",
+        "assess_deep",
+        "assess_gradient",
+        "assess_gradinput",
+    }  # (its unit runs with the assess stage off)
+    retrained = keys.arm_keys(load_config(overrides={"pytorch.epochs": 3}), "data", selection, twin)
+    assert retrained["train"] != base["train"] and retrained["explain_deep"] != base["explain_deep"]
+    other_arm = keys.arm_keys(load_config(overrides={"keras.epochs": 3}), "data", selection, twin)
+    assert other_arm == base
+
+
+def test_the_twins_unit_runs_after_every_other_once_per_study():
+    from common.config import load_config
+    from experiments.layout import arm_steps
+    from experiments.pipeline import _units
+
+    units = _units(load_config())
+    assert [u.arm for u, _, _ in units] == ["pytorch", "keras", "keras_twin"]
+    twin_cfg = units[-1][1]
+    assert arm_steps(twin_cfg) == ["train", "predict", "explain_deep", "explain_gradient"]  # explained, not assessed
+    sweep = _units(load_config(overrides={"seeds": [3, 4]}))
+    assert [(u.arm, u.seed) for u, _, _ in sweep] == [
+        ("pytorch", 3),
+        ("keras", 3),
+        ("pytorch", 4),
+        ("keras", 4),
+        ("keras_twin", 3),
+    ]
+    assert [u.arm for u, _, _ in _units(load_config(overrides={"framework_check": False}))] == ["pytorch", "keras"]

@@ -16,6 +16,7 @@ import pytest
 from common.config import load_config
 from common.registry import ARMS
 from experiments import keys
+from experiments.layout import twin_config
 from experiments.sources import SOURCE_ROOT, SourceError, dependencies
 
 PACKAGES = ("common", "experiments", "pytorch_impl", "keras_impl", "benchmarks")
@@ -34,8 +35,9 @@ def stage_keys(root: Path) -> dict[str, str]:
     cfg = load_config()
     selection = SimpleNamespace(key="selection")
     out, per_arm = {}, {}
-    for spec in ARMS.values():
-        per_arm[spec.key] = keys.arm_keys(cfg, "data", selection, spec, root=root)
+    for spec in ARMS.values():  # a twin's unit runs without the assess stage
+        unit_cfg = cfg if spec.weights_of is None else twin_config(cfg)
+        per_arm[spec.key] = keys.arm_keys(unit_cfg, "data", selection, spec, root=root)
         out.update({f"{step} {spec.key}": key for step, key in per_arm[spec.key].items()})
     out["evaluate"] = keys.evaluate_key(cfg, selection, per_arm, root=root)
     out["report"] = keys.report_key(out["evaluate"], {"jobs": 1}, root=root)
@@ -64,15 +66,17 @@ def test_the_keys_are_stable_and_the_copy_is_the_checkout(tree):
 
 def test_an_arms_model_code_changes_that_arm_and_what_comes_after(tree):
     changed = changed_by(tree, "pytorch_impl/cnn.py")
-    assert changed == stages_of("pytorch") | {"evaluate", "report"}
-    # one architecture's module changes that architecture's arm in its framework only
-    assert changed_by(tree, "keras_impl/cnn.py") == stages_of("keras_cnn") | {"evaluate", "report"}
+    # the Keras twin carries the PyTorch CNN's trained weights: its stages follow
+    assert changed == stages_of("pytorch", "keras_twin") | {"evaluate", "report"}
+    # one architecture's module changes that architecture's arms in its framework only (the twin is the CNN)
+    assert changed_by(tree, "keras_impl/cnn.py") == stages_of("keras_cnn", "keras_twin") | {"evaluate", "report"}
+    assert changed_by(tree, "keras_impl/twin.py") == stages_of("keras_twin") | {"evaluate", "report"}
     assert changed_by(tree, "pytorch_impl/resnet50.py") == stages_of("pytorch_resnet50") | {"evaluate", "report"}
 
 
 def test_what_both_arms_of_a_framework_share_changes_both(tree):
     changed = changed_by(tree, "pytorch_impl/model.py")
-    assert changed == stages_of("pytorch", "pytorch_resnet50") | {"evaluate", "report"}
+    assert changed == stages_of("pytorch", "pytorch_resnet50", "keras_twin") | {"evaluate", "report"}
 
 
 def test_the_keras_loader_changes_both_resnet50s(tree):
@@ -106,7 +110,7 @@ def test_the_budget_changes_what_the_assess_stage_runs_and_nothing_trained(tree)
     assert changed_by(tree, "experiments/budget.py") == assess | {"evaluate", "report"}
 
 
-@pytest.mark.parametrize("rel", ["benchmarks/measure.py", "keras_impl/twin.py", "experiments/run_all.py"])
+@pytest.mark.parametrize("rel", ["benchmarks/measure.py", "experiments/run_all.py"])
 def test_a_module_no_stage_runs_changes_nothing(tree, rel):
     assert changed_by(tree, rel) == set()
 
