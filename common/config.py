@@ -350,8 +350,8 @@ def selected_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:
 
 def twin_arms(cfg: StudyConfig) -> list[registry.ArmSpec]:
     """The twins this run carries weights into ("Is it the framework?", ``framework_check``): those
-    whose source arm (``ArmSpec.weights_of``) the run trains."""
-    if not cfg.framework_check:
+    whose source arm (``ArmSpec.weights_of``) the run trains; none when the run trains one arm only (``only``)."""
+    if not cfg.framework_check or cfg.only is not None:
         return []
     trained = {spec.key for spec in selected_arms(cfg)}
     return [spec for spec in registry.ARMS.values() if spec.weights_of in trained]

@@ -149,7 +149,7 @@ def pytorch_case(tiny_images, tmp_path_factory) -> ArmCase:
         images=data.x_val[::4],
         background=data.x_train[::5],
         load=lambda path: PyTorchArm.load(path, pytorch_cfg()),
-        saved_files=("model.pt",),
+        saved_files=("model.pt", "weights.npz"),  # the state dict as NumPy too, for the Keras twin
         **torch_references(arm),
         fan_ins=CNN_FAN_INS,
         dtype=np.float32,

@@ -102,6 +102,7 @@ def test_the_twin_runs_where_its_source_is_trained_and_the_check_is_on():
     assert [s.key for s in twin_arms(load_config(overrides={"design": "factorial"}))] == ["keras_twin"]
     assert twin_arms(load_config(overrides={"framework_check": False})) == []
     assert twin_arms(load_config(overrides={"only": "keras"})) == []  # its source is not trained
+    assert twin_arms(load_config(overrides={"only": "pytorch"})) == []  # one arm only: that arm alone
     # the default config is written as it always was; the switch only when off, and it reads back
     assert "framework_check" not in load_config().to_dict()
     off = load_config(overrides={"framework_check": False})
