@@ -1,7 +1,8 @@
 """One arm's stages in the arm's own process: train, predict, explain (one stage per method), then
 the assess stage's steps (:mod:`experiments.assess`).
 
-Started by :mod:`experiments.arm_worker` for one unit (an arm with one training seed); the runner
+Started by :mod:`experiments.arm_worker` for one unit (an arm with one training seed), and there
+for a twin the unit hosts (:attr:`experiments.units.Unit.hosts`); the runner
 (:mod:`experiments.pipeline`) never imports a framework. Each stage is skipped when its key and
 artefacts are unchanged (:mod:`experiments.stages`).
 """
@@ -20,6 +21,7 @@ import numpy as np
 
 from common.arm import TrainingData
 from common.config import StudyConfig
+from common.data.dataset import StudyData
 from common.data.decode import default_cache_dir
 from common.errors import StudyError
 from common.explanation import Explanation, class_table
@@ -56,12 +58,14 @@ class ArmStages:
         spec: ArmSpec,
         force: bool = False,
         assessment: AssessmentFactory | None = None,
+        data: StudyData | None = None,
     ):
         self.cfg, self.out, self.spec, self.force, self.assessment_factory = cfg, out, spec, force, assessment
         # The split the data stage wrote, not a new one: the same by construction, and this process
         # is spared scikit-learn's import (1.3 s), which an arm that does not explain never needs.
-        # The files are listed and hashed again, so a data set changed since then is refused.
-        self.data = prepare_data(cfg, split_csv=out / "split.csv")
+        # The files are listed and hashed again, so a data set changed since then is refused
+        # (``data``: the study's data this process already holds and checked, for a hosted twin).
+        self.data = data or prepare_data(cfg, split_csv=out / "split.csv")
         expected = read_json(out / "data" / "dataset.json")["data_key"]
         if self.data.data_key != expected:
             raise StudyError(

@@ -29,7 +29,7 @@ from common.machine import deterministic_environment
 from experiments.arm_stages import ArmStages
 from experiments.assess import ArmAssessment
 from experiments.keys import arm_keys
-from experiments.layout import unit_config, unit_seed, worker_log_path
+from experiments.layout import twin_config, unit_config, unit_seed, worker_log_path
 
 
 def exit_with_parent(poll_seconds: float = 0.5) -> None:
@@ -53,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="the training seed of a seed sweep to run (default: a single-seed study)")
     p.add_argument("--config-json", required=True, help="the resolved study config (StudyConfig.to_dict()) as JSON")
     p.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="TWIN",
+        help="after the arm's own stages, a twin's (a key of common.registry.ARMS whose weights_of ran before), "
+        "in this process: its framework is imported once",
+    )
     args = p.parse_args(argv)
     exit_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -71,10 +79,17 @@ def main(argv: list[str] | None = None) -> int:
             cfg = unit_config(cfg, args.seed)
         stages = ArmStages(cfg, args.out, spec, args.force, assessment=ArmAssessment)
         records = stages.run(arm_keys(cfg, stages.data.data_key, stages.selection, spec))
+        write_json_atomic(worker_log_path(args.out, spec, unit_seed(cfg)), [dataclasses.asdict(r) for r in records])
+        for key in args.host:  # a twin's unit, hosted: its own stages and records, in this process
+            twin, tcfg = registry.arm_spec(key), twin_config(cfg)
+            hosted = ArmStages(tcfg, args.out, twin, args.force, data=stages.data)
+            records = hosted.run(arm_keys(tcfg, hosted.data.data_key, hosted.selection, twin))
+            write_json_atomic(
+                worker_log_path(args.out, twin, unit_seed(tcfg)), [dataclasses.asdict(r) for r in records]
+            )
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json_atomic(worker_log_path(args.out, spec, unit_seed(cfg)), [dataclasses.asdict(r) for r in records])
     return 0
 
 

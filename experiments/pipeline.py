@@ -22,6 +22,7 @@ through a shared file).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -152,9 +153,10 @@ def _run_arms(
         unit_stages[unit.label] = cached_unit(ucfg, out, spec, keys, force)
         if unit_stages[unit.label] is None:
             pending.append(unit)
-    # a twin carries the weights its source arm's unit trains: the twins run once the other units are done
-    run_units(out, [u for u in pending if arm_spec(u.arm).weights_of is None], execution, force)
-    run_units(out, [u for u in pending if arm_spec(u.arm).weights_of is not None], execution, force)
+    first, twins = _host_twins(pending, execution)
+    run_units(out, first, execution, force)
+    # a twin carries the weights its source arm's unit trains: a twin no unit hosts runs once the others are done
+    run_units(out, twins, execution, force)
     for unit, _, _ in units:  # every unit's stage records, in the units' order
         records = unit_stages[unit.label]
         if records is None:
@@ -162,6 +164,32 @@ def _run_arms(
         for record in records:
             stages.add(record)
     return arm_stage_keys
+
+
+def _host_twins(pending: list[Unit], execution: Execution) -> tuple[list[Unit], list[Unit]]:
+    """The units to run first, and the twins' units to run after them. Run one after another,
+    a pending twin is hosted by the first pending unit after its source's of the twin's framework
+    and seed (:attr:`Unit.hosts`): its steps run in that process, which has imported the framework
+    already (a TensorFlow start-up costs seconds)."""
+    first = [u for u in pending if arm_spec(u.arm).weights_of is None]
+    twins = [u for u in pending if arm_spec(u.arm).weights_of is not None]
+    if not execution.sequential:
+        return first, twins
+    for twin in list(twins):
+        spec = arm_spec(twin.arm)
+        source = next((i for i, u in enumerate(first) if u.arm == spec.weights_of and u.seed == twin.seed), -1)
+        host = next(
+            (
+                i
+                for i, u in enumerate(first)
+                if i > source and u.seed == twin.seed and arm_spec(u.arm).package == spec.package
+            ),
+            None,
+        )
+        if host is not None:
+            first[host] = dataclasses.replace(first[host], hosts=(*first[host].hosts, twin.arm))
+            twins.remove(twin)
+    return first, twins
 
 
 def cached_unit(cfg: StudyConfig, out: Path, spec: ArmSpec, keys: dict[str, str], force: bool) -> list | None:

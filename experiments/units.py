@@ -100,6 +100,9 @@ class Unit:
     spec_json: str  # the arm's registry entry as JSON (an arm registered at run time runs in the worker too)
     seed: int | None  # training seed of a seed sweep; None: a single-seed study (flat layout)
     config_json: str = "{}"  # the study's resolved config (StudyConfig.to_dict()): the worker's only source
+    # twins (arm keys) whose stages this unit's process runs after its own, in the same framework: one
+    # start-up and import fewer ("Is it the framework?"); the runner asks this only where the twin's source ran first
+    hosts: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -164,6 +167,8 @@ def run_unit(
         cmd += ["--seed", str(unit.seed)]
     if force:
         cmd.append("--force")
+    for twin in unit.hosts:
+        cmd += ["--host", twin]
     # The worker imports this repository's packages; same working directory, so relative paths in the config hold.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     env.update(thread_env(threads))

@@ -152,3 +152,20 @@ def test_the_twins_unit_runs_after_every_other_once_per_study():
         ("keras_twin", 3),
     ]
     assert [u.arm for u, _, _ in _units(load_config(overrides={"framework_check": False}))] == ["pytorch", "keras"]
+
+
+def test_run_one_after_another_the_twin_runs_in_the_process_of_its_frameworks_arm():
+    from common.config import load_config
+    from experiments.pipeline import _host_twins, _units
+    from experiments.units import Execution
+
+    units = [u for u, _, _ in _units(load_config())]
+    first, after = _host_twins(units, Execution())
+    assert [(u.arm, u.hosts) for u in first] == [("pytorch", ()), ("keras", ("keras_twin",))] and after == []
+    first, after = _host_twins(units[1:], Execution())  # the PyTorch CNN's stages are current: Keras still hosts
+    assert [(u.arm, u.hosts) for u in first] == [("keras", ("keras_twin",))] and after == []
+    first, after = _host_twins([units[0], units[2]], Execution())  # Keras's are current: the twin runs alone, after
+    assert [(u.arm, u.hosts) for u in first] == [("pytorch", ())] and [u.arm for u in after] == ["keras_twin"]
+    # on Dask the units run at once: the twin waits for its source's, in a process of its own
+    first, after = _host_twins(units, Execution(jobs=2))
+    assert all(u.hosts == () for u in first) and [u.arm for u in after] == ["keras_twin"]
