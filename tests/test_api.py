@@ -167,6 +167,10 @@ def test_the_committed_example_opens_and_redraws_its_grid(tmp_path):
     """The README's first lines of Python, on reports/example-digits (the real arms)."""
     study = open_study(REPO / "reports" / "example-digits")
     assert list(study.accuracy.arm) == ["pytorch", "keras"]
+    # "Is it the framework?": the PyTorch CNN and its Keras twin agree; the two models' maps do not
+    check = study.framework_check.set_index("method")
+    assert (check.status == "pass").all() and (check.max_relative_difference < 1e-3).all()
+    assert (check.test_accuracy == check.twin_test_accuracy).all() and (check.models_rho < 0.5).all()
     study.figure("attribution_grid", images=[0, 1, 2]).savefig(tmp_path / "grid.png")
     with Image.open(tmp_path / "grid.png") as png:
         assert png.size[0] > png.size[1] > 100
