@@ -146,6 +146,19 @@ ARMS: dict[str, ArmSpec] = {
     )
 }
 
+
+def published_arm(architecture: str) -> ArmSpec:
+    """The published design's arm of ``architecture`` (one of ARCHITECTURES), e.g. "ResNet50": the Keras ResNet50.
+
+    Raises:
+        KeyError: no published arm has that architecture.
+    """
+    for spec in ARMS.values():
+        if spec.design == "published" and spec.architecture == architecture and spec.weights_of is None:
+            return spec
+    raise KeyError(f"no published arm is a {architecture}")
+
+
 # "Is it the framework?": the published CNN carried with its PyTorch weights into Keras (keras_impl/twin.py)
 TWIN = ArmSpec(
     key="keras_twin",
@@ -159,7 +172,7 @@ TWIN = ArmSpec(
     versions=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",))),
     arm_module="twin_arm",
     architecture="CNN",
-    weights_of="pytorch",
+    weights_of=published_arm("CNN").key,
 )
 ARMS[TWIN.key] = TWIN
 

@@ -50,7 +50,7 @@ class PixelNormalize(layers.Layer):
 
 
 def build_model(
-    n_classes: int, image_size: int, *, batch_norm_epsilon: float | None = None, name: str = "keras_cnn"
+    n_classes: int, image_size: int, *, batch_norm_epsilon: float | None = None, name: str = "cnn"
 ) -> keras.Model:
     """The CNN for ``n_classes`` and square ``image_size`` RGB images, with Keras's defaults.
 

@@ -20,16 +20,15 @@ from common.config import StudyConfig
 from common.errors import StudyError
 from common.registry import arm_spec
 from keras_impl import cnn
-from keras_impl.arm import KerasModelArm
+from keras_impl.cnn_arm import KerasCNNArm
 from keras_impl.twin import BATCH_NORM_EPSILON, keras_twin_of_cnn
 
 
-class KerasTwinArm(KerasModelArm):
-    """The PyTorch CNN, with its trained weights, as a Keras 3 model."""
+class KerasTwinArm(KerasCNNArm):
+    """The PyTorch CNN, with its trained weights, as a Keras 3 model: the Keras CNN's layers and
+    weight scopes, PyTorch's batch-norm epsilon, and no training of its own."""
 
     spec = arm_spec("keras_twin")
-    head_prefix = ("fc1/", "fc2/", "logits/")
-    fixed_suffixes = ("moving_mean", "moving_variance", "normalize/mean", "normalize/std")
 
     @classmethod
     def carry(cls, source_dir: Path, cfg: StudyConfig, n_classes: int, image_size: int) -> KerasTwinArm:
@@ -55,4 +54,4 @@ class KerasTwinArm(KerasModelArm):
         raise NotImplementedError("the twin is not trained: it carries the PyTorch CNN's weights (KerasTwinArm.carry)")
 
     def model_facts(self) -> dict[str, Any]:
-        return {"flatten_width": int(self.model.get_layer("flatten").output.shape[-1]), "weights_of": "pytorch"}
+        return {**super().model_facts(), "weights_of": self.spec.weights_of}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.architectures import cnn_macs, resnet50_macs
+from common.registry import published_arm
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -55,7 +56,16 @@ class PyTorchResNet50Config:
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
 
     placement = ("device",)  # where it runs, not what it computes: left out of its stage keys
-    borrowed = (("keras", "weights"),)  # (section, setting) of other arms it reads: part of its stage keys
+
+    @property
+    def backbone_arm(self) -> str:
+        """The arm whose ResNet50 backbone this one converts and holds: the published Keras ResNet50."""
+        return published_arm("ResNet50").key
+
+    @property
+    def borrowed(self) -> tuple[tuple[str, str], ...]:
+        """(section, setting) of other arms it reads: part of its stage keys."""
+        return ((self.backbone_arm, "weights"),)
 
     def forward_macs(self, image_size: int, n_classes: int) -> int:
         """Multiply-adds of one image through ResNet50 (Keras's layout) and the head."""

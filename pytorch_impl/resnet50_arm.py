@@ -65,7 +65,7 @@ class PyTorchResNet50Arm(TorchArm):
             ConfigError: ``keras.weights`` names a file that does not exist.
         """
         settings = cfg.arm(cls.spec.key)
-        converted = converted_backbone(cfg.arm("keras").weights, image_size, cfg.seed, cache_dir(cfg))
+        converted = converted_backbone(cfg.arm(settings.backbone_arm).weights, image_size, cfg.seed, cache_dir(cfg))
         model = build_model(n_classes, image_size, settings.dense_units, settings.dropout)
         load_backbone_state(model, converted.state)
         arm = cls(model, cfg, converted.record, converted.digest)
